@@ -1,0 +1,18 @@
+"""User-facing errors.
+
+Every problem a user can cause (a corrupt file, a wrong shape, an unreachable
+Hub repo) is raised as :class:`LVSegError` with a one-line message; the command
+line and the app print that line and never a traceback.
+"""
+
+
+class LVSegError(Exception):
+    """An error caused by the user's input, with a one-line message."""
+
+
+class ScanReadError(LVSegError):
+    """A scan or label file that cannot be read or has the wrong shape."""
+
+
+class WeightsError(LVSegError):
+    """Model weights that cannot be found, fetched or loaded."""

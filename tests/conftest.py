@@ -1,0 +1,59 @@
+"""Shared fixtures: the real ACDC folder (skipped when absent) and synthetic scans."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lvseg_core.scan import Scan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def acdc_path() -> Path:
+    """The ACDC folder: ``$LVSEG_DATA`` or ``../shared/data/acdc`` beside the repo."""
+    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc"))
+
+
+@pytest.fixture(scope="session")
+def acdc_dir() -> Path:
+    """Path of the real ACDC data; skips the test when it is absent."""
+    path = acdc_path()
+    if not (path / "patient002").is_dir():
+        pytest.skip(f"ACDC data not found at {path} (set LVSEG_DATA)")
+    return path
+
+
+def make_heart(shape=(96, 88, 6), spacing=(1.5, 1.5, 8.0), seed=0) -> tuple[Scan, np.ndarray]:
+    """A synthetic short-axis volume with ring-shaped LV/Myo and an RV blob.
+
+    Returns the scan (raw-like intensities in [0, 1200]) and its uint8 labels.
+    """
+    rng = np.random.default_rng(seed)
+    x, y = np.mgrid[: shape[0], : shape[1]]
+    cx, cy = shape[0] / 2, shape[1] / 2
+    r = np.hypot(x - cx, y - cy)
+    rv = np.hypot(x - cx + 22, y - cy) < 12
+    labels = np.zeros(shape, np.uint8)
+    image = rng.normal(200, 20, shape).astype(np.float32)
+    for k in range(shape[2]):
+        scale = 1.0 - 0.08 * k
+        lv = r < 10 * scale
+        myo = (r >= 10 * scale) & (r < 15 * scale)
+        sl = labels[..., k]
+        sl[rv] = 1
+        sl[myo] = 2
+        sl[lv] = 3
+        image[..., k][lv | rv] += 800
+        image[..., k][myo] += 200
+    affine = np.diag([*spacing, 1.0])
+    return Scan(image, affine, name="synthetic"), labels
+
+
+@pytest.fixture
+def heart() -> tuple[Scan, np.ndarray]:
+    """A synthetic scan and its labels."""
+    return make_heart()
