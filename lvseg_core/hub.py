@@ -1,0 +1,193 @@
+"""Where weights come from: bundled folders, the Hugging Face Hub, training runs.
+
+A weights source is one of:
+
+- ``None`` or ``"bundled"``: ``weights/<architecture>/`` shipped in the
+  repository (works offline on a fresh machine);
+- a local folder holding ``config.json`` + ``model.safetensors``, or a
+  training run folder (its exported ``model/`` sub-folder is used);
+- a Hub repo id ``owner/name`` with an optional ``@revision``, fetched with
+  ``huggingface_hub`` into its cache (``HF_HOME``); ``HF_HUB_OFFLINE=1`` reads
+  the cache only. When the Hub cannot be reached the bundled weights are used
+  and :attr:`Weights.notice` says so.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+
+from .errors import WeightsError
+from .models import LVSegModel, check_architecture, read_config
+
+#: Bundled weights: ``<repo>/weights/<architecture>/``.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+#: Files a weights folder consists of.
+WEIGHT_FILES = ("config.json", "model.safetensors", "README.md")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A resolved weights source.
+
+    Attributes:
+        architecture: architecture named in the folder's config.
+        folder: local folder with ``config.json`` and ``model.safetensors``.
+        source: the source as the user gave it.
+        kind: ``"bundled"``, ``"local"`` or ``"hub"``.
+        notice: a message for the user when a fallback happened, else "".
+    """
+
+    architecture: str
+    folder: Path
+    source: str
+    kind: str
+    notice: str = ""
+
+    @property
+    def description(self) -> str:
+        """One-line description, e.g. ``hub:owner/name@main``."""
+        return f"{self.kind}:{self.source}" if self.kind != "bundled" else f"bundled:{self.folder.name}"
+
+
+def bundled_folder(architecture: str) -> Path:
+    """Folder of the bundled weights of ``architecture``."""
+    return WEIGHTS_DIR / check_architecture(architecture)
+
+
+def available_bundled() -> list[str]:
+    """Architectures with bundled weights present."""
+    return [p.name for p in sorted(WEIGHTS_DIR.glob("*")) if (p / "model.safetensors").is_file()]
+
+
+def weights_folder(path: Path) -> Path | None:
+    """``path`` itself, or the exported model of a training run folder, if any."""
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    return None
+
+
+def parse_repo(source: str) -> tuple[str, str | None]:
+    """Split ``"owner/name@revision"`` (``hf://`` prefix allowed) into id and revision."""
+    source = source.removeprefix("hf://")
+    repo_id, _, revision = source.partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise WeightsError(
+            f"{source!r} is neither a weights folder nor a Hub repo id (owner/name[@revision])"
+        ) from None
+    if "/" not in repo_id:
+        raise WeightsError(f"{source!r}: a Hub repo id has the form owner/name")
+    return repo_id, revision or None
+
+
+def fetch_from_hub(repo_id: str, revision: str | None = None,
+                   cache_dir: str | Path | None = None, local_files_only: bool = False) -> Path:
+    """Download (or read from the cache) a weights repo; returns its snapshot folder.
+
+    Raises:
+        WeightsError: repo or revision not found, gated, or not cached while
+            offline / unreachable.
+    """
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=list(WEIGHT_FILES),
+            local_files_only=local_files_only, etag_timeout=10,
+        )
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise WeightsError(f"Hub repo {where} not found or not accessible") from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"Hub repo {repo_id} has no revision {revision!r}") from None
+    except LocalEntryNotFoundError:
+        raise WeightsError(
+            f"Hub repo {where} cannot be reached and is not in the local cache") from None
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"Hub repo {where}: download failed ({type(err).__name__})") from None
+    found = weights_folder(Path(folder))
+    if found is None:
+        raise WeightsError(f"Hub repo {where} has no config.json + model.safetensors")
+    return found
+
+
+def resolve_weights(architecture: str, source: str | Path | None = None,
+                    fallback: bool = True) -> Weights:
+    """Turn a weights source into a local folder (see the module docstring).
+
+    Args:
+        architecture: the architecture the caller wants.
+        source: None/"bundled", a folder, or a Hub repo id.
+        fallback: when the Hub cannot be reached, use the bundled weights and
+            set :attr:`Weights.notice` instead of raising.
+
+    Raises:
+        WeightsError: with a one-line message, for every failure.
+    """
+    check_architecture(architecture)
+    text = str(source) if source is not None else "bundled"
+    if text == "bundled":
+        folder = bundled_folder(architecture)
+        if weights_folder(folder) is None:
+            raise WeightsError(
+                f"no bundled weights for {architecture} in {folder}; train them with "
+                f"'python -m train fit --model {architecture}' or pass --weights")
+        return _checked(Weights(architecture, folder, "bundled", "bundled"))
+    path = Path(text).expanduser()
+    if path.exists():
+        folder = weights_folder(path)
+        if folder is None:
+            raise WeightsError(f"{path}: no config.json + model.safetensors (or run model/) there")
+        return _checked(Weights(architecture, folder, text, "local"))
+    repo_id, revision = parse_repo(text)
+    try:
+        folder = fetch_from_hub(repo_id, revision)
+    except WeightsError as err:
+        if not fallback or "cannot be reached" not in str(err):
+            raise
+        bundled = resolve_weights(architecture, None)
+        return Weights(bundled.architecture, bundled.folder, text, "bundled",
+                       notice=f"{err}; using the bundled {architecture} weights instead")
+    return _checked(Weights(architecture, folder, text, "hub"))
+
+
+def _checked(weights: Weights) -> Weights:
+    config = read_config(weights.folder)
+    if config["architecture"] != weights.architecture:
+        raise WeightsError(
+            f"{weights.source}: these are {config['architecture']} weights, "
+            f"not {weights.architecture}")
+    return weights
+
+
+def load_model(architecture: str, source: str | Path | None = None,
+               device: str | torch.device = "cpu") -> tuple[LVSegModel, Weights]:
+    """Resolve ``source`` and load the model in eval mode on ``device`` (cached)."""
+    weights = resolve_weights(architecture, source)
+    model = _load_folder(str(weights.folder), _stamp(weights.folder), str(device))
+    return model, weights
+
+
+def _stamp(folder: Path) -> float:
+    """Modification time of the weights file, so a retrained model is reloaded."""
+    return (folder / "model.safetensors").stat().st_mtime
+
+
+@functools.lru_cache(maxsize=8)
+def _load_folder(folder: str, stamp: float, device: str) -> LVSegModel:
+    model = LVSegModel.from_pretrained(folder)
+    return model.to(device).eval()

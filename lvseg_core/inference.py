@@ -1,0 +1,144 @@
+"""The :class:`Segmenter`: a loaded model that segments scans.
+
+2D models see a frame as one batch of slices, V-Net sees the whole volume;
+CUDA is used when present (with mixed precision), the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .hub import Weights, load_model
+from .models import LVSegModel
+from .postprocess import keep_largest_components
+from .preprocess import PreprocessPlan, prepare, restore
+from .scan import Scan
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device | str) -> str:
+    """Human-readable device, e.g. ``"CUDA (NVIDIA A10G)"`` or ``"CPU (2 threads)"``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@dataclass
+class Segmentation:
+    """The result of segmenting one scan.
+
+    Attributes:
+        mask: uint8 labels on the scan's grid, ``(x, y, z)`` or ``(x, y, z, t)``.
+        probabilities: float16 class probabilities ``(C, x, y, z[, t])`` when
+            requested, else None.
+        seconds: wall time of inference (model load excluded).
+        device: where it ran.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None = None
+    seconds: float = 0.0
+    device: str = ""
+    frame_seconds: list[float] = field(default_factory=list)
+
+
+class Segmenter:
+    """Segments scans with one model.
+
+    Args:
+        model: a loaded :class:`~lvseg_core.models.LVSegModel`.
+        device: torch device; default CUDA if available, else CPU.
+        postprocess: keep the largest connected component per structure.
+        batch_size: slices per forward pass for 2D models.
+        weights: where the model came from (for reports).
+    """
+
+    def __init__(self, model: LVSegModel, device: str | torch.device | None = None,
+                 postprocess: bool = True, batch_size: int = 32,
+                 weights: Weights | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.plan = PreprocessPlan.from_dict(model.preprocess)
+        self.postprocess = postprocess
+        self.batch_size = batch_size
+        self.weights = weights
+
+    @classmethod
+    def from_source(cls, architecture: str, weights: str | None = None,
+                    device: str | torch.device | None = None, **kwargs) -> "Segmenter":
+        """Load (cached) ``architecture`` from a weights source; see :mod:`lvseg_core.hub`."""
+        device = torch.device(device) if device is not None else default_device()
+        model, info = load_model(architecture, weights, device)
+        return cls(model, device, weights=info, **kwargs)
+
+    @property
+    def architecture(self) -> str:
+        return self.model.architecture
+
+    @property
+    def device_label(self) -> str:
+        return device_name(self.device)
+
+    @torch.inference_mode()
+    def _logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Network logits for ``(n, 1, X, Y)`` slices -> ``(n, C, X, Y)``."""
+        cuda = self.device.type == "cuda"
+        with torch.autocast("cuda", enabled=cuda):
+            if self.model.spatial_dims == 3:
+                volume = image.permute(1, 0, 2, 3)[None].to(self.device)  # (1, 1, z, X, Y)
+                return self.model(volume)[0].permute(1, 0, 2, 3).float()
+            outs = [self.model(image[i:i + self.batch_size].to(self.device)).float()
+                    for i in range(0, image.shape[0], self.batch_size)]
+            return torch.cat(outs)
+
+    def predict_probabilities(self, volume: np.ndarray, spacing) -> torch.Tensor:
+        """Class probabilities ``(C, x, y, z)`` (CPU, float32) of one frame ``(x, y, z)``."""
+        prepared = prepare(volume, spacing, self.plan)
+        probs = torch.softmax(self._logits(prepared.image), dim=1).cpu()
+        return restore(probs, prepared)
+
+    def segment_volume(self, volume: np.ndarray, spacing, probabilities: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels ``(x, y, z)`` uint8 (and float16 probabilities) of one frame."""
+        probs = self.predict_probabilities(volume, spacing)
+        labels = probs.argmax(0).numpy().astype(np.uint8)
+        if self.postprocess:
+            labels = keep_largest_components(labels)
+        return labels, (probs.numpy().astype(np.float16) if probabilities else None)
+
+    def segment(self, scan: Scan, probabilities: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> Segmentation:
+        """Segment every frame of ``scan``.
+
+        Args:
+            scan: 3D or 4D scan.
+            probabilities: also return the class probabilities.
+            progress: called as ``progress(done, total)`` after each frame.
+        """
+        masks, probs, times = [], [], []
+        for t, frame in enumerate(scan.frames()):
+            start = time.perf_counter()
+            labels, p = self.segment_volume(frame.array, scan.spacing, probabilities)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - start)
+            masks.append(labels)
+            probs.append(p)
+            if progress is not None:
+                progress(t + 1, scan.n_frames)
+        if scan.is_cine:
+            mask = np.stack(masks, axis=-1)
+            prob = np.stack(probs, axis=-1) if probabilities else None
+        else:
+            mask, prob = masks[0], probs[0]
+        return Segmentation(mask, prob, float(sum(times)), self.device_label, times)

@@ -1,0 +1,173 @@
+"""The model class every architecture shares, saved in the Hugging Face layout.
+
+``LVSegModel`` wraps one network of the registry and carries what is needed to
+use it on a new scan: the label map, the preprocessing plan and the training
+metrics. ``save_pretrained`` writes ``config.json`` + ``model.safetensors``;
+``from_pretrained`` reads them back from a folder or a Hub repo id
+(``huggingface_hub.PyTorchModelHubMixin``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_model as load_safetensors
+from torch import nn
+
+from ..errors import WeightsError
+from ..labels import LABELS
+from .attention_unet import build_attention_unet
+from .unet import build_unet
+from .vnet import build_vnet
+
+#: Architecture name -> (builder, spatial dimensions of its input).
+ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    "unet": (build_unet, 2),
+    "attention_unet": (build_attention_unet, 2),
+    "vnet": (build_vnet, 3),
+}
+
+#: Human-readable names.
+DISPLAY_NAMES: dict[str, str] = {
+    "unet": "U-Net",
+    "attention_unet": "Attention U-Net",
+    "vnet": "V-Net",
+}
+
+
+def check_architecture(name: str) -> str:
+    """Return ``name`` if it is a known architecture, else raise a clear error."""
+    if name not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise WeightsError(f"unknown architecture {name!r}; choose one of: {known}")
+    return name
+
+
+def default_plan(architecture: str) -> dict[str, Any]:
+    """The preprocessing plan used when training ``architecture`` from scratch."""
+    from ..preprocess import PreprocessPlan
+
+    if ARCHITECTURES[check_architecture(architecture)][1] == 3:
+        return PreprocessPlan(divisor=8, z_divisor=8).to_dict()
+    return PreprocessPlan().to_dict()
+
+
+class LVSegModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="lvseg",
+    tags=["medical-imaging", "cardiac-mri", "segmentation", "acdc"],
+    license="cc-by-nc-sa-4.0",
+):
+    """One segmentation network with its label map and preprocessing plan.
+
+    Args:
+        architecture: a key of :data:`ARCHITECTURES`.
+        arch_args: keyword arguments of that architecture's builder (widths).
+        labels: class names in label order (background first).
+        preprocess: a :class:`~lvseg_core.preprocess.PreprocessPlan` as a dict.
+        metrics: validation metrics recorded when the weights were trained.
+        training: facts about training (data, epochs, seconds, ...).
+
+    ``forward`` maps ``(B, 1, H, W)`` (2D) or ``(B, 1, D, H, W)`` (V-Net) to
+    logits with ``len(labels)`` channels.
+    """
+
+    def __init__(
+        self,
+        architecture: str = "unet",
+        arch_args: dict | None = None,
+        labels: list[str] | None = None,
+        preprocess: dict | None = None,
+        metrics: dict | None = None,
+        training: dict | None = None,
+    ) -> None:
+        super().__init__()
+        builder, self.spatial_dims = ARCHITECTURES[check_architecture(architecture)]
+        self.architecture = architecture
+        self.labels = list(labels or LABELS.values())
+        self.arch_args = dict(arch_args or {})
+        self.preprocess = dict(preprocess or default_plan(architecture))
+        self.metrics = dict(metrics or {})
+        self.training_info = dict(training or {})
+        self.net = builder(in_channels=1, out_channels=len(self.labels), **self.arch_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-serialisable config that rebuilds this model."""
+        return {
+            "architecture": self.architecture,
+            "arch_args": self.arch_args,
+            "labels": self.labels,
+            "preprocess": self.preprocess,
+            "metrics": self.metrics,
+            "training": self.training_info,
+        }
+
+    def save_pretrained(self, save_directory, **kwargs):  # noqa: D102 - mixin API
+        kwargs.setdefault("config", self.config())
+        return super().save_pretrained(save_directory, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs,
+    ) -> "LVSegModel":
+        # The mixin's own loader prints to stdout; this one only reads files.
+        if Path(model_id).is_dir():
+            weights = Path(model_id) / "model.safetensors"
+        else:
+            weights = Path(hf_hub_download(
+                repo_id=model_id, filename="model.safetensors", revision=revision,
+                cache_dir=cache_dir, force_download=force_download,
+                local_files_only=local_files_only, token=token,
+            ))
+        if not weights.is_file():
+            raise WeightsError(f"{model_id}: model.safetensors is missing")
+        model = cls(**model_kwargs)
+        try:
+            load_safetensors(model, str(weights), strict=strict, device=str(map_location))
+        except (RuntimeError, OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise WeightsError(f"{model_id}: weights do not match the config ({first})") from None
+        return model.eval()
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """Read and check ``config.json`` of a weights folder."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{folder}: no config.json (not a weights folder)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WeightsError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise WeightsError(f"{path}: no 'architecture' entry")
+    check_architecture(config["architecture"])
+    return config
+
+
+def create_model(architecture: str, **arch_args: Any) -> LVSegModel:
+    """A new, randomly initialised model, e.g. ``create_model("unet")``."""
+    return LVSegModel(architecture=architecture, arch_args=arch_args)

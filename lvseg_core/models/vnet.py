@@ -1,0 +1,81 @@
+"""V-Net (Milletari et al. 2016), width-configurable, from MONAI's V-Net blocks.
+
+MONAI's ``VNet`` fixes its widths at 16-256 channels (45M parameters); this
+assembles the same blocks (residual 5x5x5 stages, strided-convolution down,
+transposed-convolution up) with a chosen base width and depth.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets.vnet import (
+    DownTransition,
+    InputTransition,
+    OutputTransition,
+    UpTransition,
+)
+from torch import nn
+
+
+class VNet3D(nn.Module):
+    """A volumetric V-Net mapping ``(B, in, D, H, W)`` to logits ``(B, out, D, H, W)``.
+
+    Args:
+        in_channels: input channels (1 for MRI).
+        out_channels: classes, background included.
+        base_channels: width of the first stage; each level doubles it. Must be
+            a multiple of ``in_channels``.
+        convs_per_level: residual convolutions in each down stage (its length is
+            the number of down-sampling steps, so D, H, W must be multiples of
+            ``2 ** len(convs_per_level)``).
+        dropout: dropout of the deepest stages and of the skip connections.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        base_channels: int = 8,
+        convs_per_level: tuple[int, ...] = (1, 2, 1),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        act = ("elu", {"inplace": True})
+        levels = len(convs_per_level)
+        widths = [base_channels * 2**i for i in range(levels + 1)]
+        drop = dropout if dropout > 0 else None
+        self.input = InputTransition(3, in_channels, base_channels, act)
+        self.down = nn.ModuleList(
+            DownTransition(3, widths[i], n, act, dropout_prob=drop if i >= levels - 2 else None)
+            for i, n in enumerate(convs_per_level)
+        )
+        # Up stages mirror the down stages: the first keeps the deepest width,
+        # each later one halves it, and the skip connection restores it.
+        up_convs = list(reversed(convs_per_level))
+        ups = [UpTransition(3, widths[levels], widths[levels], up_convs[0], act,
+                            dropout_prob=(drop, dropout))]
+        for k, i in enumerate(range(levels - 2, -1, -1), start=1):
+            ups.append(UpTransition(3, widths[i + 2], widths[i + 1], up_convs[k], act,
+                                    dropout_prob=(None, dropout)))
+        self.up = nn.ModuleList(ups)
+        self.output = OutputTransition(3, widths[1], out_channels, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.input(x)]
+        for stage in self.down:
+            skips.append(stage(skips[-1]))
+        out = skips.pop()
+        for stage in self.up:
+            out = stage(out, skips.pop())
+        return self.output(out)
+
+
+def build_vnet(
+    in_channels: int = 1,
+    out_channels: int = 4,
+    base_channels: int = 8,
+    convs_per_level: tuple[int, ...] = (1, 2, 1),
+    dropout: float = 0.0,
+) -> nn.Module:
+    """Build a :class:`VNet3D` (see there for the arguments)."""
+    return VNet3D(in_channels, out_channels, base_channels, tuple(convs_per_level), dropout)

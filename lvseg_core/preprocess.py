@@ -1,0 +1,192 @@
+"""An invertible preprocessing plan: normalise, resample in-plane, pad or crop.
+
+A model sees every scan the way it saw its training data: intensities
+normalised per volume (robust to raw scanner units and to [0, 1] copies alike),
+in-plane voxels resampled to the training spacing, and the slice grid padded
+(or cropped) to a size the network accepts. :func:`restore` maps the network's
+class probabilities back onto the exact input grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class PreprocessPlan:
+    """How a model expects its input.
+
+    Attributes:
+        spacing_mm: target in-plane voxel size (mm) along x and y; ``None``
+            keeps the input spacing.
+        divisor: x and y are padded to a multiple of this (network strides).
+        size: fixed in-plane size ``(x, y)`` to pad or centre-crop to;
+            ``None`` pads only up to the next multiple of ``divisor``.
+        z_divisor: z is padded to a multiple of this (1 for 2D models).
+        clip_percentiles: intensity percentiles clipped before z-scoring.
+    """
+
+    spacing_mm: tuple[float, float] | None = (1.5625, 1.5625)
+    divisor: int = 32
+    size: tuple[int, int] | None = None
+    z_divisor: int = 1
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (stored in the weights' config.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "PreprocessPlan":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        data = dict(data or {})
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("spacing_mm", "size", "clip_percentiles"):
+            if known.get(key) is not None:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+@dataclass
+class Prepared:
+    """A volume ready for a network, with what is needed to undo the plan.
+
+    Attributes:
+        image: normalised slices, float32 tensor ``(z, 1, X, Y)`` (padded).
+        in_shape: the input grid ``(x, y, z)``.
+        resampled: in-plane size ``(x', y')`` after resampling.
+        offsets: per axis ``(x, y)``: ``(pad_before, crop_before)`` used to place
+            the resampled grid in the network grid.
+        z_pad: slices appended at the end along z.
+    """
+
+    image: torch.Tensor
+    in_shape: tuple[int, int, int]
+    resampled: tuple[int, int]
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    z_pad: int = 0
+
+
+def normalise_intensity(volume: np.ndarray, clip_percentiles=(0.5, 99.5)) -> np.ndarray:
+    """Clip to percentiles and z-score; float32, same shape.
+
+    Invariant to any positive affine change of intensities, so raw scanner
+    units and min-max normalised copies give the same result. A constant
+    volume maps to zeros.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    finite = np.isfinite(volume)
+    if not finite.all():
+        volume = np.where(finite, volume, 0.0).astype(np.float32)
+    lo, hi = np.percentile(volume, clip_percentiles)
+    clipped = np.clip(volume, lo, hi)
+    std = float(clipped.std())
+    if std < 1e-8:
+        return np.zeros_like(volume)
+    return ((clipped - float(clipped.mean())) / std).astype(np.float32)
+
+
+def resampled_size(shape_xy: tuple[int, int], spacing_xy, target_xy) -> tuple[int, int]:
+    """In-plane size after resampling from ``spacing_xy`` to ``target_xy`` (mm)."""
+    if target_xy is None:
+        return int(shape_xy[0]), int(shape_xy[1])
+    return tuple(
+        max(1, int(round(n * s / t))) for n, s, t in zip(shape_xy, spacing_xy, target_xy)
+    )
+
+
+def resize_slices(slices: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``(N, C, X, Y)`` to ``(N, C, *size)``; identity when sizes match.
+
+    ``mode="nearest"`` is for label maps; bilinear uses anti-aliasing when
+    shrinking.
+    """
+    if tuple(slices.shape[-2:]) == tuple(size):
+        return slices
+    if mode == "nearest":
+        return F.interpolate(slices, size=size, mode="nearest-exact")
+    shrink = size[0] < slices.shape[-2] or size[1] < slices.shape[-1]
+    return F.interpolate(slices, size=size, mode="bilinear", align_corners=False,
+                         antialias=shrink)
+
+
+def _place(n: int, target: int) -> tuple[int, int]:
+    """(pad_before, crop_before) that centre a length-n axis in ``target``."""
+    if n <= target:
+        return (target - n) // 2, 0
+    return 0, (n - target) // 2
+
+
+def _target(n: int, plan: PreprocessPlan, axis: int) -> int:
+    if plan.size is not None:
+        return int(plan.size[axis])
+    return int(np.ceil(n / plan.divisor) * plan.divisor)
+
+
+def fit_to_grid(slices: torch.Tensor, offsets: list[tuple[int, int]], target: tuple[int, int],
+                fill: float) -> torch.Tensor:
+    """Pad/crop ``(N, C, X, Y)`` into ``(N, C, *target)`` using ``offsets``."""
+    out = slices.new_full((*slices.shape[:2], *target), fill)
+    (px, cx), (py, cy) = offsets
+    nx = min(slices.shape[-2] - cx, target[0] - px)
+    ny = min(slices.shape[-1] - cy, target[1] - py)
+    out[..., px:px + nx, py:py + ny] = slices[..., cx:cx + nx, cy:cy + ny]
+    return out
+
+
+def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan) -> Prepared:
+    """Apply ``plan`` to one frame.
+
+    Args:
+        volume: image ``(x, y, z)``, any intensity units.
+        spacing: voxel size ``(sx, sy[, sz])`` in mm.
+        plan: the model's preprocessing plan.
+
+    Returns:
+        :class:`Prepared` whose ``image`` is ``(z + z_pad, 1, X, Y)``.
+    """
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"prepare expects an (x, y, z) volume, got shape {volume.shape}")
+    norm = normalise_intensity(volume, plan.clip_percentiles)
+    slices = torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 0, 1)))[:, None]
+    size = resampled_size(volume.shape[:2], spacing[:2], plan.spacing_mm)
+    slices = resize_slices(slices, size)
+    target = (_target(size[0], plan, 0), _target(size[1], plan, 1))
+    offsets = [_place(size[0], target[0]), _place(size[1], target[1])]
+    fill = float(norm.min()) if norm.size else 0.0
+    slices = fit_to_grid(slices, offsets, target, fill)
+    z = volume.shape[2]
+    z_pad = int(np.ceil(z / plan.z_divisor) * plan.z_divisor) - z
+    if z_pad:
+        slices = torch.cat([slices, slices.new_full((z_pad, *slices.shape[1:]), fill)])
+    return Prepared(slices, tuple(int(s) for s in volume.shape), size, offsets, z_pad)
+
+
+def restore(probs: torch.Tensor, prepared: Prepared) -> torch.Tensor:
+    """Map class probabilities from the network grid back to the input grid.
+
+    Args:
+        probs: ``(z + z_pad, C, X, Y)`` probabilities (channel 0 background).
+        prepared: the record returned by :func:`prepare`.
+
+    Returns:
+        ``(C, x, y, z)`` probabilities on the input grid; voxels that were
+        cropped away are background with probability 1.
+    """
+    z = prepared.in_shape[2]
+    probs = probs[:z].float()
+    (px, cx), (py, cy) = prepared.offsets
+    size = prepared.resampled
+    # Undo pad/crop: the inverse placement swaps padding and cropping.
+    back = fit_to_grid(probs, [(cx, px), (cy, py)], size, 0.0)
+    if cx or cy:
+        covered = fit_to_grid(torch.ones_like(probs[:, :1]), [(cx, px), (cy, py)], size, 0.0)
+        back[:, :1] += 1.0 - covered
+    back = resize_slices(back, prepared.in_shape[:2])
+    return back.permute(1, 2, 3, 0).contiguous()
