@@ -1,0 +1,237 @@
+"""NIfTI reading and writing: scans, label maps and predicted masks.
+
+Arrays are ``(x, y, z)`` or ``(x, y, z, t)`` in voxel order; affines map voxel
+indices to world millimetres in the nibabel (RAS+) convention.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import LVSegError, ScanReadError
+from ..labels import LABELS
+from ..scan import Scan
+from ._common import as_path, reason, require_file, strip_suffixes
+
+#: File name endings read and written as NIfTI (lower case, longest first).
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+_MAX_LABEL = max(LABELS)
+
+
+def nifti_stem(name: str) -> str:
+    """File name without its ``.nii`` / ``.nii.gz`` ending."""
+    return strip_suffixes(name, NIFTI_SUFFIXES)
+
+
+def is_nifti_name(name: str) -> bool:
+    """True when ``name`` ends in ``.nii`` or ``.nii.gz`` (any case)."""
+    return name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _open(path: Path, what: str) -> tuple[nib.Nifti1Image | nib.Nifti2Image, np.ndarray]:
+    """Read a NIfTI file; return the image and its raw (scaled) data array."""
+    require_file(path, what)
+    if not is_nifti_name(path.name):
+        raise ScanReadError(f"{path.name}: a NIfTI {what} must end in .nii or .nii.gz")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise ScanReadError(f"{path.name}: not a readable NIfTI file ({reason(exc)})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ScanReadError(f"{path.name}: not a NIfTI-1/NIfTI-2 image "
+                            f"(read as {type(img).__name__})")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip, short file, bad dtype...
+        raise ScanReadError(f"{path.name}: NIfTI data cannot be read, the file is "
+                            f"truncated or corrupt ({reason(exc)})") from None
+    return img, np.asarray(data)
+
+
+def _to_spatial(data: np.ndarray, path: Path, max_dims: int) -> np.ndarray:
+    """Reshape ``data`` to 3D (or up to ``max_dims``) dims: 2D gains z=1,
+    trailing singleton dims beyond 3 are dropped."""
+    if data.ndim < 2:
+        raise ScanReadError(f"{path.name}: {data.ndim}D NIfTI data {data.shape}; "
+                            "expected an image of at least 2 dimensions")
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > max_dims:
+        want = "(x, y, z)" if max_dims == 3 else "(x, y, z) or (x, y, z, t)"
+        raise ScanReadError(f"{path.name}: {data.ndim}D NIfTI data {data.shape}; "
+                            f"expected {want}")
+    if 0 in data.shape:
+        raise ScanReadError(f"{path.name}: NIfTI image is empty, shape {data.shape}")
+    return data
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> np.ndarray:
+    """Raise unless ``affine`` is finite with non-zero voxel sizes."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise ScanReadError(f"{path.name}: NIfTI affine contains NaN or infinity")
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(zooms == 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ScanReadError(f"{path.name}: NIfTI affine is degenerate "
+                            f"(voxel sizes {np.round(zooms, 4).tolist()} mm)")
+    return affine
+
+
+def load_nifti(path: str | os.PathLike) -> Scan:
+    """Read a ``.nii``/``.nii.gz`` scan.
+
+    Returns a :class:`Scan` with a float32 array of shape ``(x, y, z)`` or
+    ``(x, y, z, t)`` (a 2D image becomes ``(x, y, 1)``; trailing singleton
+    dims such as ``t = 1`` are dropped) and the nibabel affine (mm, RAS+).
+    The input header is kept in ``meta["nifti_header"]`` so that
+    :func:`save_mask` writes matching geometry. Non-finite voxels are set to 0
+    and counted in ``meta["non_finite_voxels"]``.
+    """
+    path = as_path(path)
+    img, raw = _open(path, "scan")
+    data = _to_spatial(raw, path, max_dims=4)
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ScanReadError(f"{path.name}: unsupported NIfTI data type {data.dtype}")
+    array = data.astype(np.float32)
+    meta: dict = {"nifti_header": img.header.copy(), "source_format": "nifti"}
+    bad = ~np.isfinite(array)
+    if bad.any():
+        meta["non_finite_voxels"] = int(bad.sum())
+        array[bad] = 0.0
+    affine = _check_affine(img.affine, path)
+    return Scan(array, affine, name=nifti_stem(path.name), source=str(path), meta=meta)
+
+
+def load_label(path: str | os.PathLike, like: Scan) -> np.ndarray:
+    """Read a label map for ``like``: uint8 ``(x, y, z)`` with values in 0..3.
+
+    The shape must equal ``like.shape3d`` (a 2D map becomes ``(x, y, 1)``).
+    """
+    path = as_path(path)
+    _img, raw = _open(path, "label file")
+    data = _to_spatial(raw, path, max_dims=3)
+    if data.shape != like.shape3d:
+        raise ScanReadError(f"{path.name}: label shape {data.shape} does not match "
+                            f"scan {like.name} shape {like.shape3d}")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ScanReadError(f"{path.name}: unsupported label data type {data.dtype}")
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all():
+            raise ScanReadError(f"{path.name}: label map contains NaN or infinity")
+        if not np.array_equal(data, np.round(data)):
+            raise ScanReadError(f"{path.name}: label map has non-integer values; "
+                                f"expected integers 0..{_MAX_LABEL}")
+    values = np.unique(data)
+    wrong = values[(values < 0) | (values > _MAX_LABEL)]
+    if wrong.size:
+        shown = ", ".join(f"{v:g}" for v in wrong[:5].tolist())
+        names = ", ".join(f"{k} {v}" for k, v in LABELS.items())
+        raise ScanReadError(f"{path.name}: label values must be 0..{_MAX_LABEL} "
+                            f"({names}); found {shown}")
+    return data.astype(np.uint8)
+
+
+def _mask_array(mask: np.ndarray, like: Scan) -> np.ndarray:
+    """Validate ``mask`` against ``like`` and return it as uint8."""
+    mask = np.asarray(mask)
+    if mask.shape not in (like.shape3d, like.array.shape):
+        raise LVSegError(f"{like.name}: mask shape {mask.shape} does not match scan "
+                         f"shape {like.array.shape}")
+    if mask.dtype == np.uint8:
+        return mask
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    if not np.issubdtype(mask.dtype, np.number) or np.iscomplexobj(mask):
+        raise LVSegError(f"{like.name}: mask must be an integer array, got {mask.dtype}")
+    if mask.size and (not np.isfinite(mask).all()
+                      or not np.array_equal(mask, np.round(mask))
+                      or mask.min() < 0 or mask.max() > 255):
+        raise LVSegError(f"{like.name}: mask values must be integers 0..255")
+    return mask.astype(np.uint8)
+
+
+def _mask_header(like: Scan) -> tuple[type, nib.Nifti1Header | None, bool]:
+    """Image class, header copy and whether its geometry equals ``like.affine``."""
+    header = like.meta.get("nifti_header")
+    if isinstance(header, nib.Nifti2Header):
+        cls = nib.Nifti2Image
+    elif isinstance(header, nib.Nifti1Header):
+        cls = nib.Nifti1Image
+    else:
+        return nib.Nifti1Image, None, False
+    header = header.copy()
+    try:
+        same = np.array_equal(header.get_best_affine(), like.affine)
+    except Exception:  # a header with unusable geometry: rebuild it
+        same = False
+    return cls, header, same
+
+
+def save_mask(mask: np.ndarray, like: Scan, path: str | os.PathLike,
+              overwrite: bool = False) -> Path:
+    """Write a uint8 mask, ``(x, y, z)`` or ``(x, y, z, t)``, as NIfTI.
+
+    The file gets exactly ``like``'s grid: its shape (the 3D shape, or the full
+    4D shape for a cine mask) and affine (mm). When ``like`` was read from
+    NIfTI its header is reused, so qform/sform and their codes are unchanged;
+    otherwise both are set to ``like.affine`` with code 1 (scanner).
+    Refuses to replace an existing file unless ``overwrite`` and never writes
+    over the scan's own source file. Returns the written path.
+    """
+    path = as_path(path)
+    if not is_nifti_name(path.name):
+        raise LVSegError(f"{path.name}: a mask file must end in .nii or .nii.gz")
+    data = _mask_array(mask, like)
+    if like.source:
+        try:
+            same_file = path.resolve() == as_path(like.source).resolve()
+        except (OSError, ValueError):
+            same_file = False
+        if same_file:
+            raise LVSegError(f"{path.name}: refusing to write a mask over the scan "
+                             "it was computed from")
+    if path.is_dir():
+        raise LVSegError(f"{path.name}: is a folder, cannot write a mask there")
+    if path.exists() and not overwrite:
+        raise LVSegError(f"{path.name}: file exists; pass overwrite=True to replace it")
+
+    cls, header, same_geometry = _mask_header(like)
+    img = cls(data, like.affine, header=header)
+    hdr = img.header
+    if not same_geometry:
+        s_code = int(header["sform_code"]) if header is not None else 0
+        q_code = int(header["qform_code"]) if header is not None else 0
+        s_code = s_code or q_code or 1
+        q_code = q_code or s_code
+        hdr.set_sform(like.affine, code=s_code)
+        hdr.set_qform(like.affine, code=q_code)
+    if header is None:
+        hdr.set_xyzt_units("mm", "msec")
+    hdr.set_data_dtype(np.uint8)
+    hdr.set_slope_inter(1.0, 0.0)
+    hdr["cal_min"] = 0
+    hdr["cal_max"] = 0
+    hdr.set_intent("label")
+    hdr["descrip"] = b"LVSeg mask"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            nib.save(img, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise LVSegError(f"{path.name}: cannot write mask ({reason(exc)})") from None
+    return path
