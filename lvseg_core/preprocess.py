@@ -72,6 +72,25 @@ class Prepared:
     z_pad: int = 0
 
 
+def percentile_scale(volume: np.ndarray, clip_percentiles=(0.5, 99.5)
+                     ) -> tuple[np.ndarray, float, float]:
+    """Clip to percentiles and scale to [0, 1]; also return mean and std of the result.
+
+    Training augments intensities in this [0, 1] space and then z-scores with
+    the returned statistics, which is what :func:`normalise_intensity` does.
+    Non-finite voxels count as 0.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    finite = np.isfinite(volume)
+    if not finite.all():
+        volume = np.where(finite, volume, 0.0).astype(np.float32)
+    lo, hi = np.percentile(volume, clip_percentiles)
+    if hi - lo < 1e-8 * max(1.0, abs(float(hi))):
+        return np.zeros_like(volume), 0.0, 0.0
+    scaled = ((np.clip(volume, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    return scaled, float(scaled.mean()), float(scaled.std())
+
+
 def normalise_intensity(volume: np.ndarray, clip_percentiles=(0.5, 99.5)) -> np.ndarray:
     """Clip to percentiles and z-score; float32, same shape.
 
@@ -79,16 +98,10 @@ def normalise_intensity(volume: np.ndarray, clip_percentiles=(0.5, 99.5)) -> np.
     units and min-max normalised copies give the same result. A constant
     volume maps to zeros.
     """
-    volume = np.asarray(volume, dtype=np.float32)
-    finite = np.isfinite(volume)
-    if not finite.all():
-        volume = np.where(finite, volume, 0.0).astype(np.float32)
-    lo, hi = np.percentile(volume, clip_percentiles)
-    clipped = np.clip(volume, lo, hi)
-    std = float(clipped.std())
+    scaled, mean, std = percentile_scale(volume, clip_percentiles)
     if std < 1e-8:
-        return np.zeros_like(volume)
-    return ((clipped - float(clipped.mean())) / std).astype(np.float32)
+        return np.zeros_like(scaled)
+    return ((scaled - mean) / std).astype(np.float32)
 
 
 def resampled_size(shape_xy: tuple[int, int], spacing_xy, target_xy) -> tuple[int, int]:

@@ -1,0 +1,1 @@
+"""LVSeg training pipeline (PyTorch Lightning): ``python -m train --help``."""

@@ -1,0 +1,72 @@
+"""Callbacks: the per-epoch ``metrics.jsonl`` that the app's Train page polls."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+
+from lvseg_core.labels import STRUCTURES
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def append_event(path: str | Path, record: dict) -> None:
+    """Append one JSON line (NaN/inf written as null) to ``path``."""
+    clean = {k: (_number(v) if isinstance(v, float) else v) for k, v in record.items()}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(clean) + "\n")
+        handle.flush()
+
+
+class MetricsLog(L.Callback):
+    """Writes one JSON line per epoch: epoch, losses, Dice per structure, lr, seconds.
+
+    Lines have an ``event`` field: ``start``, ``epoch`` and (written by the
+    runner) ``end`` or ``error``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.start = time.time()
+        self.epoch_start = self.start
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.start = time.time()
+            append_event(self.path, {"event": "start", "time": self.start,
+                                     "max_epochs": trainer.max_epochs,
+                                     "steps_per_epoch": trainer.num_training_batches})
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_start = time.time()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        record = {
+            "event": "epoch",
+            "epoch": trainer.current_epoch,
+            "max_epochs": trainer.max_epochs,
+            "step": trainer.global_step,
+            "train_loss": _number(m.get("train_loss_epoch")),
+            "val_loss": _number(m.get("val_loss")),
+            "val_ce": _number(m.get("val_ce")),
+            "val_dice": _number(m.get("val_dice")),
+            **{f"val_dice_{s}": _number(m.get(f"val_dice_{s}")) for s in STRUCTURES},
+            "lr": lr,
+            "seconds": time.time() - self.epoch_start,
+            "elapsed": time.time() - self.start,
+        }
+        append_event(self.path, record)

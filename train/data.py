@@ -1,0 +1,192 @@
+"""Training data: ACDC-layout volumes, preprocessed once and cached.
+
+Volumes are resampled in-plane to the model's plan spacing and their
+intensities scaled to [0, 1] (:func:`lvseg_core.preprocess.percentile_scale`);
+the result is kept in memory and, optionally, on disk so that epochs are not
+spent decoding NIfTI. The split is by patient, never by slice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from lvseg_core.data import VALIDATION_PATIENTS, Case, find_cases, split_cases
+from lvseg_core.errors import LVSegError
+from lvseg_core.io import load_label, load_nifti
+from lvseg_core.preprocess import (
+    PreprocessPlan,
+    fit_to_grid,
+    percentile_scale,
+    resampled_size,
+    resize_slices,
+)
+
+from .transforms import Augment
+
+
+@dataclass
+class Volume:
+    """One preprocessed frame.
+
+    Attributes:
+        name: case name, e.g. ``patient002_frame01``.
+        image: intensities scaled to [0, 1], float32 ``(z, X, Y)`` on the plan grid.
+        label: uint8 ``(z, X, Y)``.
+        mean, std: statistics of ``image`` used for z-scoring.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    mean: float
+    std: float
+
+    def zscore(self, image: np.ndarray) -> np.ndarray:
+        """Z-score an (augmented) copy of :attr:`image` with the volume's statistics."""
+        return (image - self.mean) / max(self.std, 1e-6)
+
+
+def preprocess_case(case: Case, plan: PreprocessPlan) -> Volume:
+    """Read and preprocess one labelled ACDC frame."""
+    scan = load_nifti(case.image).require_3d()
+    label = load_label(case.label, scan)
+    scaled, mean, std = percentile_scale(scan.array, plan.clip_percentiles)
+    size = resampled_size(scan.shape3d[:2], scan.spacing[:2], plan.spacing_mm)
+    image = resize_slices(torch.from_numpy(scaled.transpose(2, 0, 1))[:, None], size)
+    labels = resize_slices(torch.from_numpy(label.transpose(2, 0, 1))[:, None].float(), size,
+                           mode="nearest")
+    return Volume(case.name, image[:, 0].numpy(), labels[:, 0].numpy().astype(np.uint8),
+                  mean, std)
+
+
+def load_volumes(cases: list[Case], plan: PreprocessPlan, cache_dir: str | Path | None = None,
+                 progress: bool = True) -> list[Volume]:
+    """Preprocess ``cases`` (reading a disk cache when one matches)."""
+    cache = None
+    if cache_dir:
+        key = hashlib.sha1(repr((plan.to_dict(), [str(c.image) for c in cases])).encode())
+        cache = Path(cache_dir) / f"volumes-{key.hexdigest()[:16]}.pt"
+        if cache.is_file():
+            return [Volume(**v) for v in torch.load(cache, weights_only=False)]
+    volumes = [preprocess_case(c, plan) for c in tqdm(cases, desc="preprocess", unit="vol",
+                                                       disable=not progress, leave=False)]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save([v.__dict__ for v in volumes], tmp)
+        tmp.replace(cache)
+    return volumes
+
+
+def split_dataset(data: str | Path, val_patients: list[str] | None = None,
+                  val_fraction: float = 0.125, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Labelled cases of ``data`` split by patient.
+
+    Uses ``val_patients`` if given, else the standard validation patients when
+    present, else a seeded random ``val_fraction`` of the patients.
+    """
+    cases = find_cases(data, require_labels=True)
+    patients = sorted({c.patient for c in cases})
+    if val_patients is None:
+        val_patients = [p for p in VALIDATION_PATIENTS if p in patients]
+    if not val_patients:
+        if len(patients) < 2:
+            raise LVSegError(f"{data}: at least 2 labelled patients are needed (train + validation)")
+        rng = random.Random(seed)
+        val_patients = rng.sample(patients, max(1, round(len(patients) * val_fraction)))
+    train, val = split_cases(cases, tuple(val_patients))
+    if not train or not val:
+        raise LVSegError(f"{data}: the split left no training or no validation patients")
+    return train, val
+
+
+class SliceDataset(Dataset):
+    """Augmented 2D training slices: ``image (1, X, Y)`` float, ``label (1, X, Y)`` long."""
+
+    def __init__(self, volumes: list[Volume], crop: tuple[int, int], augment: bool = True,
+                 seed: int = 0) -> None:
+        self.volumes = volumes
+        self.index = [(v, z) for v, vol in enumerate(volumes) for z in range(vol.image.shape[0])]
+        self.augment = Augment(crop, augment)
+        self.augment.set_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        v, z = self.index[i]
+        vol = self.volumes[v]
+        image, label = self.augment(vol.image[z][None], vol.label[z][None])
+        return torch.from_numpy(vol.zscore(image)).float(), torch.from_numpy(label).long()
+
+
+class StackDataset(Dataset):
+    """Augmented V-Net patches: ``image (1, D, X, Y)``, ``label (1, D, X, Y)``.
+
+    D consecutive slices are taken at random (zero-padded when a volume has
+    fewer); the same in-plane augmentation is applied to every slice.
+    """
+
+    def __init__(self, volumes: list[Volume], crop: tuple[int, int], depth: int = 8,
+                 augment: bool = True, seed: int = 0) -> None:
+        self.volumes = volumes
+        self.depth = depth
+        self.augment = Augment(crop, augment)
+        self.augment.set_seed(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        vol = self.volumes[i]
+        z = vol.image.shape[0]
+        start = int(self.rng.integers(0, z - self.depth + 1)) if z > self.depth else 0
+        image = np.zeros((self.depth, *vol.image.shape[1:]), np.float32)
+        label = np.zeros((self.depth, *vol.label.shape[1:]), np.uint8)
+        n = min(z, self.depth)
+        image[:n] = vol.image[start:start + n]
+        label[:n] = vol.label[start:start + n]
+        image, label = self.augment(image, label)
+        return (torch.from_numpy(vol.zscore(image))[None].float(),
+                torch.from_numpy(label)[None].long())
+
+
+class VolumeDataset(Dataset):
+    """Whole validation volumes on the network grid, as inference sees them.
+
+    Items: ``image (z', 1, X, Y)`` (z-scored, padded as the plan says) and
+    ``label (z', X, Y)`` (padding is background).
+    """
+
+    def __init__(self, volumes: list[Volume], plan: PreprocessPlan) -> None:
+        self.volumes = volumes
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        vol = self.volumes[i]
+        z, x, y = vol.image.shape
+        div, zdiv = self.plan.divisor, self.plan.z_divisor
+        target = (int(np.ceil(x / div) * div), int(np.ceil(y / div) * div))
+        offsets = [((target[0] - x) // 2, 0), ((target[1] - y) // 2, 0)]
+        zt = int(np.ceil(z / zdiv) * zdiv)
+        image = torch.from_numpy(vol.zscore(vol.image))[:, None]
+        label = torch.from_numpy(vol.label)[:, None].float()
+        fill = float(vol.zscore(np.zeros(1, np.float32))[0])
+        image = fit_to_grid(image, offsets, target, fill)
+        label = fit_to_grid(label, offsets, target, 0.0)[:, 0].long()
+        if zt > z:
+            image = torch.cat([image, image.new_full((zt - z, *image.shape[1:]), fill)])
+            label = torch.cat([label, label.new_zeros((zt - z, *label.shape[1:]))])
+        return image, label

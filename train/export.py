@@ -1,0 +1,166 @@
+"""Export a training run to the lvseg_core weights layout, and push it to the Hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from lvseg_core.errors import LVSegError
+from lvseg_core.labels import STRUCTURES
+from lvseg_core.models import DISPLAY_NAMES, LVSegModel
+
+from .task import SegmentationTask
+
+
+def read_events(run: str | Path) -> list[dict]:
+    """The JSON lines of a run's ``metrics.jsonl`` (unreadable lines skipped)."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def best_epoch(events: list[dict]) -> dict | None:
+    """The epoch record with the highest validation Dice."""
+    epochs = [e for e in events if e.get("event") == "epoch" and e.get("val_dice") is not None]
+    return max(epochs, key=lambda e: e["val_dice"]) if epochs else None
+
+
+def checkpoint_of(run: Path) -> Path:
+    """Best checkpoint of a run (falls back to the last one)."""
+    for name in ("best.ckpt", "last.ckpt"):
+        path = run / "checkpoints" / name
+        if path.is_file():
+            return path
+    raise LVSegError(f"{run}: no checkpoint in {run / 'checkpoints'} (was the run started?)")
+
+
+def model_card(model: LVSegModel) -> str:
+    """A Hugging Face model card (README.md) with ``model-index`` metrics."""
+    metrics = model.metrics
+    name = DISPLAY_NAMES.get(model.architecture, model.architecture)
+    results = "\n".join(
+        f"          - type: dice\n            name: Dice {s} (validation, 3D)\n"
+        f"            value: {metrics[f'val_dice_{s}']:.4f}"
+        for s in STRUCTURES if metrics.get(f"val_dice_{s}") is not None
+    )
+    training = model.training_info
+    lines = [
+        "---",
+        "library_name: lvseg",
+        "license: cc-by-nc-sa-4.0",
+        "tags: [medical-imaging, cardiac-mri, segmentation, acdc, lvseg]",
+        "model-index:",
+        f"  - name: lvseg-{model.architecture}",
+        "    results:",
+        "      - task:",
+        "          type: image-segmentation",
+        "        dataset:",
+        "          name: ACDC (80-patient copy, standard validation split)",
+        "          type: acdc",
+        "        metrics:",
+        results or "          []",
+        "---",
+        "",
+        f"# LVSeg {name}",
+        "",
+        "Segments the right-ventricle cavity (RV, label 1), left-ventricle myocardium "
+        "(Myo, 2) and left-ventricle cavity (LV, 3) in short-axis cine MRI. "
+        "Load it with `lvseg_core.Segmenter.from_source(\"%s\", \"<this folder or repo>\")`."
+        % model.architecture,
+        "",
+        f"- Architecture: {name}, {model.num_parameters:,} parameters, arguments "
+        f"`{json.dumps(model.arch_args)}`",
+        f"- Preprocessing: `{json.dumps(model.preprocess)}`",
+        f"- Training: {json.dumps(training)}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float))],
+        "",
+        "Training data: ACDC (Bernard et al., IEEE TMI 37(11), 2018); research and teaching "
+        "use only.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the best model of ``run`` to ``out`` (config.json, model.safetensors, README.md).
+
+    Raises:
+        LVSegError: no checkpoint, or ``out`` holds other files and not ``overwrite``.
+    """
+    run, out = Path(run), Path(out)
+    if not run.is_dir():
+        raise LVSegError(f"{run}: no such run folder")
+    ckpt = checkpoint_of(run)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise LVSegError(f"{out} is not empty; pass --overwrite to replace it")
+    task = SegmentationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    model = task.model.eval()
+    events = read_events(run)
+    best = best_epoch(events) or {}
+    model.metrics = {k: best[k] for k in ("val_dice", *[f"val_dice_{s}" for s in STRUCTURES],
+                                          "val_loss") if best.get(k) is not None}
+    config = {}
+    if (run / "config.json").is_file():
+        config = json.loads((run / "config.json").read_text())
+    seconds = max((e.get("elapsed", 0) or 0 for e in events if e.get("event") == "epoch"),
+                  default=0)
+    model.training_info = {
+        "run": run.name,
+        "data": "ACDC" if "acdc" in str(config.get("data", "")).lower() else config.get("data"),
+        "best_epoch": best.get("epoch"),
+        "epochs_run": sum(1 for e in events if e.get("event") == "epoch"),
+        "seconds": round(float(seconds), 1),
+        **{k: config.get(k) for k in ("lr", "weight_decay", "batch_size", "crop", "schedule",
+                                      "augment", "seed")},
+    }
+    tmp = out.with_name(out.name + ".tmp-export")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / "README.md").write_text(model_card(model))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload a weights folder to the Hub (token from ``HF_TOKEN``); returns its URL.
+
+    Raises:
+        LVSegError: no token, offline, or the upload failed.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HfHubHTTPError
+
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise LVSegError(f"{folder}: not a weights folder (no model.safetensors)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise LVSegError("HF_HUB_OFFLINE is set: cannot push to the Hub")
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise LVSegError("set HF_TOKEN to a Hugging Face write token to push to the Hub")
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                                 commit_message="Upload LVSeg weights")
+    except HfHubHTTPError as err:
+        raise LVSegError(f"push to {repo_id} failed: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError) as err:
+        raise LVSegError(f"push to {repo_id} failed: cannot reach the Hub "
+                         f"({type(err).__name__})") from None
+    return str(getattr(info, "commit_url", f"https://huggingface.co/{repo_id}"))
+

@@ -1,0 +1,232 @@
+"""Training runs: the full fit, the initial-loss check, the LR range test, the search."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from lvseg_core.errors import LVSegError
+from lvseg_core.models import ARCHITECTURES, check_architecture
+from lvseg_core.models.base import default_plan
+from lvseg_core.preprocess import PreprocessPlan
+
+from .callbacks import MetricsLog, append_event
+from .config import TrainConfig
+from .data import SliceDataset, StackDataset, VolumeDataset, load_volumes, split_dataset
+from .export import export_run
+from .task import SegmentationTask
+
+RUNS_DIR = Path("runs")
+
+
+def new_run_dir(model: str, root: Path = RUNS_DIR) -> Path:
+    """``runs/<model>-<timestamp>`` (made unique)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / f"{model}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{model}-{stamp}-{n}"
+    return path
+
+
+def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
+    """Training and validation loaders for ``cfg`` (patients split, volumes cached)."""
+    check_architecture(cfg.model)
+    plan = PreprocessPlan.from_dict(default_plan(cfg.model))
+    train_cases, val_cases = split_dataset(cfg.data, cfg.val_patients, cfg.val_fraction, cfg.seed)
+    train_vols = load_volumes(train_cases, plan, cfg.cache_dir)
+    val_vols = load_volumes(val_cases, plan, cfg.cache_dir)
+    augment = cfg.augment and not cfg.overfit_batches
+    if ARCHITECTURES[cfg.model][1] == 3:
+        train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed)
+    else:
+        train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed)
+    workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=not cfg.overfit_batches,
+                       drop_last=len(train_set) > cfg.batch_size, **workers)
+    val = DataLoader(VolumeDataset(val_vols, plan), batch_size=1, **workers)
+    return train, val, plan
+
+
+def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
+    return SegmentationTask(cfg.model, cfg.arch_args, plan.to_dict(), cfg.lr,
+                            cfg.weight_decay, cfg.schedule)
+
+
+@torch.no_grad()
+def initial_loss(task: SegmentationTask, val: DataLoader, batches: int = 4) -> dict[str, float]:
+    """Loss of the untrained model on a few unseen validation volumes.
+
+    Cross-entropy should be near ln(4) = 1.386 for 4 classes.
+    """
+    task.eval()
+    ce, dice_ce = [], []
+    for i, (image, label) in enumerate(val):
+        if i >= batches:
+            break
+        logits = task.volume_logits(image[0])
+        ce.append(float(task.ce(logits, label[0])))
+        dice_ce.append(float(task.loss(logits, label[0][:, None])))
+    task.train()
+    return {"initial_ce": sum(ce) / len(ce), "initial_dice_ce": sum(dice_ce) / len(dice_ce),
+            "expected_ce": math.log(len(task.model.labels))}
+
+
+def _trainer(cfg: TrainConfig, run: Path, callbacks: list, **overrides) -> L.Trainer:
+    accelerator = cfg.accelerator
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    precision = cfg.precision or ("16-mixed" if gpu else "32-true")
+    args = dict(
+        max_epochs=cfg.epochs, max_time=cfg.max_time, max_steps=cfg.max_steps,
+        accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=precision, callbacks=callbacks,
+        logger=TensorBoardLogger(str(run), name="", version="tensorboard"),
+        default_root_dir=str(run), overfit_batches=cfg.overfit_batches,
+        limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_val_batches,
+        log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False,
+    )
+    args.update(overrides)
+    return L.Trainer(**args)
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train ``cfg.model``; returns the run folder.
+
+    The folder gets config.json, metrics.jsonl, TensorBoard events,
+    checkpoints/{best,last}.ckpt and, at the end, the exported ``model/``.
+    """
+    check_architecture(cfg.model)
+    if not Path(cfg.data).is_dir():
+        raise LVSegError(f"{cfg.data}: data folder not found")
+    run = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(cfg.model)
+    last = run / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise LVSegError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
+        cfg = replace(TrainConfig.load(run / "config.json"), epochs=cfg.epochs,
+                      max_time=cfg.max_time, run_dir=str(run))
+    elif (run / "config.json").exists():
+        raise LVSegError(f"{run} already holds a run; use --resume or another --run-dir")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    train, val, plan = loaders(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, run_dir=str(run))
+    events = run / "metrics.jsonl"
+    task = make_task(cfg, plan)
+    is_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if is_zero and not resume:
+        cfg.save(run / "config.json")
+        init = initial_loss(task, val)
+        append_event(events, {"event": "initial_loss", **init})
+        print(f"initial loss: cross-entropy {init['initial_ce']:.3f} "
+              f"(ln 4 = {init['expected_ce']:.3f}), Dice+CE {init['initial_dice_ce']:.3f}")
+    monitor = "train_loss_epoch" if cfg.overfit_batches else "val_dice"
+    mode = "min" if cfg.overfit_batches else "max"
+    callbacks = [
+        MetricsLog(events),
+        ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor,
+                        mode=mode, save_last=True, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if cfg.patience and not cfg.overfit_batches:
+        callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience))
+    trainer = _trainer(cfg, run, callbacks)
+    try:
+        trainer.fit(task, train, val, ckpt_path=str(last) if resume else None)
+    except BaseException as err:
+        if trainer.is_global_zero:
+            append_event(events, {"event": "error", "message": str(err).splitlines()[0]
+                                  if str(err) else type(err).__name__})
+        raise
+    if trainer.is_global_zero:
+        if cfg.export and not cfg.overfit_batches:
+            export_run(run, run / "model", overwrite=True)
+        append_event(events, {"event": "end", "time": time.time(),
+                              "epochs": trainer.current_epoch,
+                              "interrupted": bool(trainer.interrupted)})
+    return run
+
+
+def lr_find(cfg: TrainConfig, out: str | Path, num_training: int = 100) -> dict:
+    """Lightning's learning-rate range test; saves ``lr_find.png`` and ``lr_find.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lightning.pytorch.tuner import Tuner
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, verbose=False)
+    train, val, plan = loaders(cfg)
+    task = make_task(replace(cfg, schedule="constant"), plan)
+    trainer = _trainer(cfg, out, [], max_epochs=1, logger=False, enable_checkpointing=False,
+                       max_time=None)
+    finder = Tuner(trainer).lr_find(task, train_dataloaders=train, min_lr=1e-6, max_lr=1.0,
+                                    num_training=num_training, early_stop_threshold=None,
+                                    update_attr=False)
+    if finder is None:
+        raise LVSegError("the LR range test returned no result")
+    suggestion = finder.suggestion()
+    fig = finder.plot(suggest=True)
+    fig.axes[0].set_title(f"LR range test, {cfg.model} (suggested {suggestion:.2e})")
+    fig.savefig(out / "lr_find.png", dpi=120, bbox_inches="tight")
+    result = {"model": cfg.model, "suggestion": suggestion,
+              "lr": [float(x) for x in finder.results["lr"]],
+              "loss": [float(x) for x in finder.results["loss"]]}
+    (out / "lr_find.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def search(cfg: TrainConfig, lrs: list[float], weight_decays: list[float],
+           out: str | Path) -> list[dict]:
+    """Short trainings over a grid of learning rates and weight decays.
+
+    Writes ``results.csv`` and ``results.md`` (best validation Dice per trial)
+    in ``out``; returns the rows sorted best first.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for lr in lrs:
+        for wd in weight_decays:
+            run = out / f"lr{lr:g}-wd{wd:g}"
+            trial = replace(cfg, lr=lr, weight_decay=wd, run_dir=str(run), export=False,
+                            patience=0)
+            start = time.time()
+            fit(trial)
+            from .export import best_epoch, read_events
+
+            best = best_epoch(read_events(run)) or {}
+            rows.append({"lr": lr, "weight_decay": wd, "val_dice": best.get("val_dice"),
+                         "val_loss": best.get("val_loss"), "epoch": best.get("epoch"),
+                         "seconds": round(time.time() - start, 1)})
+    rows.sort(key=lambda r: -(r["val_dice"] if r["val_dice"] is not None else -1))
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| lr | weight decay | best val Dice | val loss | epoch | seconds |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        dice = f"{r['val_dice']:.4f}" if r["val_dice"] is not None else "n/a"
+        loss = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "n/a"
+        lines.append(f"| {r['lr']:g} | {r['weight_decay']:g} | {dice} | {loss} | "
+                     f"{r['epoch']} | {r['seconds']} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    return rows

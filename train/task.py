@@ -1,0 +1,83 @@
+"""The Lightning module: loss, optimiser, schedule and 3D validation Dice."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+
+from lvseg_core.labels import LABEL_OF, STRUCTURES
+from lvseg_core.metrics import dice
+from lvseg_core.models import LVSegModel
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains one :class:`~lvseg_core.models.LVSegModel` with Dice + cross-entropy.
+
+    Args:
+        architecture, arch_args, preprocess: define the model (see LVSegModel).
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        schedule: ``onecycle``, ``cosine`` or ``constant``.
+    """
+
+    def __init__(self, architecture: str = "unet", arch_args: dict | None = None,
+                 preprocess: dict | None = None, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, schedule: str = "onecycle") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = LVSegModel(architecture, arch_args, preprocess=preprocess)
+        self.lr = lr
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.ce = torch.nn.CrossEntropyLoss()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        image, label = batch
+        loss = self.loss(self.model(image), label)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=image.shape[0], sync_dist=True)
+        return loss
+
+    def volume_logits(self, image: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+        """Logits ``(z, C, X, Y)`` of one prepared volume ``(z, 1, X, Y)``."""
+        if self.model.spatial_dims == 3:
+            return self.model(image.permute(1, 0, 2, 3)[None])[0].permute(1, 0, 2, 3)
+        return torch.cat([self.model(image[i:i + chunk]) for i in range(0, len(image), chunk)])
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        image, label = batch[0][0], batch[1][0]  # one volume per batch
+        logits = self.volume_logits(image)
+        target = label[:, None]
+        loss = self.loss(logits, target)
+        ce = self.ce(logits, label)
+        pred = logits.argmax(1).cpu().numpy()
+        gt = label.cpu().numpy()
+        scores = {name: dice(pred, gt, LABEL_OF[name]) for name in STRUCTURES}
+        log = dict(batch_size=1, on_epoch=True, sync_dist=True)
+        self.log("val_loss", loss, **log)
+        self.log("val_ce", ce, **log)
+        for name, value in scores.items():
+            self.log(f"val_dice_{name}", float(value), **log)
+        self.log("val_dice", float(np.nanmean(list(scores.values()))), prog_bar=True, **log)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr,
+                                weight_decay=self.hparams.weight_decay)
+        schedule = self.hparams.schedule
+        if schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if total >= 10**8 or not math.isfinite(total):
+            return opt
+        if schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total,
+                                                        pct_start=0.1)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
