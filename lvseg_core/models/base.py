@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
 from torch import nn
 
@@ -147,6 +148,9 @@ class LVSegModel(
         model = cls(**model_kwargs)
         try:
             load_safetensors(model, str(weights), strict=strict, device=str(map_location))
+        except SafetensorError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise WeightsError(f"{model_id}: model.safetensors cannot be read ({first})") from None
         except (RuntimeError, OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise WeightsError(f"{model_id}: weights do not match the config ({first})") from None

@@ -1,0 +1,222 @@
+"""Tests of lvseg_core.inference (Segmenter) and lvseg_core.postprocess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lvseg_core.inference import Segmentation, Segmenter, device_name
+from lvseg_core.labels import NUM_CLASSES
+from lvseg_core.models import create_model
+from lvseg_core.postprocess import keep_largest_components, largest_component
+from lvseg_core.preprocess import PreprocessPlan, prepare
+from lvseg_core.scan import Scan
+from tests.conftest import make_heart
+
+SMALL_UNET = {"decoder_channels": (32, 16, 8, 8)}
+SMALL_VNET = {"base_channels": 4, "convs_per_level": (1, 1)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The machine is shared with a training job: one thread is far faster here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return create_model("unet", **SMALL_UNET).eval()
+
+
+@pytest.fixture(scope="module")
+def small_heart():
+    return make_heart(shape=(60, 66, 5), spacing=(1.5, 1.5, 8.0), seed=1)
+
+
+# --------------------------------------------------------------------------- #
+# Segmenter with random weights: shapes, types, probabilities
+# --------------------------------------------------------------------------- #
+
+def test_segment_3d(unet, small_heart):
+    scan, _ = small_heart
+    seg = Segmenter(unet, device="cpu").segment(scan, probabilities=True)
+    assert isinstance(seg, Segmentation)
+    assert seg.mask.shape == scan.shape3d
+    assert seg.mask.dtype == np.uint8
+    assert set(np.unique(seg.mask)) <= {0, 1, 2, 3}
+    assert seg.probabilities.shape == (NUM_CLASSES, *scan.shape3d)
+    assert seg.probabilities.dtype == np.float16
+    np.testing.assert_allclose(seg.probabilities.astype(np.float32).sum(0), 1.0, atol=3e-3)
+    assert (seg.probabilities >= 0).all()
+    assert seg.seconds > 0 and len(seg.frame_seconds) == 1
+    assert seg.device == device_name("cpu") and seg.device.startswith("CPU")
+
+
+def test_mask_is_argmax_without_postprocessing(unet, small_heart):
+    scan, _ = small_heart
+    seg = Segmenter(unet, device="cpu", postprocess=False).segment(scan, probabilities=True)
+    probs = Segmenter(unet, device="cpu").predict_probabilities(scan.array, scan.spacing)
+    assert probs.dtype == torch.float32 and probs.shape == (NUM_CLASSES, *scan.shape3d)
+    assert np.array_equal(seg.mask, probs.argmax(0).numpy())
+    np.testing.assert_allclose(seg.probabilities.astype(np.float32), probs.numpy(), atol=1e-3)
+
+
+def test_probabilities_not_requested(unet, small_heart):
+    scan, _ = small_heart
+    assert Segmenter(unet, device="cpu").segment(scan).probabilities is None
+
+
+def test_batch_size_does_not_change_result(unet, small_heart):
+    scan, _ = small_heart
+    a = Segmenter(unet, device="cpu", batch_size=2, postprocess=False)
+    b = Segmenter(unet, device="cpu", batch_size=64, postprocess=False)
+    pa = a.predict_probabilities(scan.array, scan.spacing)
+    pb = b.predict_probabilities(scan.array, scan.spacing)
+    torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+
+
+def test_segment_4d_with_progress(unet):
+    frames = [make_heart(shape=(48, 52, 4), seed=s)[0] for s in range(3)]
+    cine = Scan(np.stack([f.array for f in frames], axis=-1), frames[0].affine, name="cine")
+    calls = []
+    segmenter = Segmenter(unet, device="cpu")
+    seg = segmenter.segment(cine, probabilities=True, progress=lambda d, t: calls.append((d, t)))
+    assert seg.mask.shape == (48, 52, 4, 3) and seg.mask.dtype == np.uint8
+    assert seg.probabilities.shape == (NUM_CLASSES, 48, 52, 4, 3)
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert len(seg.frame_seconds) == 3
+    # each frame is segmented as its own volume
+    for t, frame in enumerate(frames):
+        alone = segmenter.segment(frame).mask
+        assert np.array_equal(seg.mask[..., t], alone)
+
+
+def test_vnet_z_not_multiple_of_8():
+    torch.manual_seed(0)
+    model = create_model("vnet", **SMALL_VNET).eval()
+    plan = PreprocessPlan.from_dict(model.preprocess)
+    assert plan.z_divisor == 8
+    scan, _ = make_heart(shape=(45, 38, 10), spacing=(1.4, 1.7, 9.0), seed=2)
+    seg = Segmenter(model, device="cpu").segment(scan, probabilities=True)
+    assert seg.mask.shape == (45, 38, 10) and seg.mask.dtype == np.uint8
+    assert set(np.unique(seg.mask)) <= {0, 1, 2, 3}
+    assert seg.probabilities.shape == (NUM_CLASSES, 45, 38, 10)
+    np.testing.assert_allclose(seg.probabilities.astype(np.float32).sum(0), 1.0, atol=3e-3)
+    prepared = prepare(scan.array, scan.spacing, plan)
+    assert prepared.image.shape[0] == 16 and prepared.z_pad == 6
+
+
+def test_segmenter_reads_the_plan(unet):
+    segmenter = Segmenter(unet, device="cpu")
+    assert segmenter.plan == PreprocessPlan.from_dict(unet.preprocess)
+    assert segmenter.architecture == "unet"
+    assert not segmenter.model.training
+
+
+# --------------------------------------------------------------------------- #
+# post-processing
+# --------------------------------------------------------------------------- #
+
+def test_keep_largest_components_removes_island():
+    labels = np.zeros((40, 40, 6), np.uint8)
+    labels[10:22, 10:22, 1:5] = 3          # big LV
+    labels[8:24, 8:10, 1:5] = 2            # some Myo touching it
+    labels[30:33, 30:33, 2:4] = 3          # small detached LV island
+    labels[2:6, 30:38, 0:6] = 1            # RV
+    out = keep_largest_components(labels)
+    assert out.dtype == labels.dtype and out.shape == labels.shape
+    assert not out[30:33, 30:33, 2:4].any()                 # island removed
+    assert (out[10:22, 10:22, 1:5] == 3).all()              # big LV kept
+    assert (out == 3).sum() == 12 * 12 * 4
+    assert (out[labels == 2] == 2).all()                    # Myo untouched
+    assert (out[labels == 1] == 1).all()                    # RV untouched
+    expected = labels.copy()
+    expected[30:33, 30:33, 2:4] = 0
+    assert np.array_equal(out, expected)
+
+
+def test_keep_largest_components_per_structure_and_diagonal():
+    labels = np.zeros((30, 30, 4), np.uint8)
+    labels[0:10, 0:10, 0:2] = 1            # big RV
+    labels[20:23, 20:23, 0:2] = 1          # small RV island: removed
+    labels[12:14, 12:14, 1] = 2            # Myo: two pieces touching diagonally in 3D
+    labels[14:16, 14:16, 2] = 2            # (26-connectivity: one component)
+    labels[25:27, 0:2, 3] = 3              # a single small LV: kept (it is the largest)
+    out = keep_largest_components(labels)
+    assert (out[20:23, 20:23] == 0).all()
+    assert (out[0:10, 0:10, 0:2] == 1).all()
+    assert (out == 2).sum() == 8
+    assert (out == 3).sum() == 4
+
+
+def test_keep_largest_components_empty_and_idempotent():
+    empty = np.zeros((8, 8, 3), np.uint8)
+    assert np.array_equal(keep_largest_components(empty), empty)
+    _, labels = make_heart(shape=(48, 48, 4))
+    assert np.array_equal(keep_largest_components(labels), labels)  # nothing detached
+    noisy = labels.copy()
+    noisy[0, 0, 0] = 3
+    noisy[47, 47, 3] = 1
+    cleaned = keep_largest_components(noisy)
+    assert np.array_equal(cleaned, labels)
+    assert np.array_equal(keep_largest_components(cleaned), cleaned)
+
+
+def test_largest_component_binary():
+    mask = np.zeros((10, 10, 2), bool)
+    mask[0:2, 0:2, 0] = True
+    mask[5:9, 5:9, :] = True
+    out = largest_component(mask)
+    assert out.dtype == bool and out.sum() == 32 and not out[0:2, 0:2].any()
+
+
+def test_segmenter_postprocess_flag_matters(unet, small_heart):
+    scan, _ = small_heart
+    raw = Segmenter(unet, device="cpu", postprocess=False).segment(scan).mask
+    cleaned = Segmenter(unet, device="cpu", postprocess=True).segment(scan).mask
+    assert np.array_equal(cleaned, keep_largest_components(raw))
+
+
+# --------------------------------------------------------------------------- #
+# a briefly trained model really segments
+# --------------------------------------------------------------------------- #
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def test_trained_unet_segments_synthetic_heart():
+    torch.manual_seed(0)
+    model = create_model("unet", **SMALL_UNET)
+    plan = PreprocessPlan.from_dict(model.preprocess)
+    scan, labels = make_heart(shape=(64, 64, 6), spacing=(1.5625, 1.5625, 8.0), seed=0)
+    prepared = prepare(scan.array, scan.spacing, plan)
+    assert prepared.image.shape == (6, 1, 64, 64)  # same spacing, already a multiple of 32
+    x = prepared.image
+    y = torch.from_numpy(labels.transpose(2, 0, 1).astype(np.int64))
+    target = F.one_hot(y, NUM_CLASSES).permute(0, 3, 1, 2).float()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(40):
+        optimiser.zero_grad()
+        logits = model(x)
+        probs = logits.softmax(1)
+        soft_dice = (2 * (probs * target).sum((0, 2, 3)) + 1) / (
+            probs.sum((0, 2, 3)) + target.sum((0, 2, 3)) + 1)
+        loss = F.cross_entropy(logits, y) + 1 - soft_dice.mean()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+
+    # a new scan: other noise, raw intensities rescaled (normalisation must cope)
+    test_scan, test_labels = make_heart(shape=(64, 64, 6), spacing=(1.5625, 1.5625, 8.0), seed=5)
+    test_scan = Scan(test_scan.array * 0.01 + 3.0, test_scan.affine, name="rescaled")
+    mask = Segmenter(model, device="cpu").segment(test_scan).mask
+    scores = {v: dice(mask == v, test_labels == v) for v in (1, 2, 3)}
+    assert all(score > 0.8 for score in scores.values()), scores

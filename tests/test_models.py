@@ -1,0 +1,253 @@
+"""Tests of lvseg_core.models: the architecture registry and the saved weights layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lvseg_core.errors import LVSegError, WeightsError
+from lvseg_core.labels import LABELS, NUM_CLASSES
+from lvseg_core.models import (
+    ARCHITECTURES,
+    DISPLAY_NAMES,
+    LVSegModel,
+    check_architecture,
+    create_model,
+    read_config,
+)
+from lvseg_core.preprocess import PreprocessPlan
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The machine is shared with a training job: one thread is far faster here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+#: Small custom widths per architecture.
+CUSTOM = {
+    "unet": {"decoder_channels": (32, 16, 8, 8)},
+    "attention_unet": {"channels": (8, 16, 32, 64)},
+    "vnet": {"base_channels": 4, "convs_per_level": (1, 1)},
+}
+
+#: Input shapes (batch included) with odd-ish but valid spatial sizes.
+INPUTS = {
+    "unet": (2, 1, 64, 48),
+    "attention_unet": (2, 1, 48, 64),
+    "vnet": (1, 1, 16, 32, 24),
+}
+
+
+def fixed_input(architecture: str) -> torch.Tensor:
+    return torch.randn(INPUTS[architecture], generator=torch.Generator().manual_seed(7))
+
+
+def test_registry_is_consistent():
+    assert set(ARCHITECTURES) == {"unet", "attention_unet", "vnet"}
+    assert set(DISPLAY_NAMES) == set(ARCHITECTURES)
+    assert set(CUSTOM) == set(ARCHITECTURES)
+    for name in ARCHITECTURES:
+        assert check_architecture(name) == name
+    with pytest.raises(WeightsError, match="unknown architecture"):
+        check_architecture("resnet")
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
+def test_builds_and_output_shape(architecture, custom):
+    args = CUSTOM[architecture] if custom else {}
+    model = create_model(architecture, **args).eval()
+    assert model.architecture == architecture
+    assert model.labels == list(LABELS.values())
+    assert model.spatial_dims == len(INPUTS[architecture]) - 2
+    x = fixed_input(architecture)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (x.shape[0], NUM_CLASSES, *x.shape[2:])
+    assert y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    # the widths really changed the network
+    if custom:
+        assert model.num_parameters != create_model(architecture).num_parameters
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_default_size_under_budget(architecture):
+    model = create_model(architecture)
+    n = model.num_parameters
+    assert 100_000 < n < 2_500_000, n
+    assert n * 4 < 10 * 1024 * 1024  # fp32 weights under 10 MB
+
+
+def test_custom_widths_change_parameter_count():
+    small = create_model("vnet", base_channels=4, convs_per_level=(1, 1))
+    default = create_model("vnet")
+    assert small.num_parameters < default.num_parameters / 4
+    deeper = create_model("attention_unet", channels=(8, 16, 32, 64, 128))
+    assert deeper.num_parameters < create_model("attention_unet").num_parameters
+
+
+def test_default_plan_matches_dimensions():
+    plan2d = PreprocessPlan.from_dict(create_model("unet").preprocess)
+    plan3d = PreprocessPlan.from_dict(create_model("vnet").preprocess)
+    assert plan2d.z_divisor == 1
+    assert plan3d.z_divisor == 8 and plan3d.divisor == 8
+
+
+# --------------------------------------------------------------------------- #
+# save_pretrained / from_pretrained
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_save_and_reload_identical(architecture, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(architecture, **CUSTOM[architecture]).eval()
+    model.metrics = {"dice_LV": 0.9}
+    folder = tmp_path / "weights"
+    model.save_pretrained(folder)
+
+    assert (folder / "config.json").is_file()
+    assert (folder / "model.safetensors").is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == architecture
+    assert config["labels"] == ["background", "RV", "Myo", "LV"]
+    assert config["arch_args"] == json.loads(json.dumps(CUSTOM[architecture]))
+    assert PreprocessPlan.from_dict(config["preprocess"]) == PreprocessPlan.from_dict(model.preprocess)
+    assert config["metrics"] == {"dice_LV": 0.9}
+    assert read_config(folder)["architecture"] == architecture
+
+    stored = load_file(str(folder / "model.safetensors"))
+    assert set(stored) == set(model.state_dict())
+
+    loaded = LVSegModel.from_pretrained(folder)
+    assert isinstance(loaded, LVSegModel)
+    assert not loaded.training  # eval mode
+    assert loaded.architecture == architecture
+    assert loaded.metrics == {"dice_LV": 0.9}
+    x = fixed_input(architecture)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    # a freshly initialised model gives different outputs (the weights were really loaded)
+    torch.manual_seed(1)
+    other = create_model(architecture, **CUSTOM[architecture]).eval()
+    with torch.no_grad():
+        assert not torch.equal(other(x), loaded(x))
+
+
+def test_reload_from_string_path(tmp_path):
+    model = create_model("unet", **CUSTOM["unet"]).eval()
+    model.save_pretrained(tmp_path)
+    loaded = LVSegModel.from_pretrained(str(tmp_path))
+    x = fixed_input("unet")
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+# --------------------------------------------------------------------------- #
+# errors
+# --------------------------------------------------------------------------- #
+
+def assert_one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert message and "\n" not in message, message
+    assert isinstance(err.value, LVSegError)
+    return message
+
+
+def test_read_config_missing(tmp_path):
+    with pytest.raises(WeightsError) as err:
+        read_config(tmp_path)
+    assert "config.json" in assert_one_line(err)
+
+
+def test_read_config_invalid_json(tmp_path):
+    (tmp_path / "config.json").write_text('{"architecture": "unet",\n  oops\n')
+    with pytest.raises(WeightsError) as err:
+        read_config(tmp_path)
+    assert "invalid JSON" in assert_one_line(err)
+
+
+def test_read_config_binary_garbage(tmp_path):
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe\x00\x81garbage\n\x00")
+    with pytest.raises(WeightsError) as err:
+        read_config(tmp_path)
+    assert_one_line(err)
+
+
+@pytest.mark.parametrize("content", ['[1, 2]', '{"arch": "unet"}', '"unet"', 'null'])
+def test_read_config_without_architecture(tmp_path, content):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(WeightsError) as err:
+        read_config(tmp_path)
+    assert "architecture" in assert_one_line(err)
+
+
+def test_read_config_unknown_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "transunet"}))
+    with pytest.raises(WeightsError) as err:
+        read_config(tmp_path)
+    message = assert_one_line(err)
+    assert "transunet" in message and "unet" in message
+
+
+def test_weights_not_matching_config(tmp_path):
+    model = create_model("unet", **CUSTOM["unet"])
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["arch_args"] = {"decoder_channels": [64, 32, 16, 8]}  # other widths
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError) as err:
+        LVSegModel.from_pretrained(tmp_path)
+    assert "do not match" in assert_one_line(err)
+
+
+def test_weights_of_other_architecture(tmp_path):
+    create_model("vnet", **CUSTOM["vnet"]).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(architecture="attention_unet", arch_args={})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError) as err:
+        LVSegModel.from_pretrained(tmp_path)
+    assert_one_line(err)
+
+
+def test_state_dict_missing_tensor(tmp_path):
+    model = create_model("attention_unet", **CUSTOM["attention_unet"])
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state.pop(sorted(state)[0])
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(WeightsError) as err:
+        LVSegModel.from_pretrained(tmp_path)
+    assert_one_line(err)
+
+
+def test_corrupt_safetensors(tmp_path):
+    create_model("unet", **CUSTOM["unet"]).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError) as err:
+        LVSegModel.from_pretrained(tmp_path)
+    assert "model.safetensors" in assert_one_line(err)
+
+
+def test_truncated_safetensors(tmp_path):
+    create_model("unet", **CUSTOM["unet"]).save_pretrained(tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError) as err:
+        LVSegModel.from_pretrained(tmp_path)
+    assert_one_line(err)
+
+
+def test_missing_safetensors(tmp_path):
+    create_model("unet", **CUSTOM["unet"]).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(WeightsError) as err:
+        LVSegModel.from_pretrained(tmp_path)
+    assert "model.safetensors" in assert_one_line(err)
