@@ -1,0 +1,531 @@
+"""Plotly figures shared by the app and reports.
+
+Conventions: arrays are in voxel order, a slice is ``(x, y)`` and a volume
+``(x, y, z)`` (as :class:`~lvseg_core.scan.Scan` stores them). Slices are
+drawn with ``x`` to the right and ``y`` downwards, axes in millimetres (the
+in-plane voxel spacing), so that anisotropic pixels keep their true shape.
+Label maps use the ACDC values (0 background, 1 RV, 2 Myo, 3 LV) and the
+colours of :data:`lvseg_core.labels.COLOURS`.
+
+Images are sent to the browser as PNG (``go.Image(source=...)``), not as
+lists of numbers, so a 256 x 256 slice costs tens of kilobytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+from PIL import Image
+from plotly.subplots import make_subplots
+
+from .labels import COLOURS, LABEL_OF, STRUCTURES
+
+#: Colours of the error map: false positives and false negatives (RGB).
+ERROR_COLOURS: dict[str, tuple[int, int, int]] = {
+    "false positive": (255, 193, 7),    # amber: predicted, not in the truth
+    "false negative": (233, 30, 197),   # magenta: in the truth, missed
+}
+
+#: Plotly layout shared by image figures.
+_IMAGE_MARGIN = dict(l=0, r=0, t=30, b=0)
+
+
+def _rgb(colour: tuple[int, int, int]) -> str:
+    return f"rgb({colour[0]},{colour[1]},{colour[2]})"
+
+
+def structure_colour(structure: str) -> str:
+    """CSS colour of a structure, e.g. ``"rgb(234,67,53)"`` for LV."""
+    return _rgb(COLOURS[structure])
+
+
+# ---------------------------------------------------------------- intensities
+
+
+def auto_window(volume: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """A window/level covering the ``low``..``high`` intensity percentiles.
+
+    Args:
+        volume: intensities of any shape (a slice, a volume or a cine series).
+
+    Returns:
+        ``(window, level)``: width and centre of the displayed intensity range;
+        the window is never 0.
+    """
+    values = np.asarray(volume, dtype=np.float32)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 1.0, 0.5
+    lo, hi = np.percentile(values, [low, high])
+    if not hi > lo:
+        lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(hi - lo), float((hi + lo) / 2)
+
+
+def window_level(image: np.ndarray, window: float, level: float) -> np.ndarray:
+    """Map intensities to uint8 grey values with a window (width) and level (centre).
+
+    Args:
+        image: intensities, any shape.
+        window: width of the displayed intensity range (> 0).
+        level: centre of the displayed range.
+
+    Returns:
+        uint8 array of the same shape: ``level - window/2`` and below is 0,
+        ``level + window/2`` and above is 255.
+    """
+    window = max(float(window), 1e-6)
+    lo = float(level) - window / 2
+    scaled = (np.asarray(image, dtype=np.float32) - lo) / window
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0)
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _blend(rgb: np.ndarray, where: np.ndarray, colour: tuple[int, int, int],
+           opacity: float) -> None:
+    """Alpha-blend ``colour`` into ``rgb`` (float, ``(..., 3)``) where ``where`` is True."""
+    if opacity <= 0 or not where.any():
+        return
+    rgb[where] = (1.0 - opacity) * rgb[where] + opacity * np.asarray(colour, np.float32)
+
+
+def overlay_rgb(image: np.ndarray, mask: np.ndarray | None = None, *,
+                window: float | None = None, level: float | None = None,
+                opacity: float = 0.45, structures: Sequence[str] = STRUCTURES) -> np.ndarray:
+    """The slice as an RGB picture with the label overlay, in display order.
+
+    Args:
+        image: intensities of one slice, shape ``(x, y)``.
+        mask: labels of that slice, shape ``(x, y)``, or None.
+        window, level: display range (default: :func:`auto_window` of the slice).
+        opacity: overlay opacity in 0..1.
+        structures: the structures drawn (others are left out).
+
+    Returns:
+        uint8 array ``(y, x, 3)`` (rows are ``y``: ready for PIL or ``st.image``).
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D (x, y) slice, got shape {image.shape}")
+    if window is None or level is None:
+        window, level = auto_window(image)
+    grey = window_level(image, window, level).T.astype(np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    if mask is not None:
+        labels = np.asarray(mask).T
+        if labels.shape != grey.shape:
+            raise ValueError(f"mask shape {np.asarray(mask).shape} does not match "
+                             f"image shape {image.shape}")
+        for name in structures:
+            _blend(rgb, labels == LABEL_OF[name], COLOURS[name], float(opacity))
+    return (rgb + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """A ``data:image/png;base64,...`` URI of a uint8 ``(rows, cols[, 3])`` picture."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _image_figure(rgb: np.ndarray, spacing: Sequence[float], title: str,
+                  height: int | None) -> go.Figure:
+    """A figure showing ``rgb`` ``(y, x, 3)`` with mm axes and square pixels in mm."""
+    sx, sy = float(spacing[0]), float(spacing[1])
+    fig = go.Figure(go.Image(source=png_data_uri(rgb), x0=sx / 2, dx=sx, y0=sy / 2, dy=sy,
+                             hoverinfo="skip", name="slice"))
+    rows, cols = rgb.shape[:2]
+    fig.update_xaxes(range=[0, cols * sx], showgrid=False, zeroline=False,
+                     title_text="x (mm)", constrain="domain")
+    fig.update_yaxes(range=[rows * sy, 0], showgrid=False, zeroline=False,
+                     title_text="y (mm)", scaleanchor="x", scaleratio=1, constrain="domain")
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)),
+                      margin=_IMAGE_MARGIN, height=height,
+                      plot_bgcolor="black", legend=dict(orientation="h", y=-0.02,
+                                                        yanchor="top"))
+    return fig
+
+
+def _legend_entries(fig: go.Figure, entries: Mapping[str, str]) -> None:
+    """Legend items (name -> CSS colour) drawn as invisible square markers."""
+    for name, colour in entries.items():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
+                                 marker=dict(size=11, color=colour, symbol="square"),
+                                 hoverinfo="skip", showlegend=True))
+
+
+# ---------------------------------------------------------------- slice figures
+
+
+def slice_overlay(image: np.ndarray, mask: np.ndarray | None = None, *,
+                  spacing: Sequence[float] = (1.0, 1.0), window: float | None = None,
+                  level: float | None = None, opacity: float = 0.45,
+                  structures: Sequence[str] = STRUCTURES, title: str = "",
+                  height: int | None = 480) -> go.Figure:
+    """One slice with the segmentation as a coloured overlay.
+
+    Args:
+        image: intensities, shape ``(x, y)``.
+        mask: labels (0..3), shape ``(x, y)``, or None for the image alone.
+        spacing: in-plane voxel size ``(sx, sy[, sz])`` in mm (axes are in mm).
+        window, level: display range (default: 1st..99th percentile of the slice).
+        opacity: overlay opacity in 0..1.
+        structures: structures drawn (per-structure toggles).
+        title: figure title.
+        height: figure height in pixels (None: Plotly's default).
+
+    Returns:
+        A figure with one image trace and a legend of the drawn structures.
+    """
+    rgb = overlay_rgb(image, mask, window=window, level=level, opacity=opacity,
+                      structures=structures)
+    fig = _image_figure(rgb, spacing, title, height)
+    if mask is not None:
+        _legend_entries(fig, {s: structure_colour(s) for s in structures})
+    return fig
+
+
+def probability_map(probability: np.ndarray, image: np.ndarray | None = None, *,
+                    spacing: Sequence[float] = (1.0, 1.0), structure: str = "LV",
+                    window: float | None = None, level: float | None = None,
+                    height: int | None = 480) -> go.Figure:
+    """The predicted probability of one structure on a slice, as a heatmap.
+
+    Args:
+        probability: probabilities in 0..1, shape ``(x, y)``.
+        image: the slice ``(x, y)`` drawn in grey underneath, or None.
+        spacing: in-plane voxel size ``(sx, sy[, sz])`` in mm.
+        structure: name shown in the title and colour bar.
+        window, level: display range of ``image``.
+        height: figure height in pixels.
+
+    Returns:
+        A heatmap figure (colour scale fixed to 0..1; values below 0.02 are
+        transparent so the anatomy shows through).
+    """
+    prob = np.asarray(probability, dtype=np.float32)
+    if prob.ndim != 2:
+        raise ValueError(f"expected a 2D (x, y) probability map, got shape {prob.shape}")
+    sx, sy = float(spacing[0]), float(spacing[1])
+    if image is not None:
+        fig = _image_figure(overlay_rgb(image, None, window=window, level=level),
+                            spacing, f"P({structure})", height)
+    else:
+        fig = _image_figure(np.zeros((*prob.T.shape, 3), np.uint8), spacing,
+                            f"P({structure})", height)
+    z = np.round(prob.T, 3)
+    z = np.where(z < 0.02, np.nan, z)
+    fig.add_trace(go.Heatmap(
+        z=z, x0=sx / 2, dx=sx, y0=sy / 2, dy=sy, zmin=0.0, zmax=1.0, colorscale="Inferno",
+        opacity=0.75, colorbar=dict(title=dict(text=f"P({structure})"), thickness=12),
+        hovertemplate="x %{x:.1f} mm, y %{y:.1f} mm<br>P %{z:.3f}<extra></extra>",
+        name=f"P({structure})"))
+    return fig
+
+
+def error_masks(prediction: np.ndarray, truth: np.ndarray,
+                structures: Sequence[str] = STRUCTURES) -> tuple[np.ndarray, np.ndarray]:
+    """False-positive and false-negative voxels for the chosen structures.
+
+    A voxel is a **false positive** when the prediction puts one of
+    ``structures`` there and the truth says something else (background or
+    another structure); a **false negative** when the truth has one of
+    ``structures`` there, the prediction differs, and the voxel is not
+    already a false positive (e.g. the structure was predicted as background).
+
+    Args:
+        prediction, truth: label maps of the same shape (any dimensionality).
+        structures: structures considered.
+
+    Returns:
+        ``(false_positive, false_negative)`` boolean arrays, same shape, disjoint.
+    """
+    pred = np.asarray(prediction)
+    gt = np.asarray(truth)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} != truth shape {gt.shape}")
+    values = [LABEL_OF[s] for s in structures]
+    wrong = pred != gt
+    fp = wrong & np.isin(pred, values)
+    fn = wrong & np.isin(gt, values) & ~fp
+    return fp, fn
+
+
+def error_map(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, *,
+              spacing: Sequence[float] = (1.0, 1.0), window: float | None = None,
+              level: float | None = None, structures: Sequence[str] = STRUCTURES,
+              opacity: float = 0.8, title: str = "Errors", height: int | None = 480
+              ) -> go.Figure:
+    """False positives and false negatives of one slice in two colours.
+
+    Args:
+        image: intensities ``(x, y)``.
+        prediction, truth: label maps ``(x, y)``.
+        spacing: in-plane voxel size in mm.
+        window, level: display range of ``image``.
+        structures: structures whose errors are drawn (see :func:`error_masks`).
+        opacity: colour opacity.
+        title: figure title (the voxel counts are appended).
+        height: figure height in pixels.
+
+    Returns:
+        The slice with false positives in amber and false negatives in magenta
+        (:data:`ERROR_COLOURS`), with a legend.
+    """
+    fp, fn = error_masks(prediction, truth, structures)
+    grey = overlay_rgb(image, None, window=window, level=level).astype(np.float32)
+    _blend(grey, fp.T, ERROR_COLOURS["false positive"], opacity)
+    _blend(grey, fn.T, ERROR_COLOURS["false negative"], opacity)
+    rgb = (grey + 0.5).clip(0, 255).astype(np.uint8)
+    fig = _image_figure(rgb, spacing, f"{title} (FP {int(fp.sum())}, FN {int(fn.sum())} px)",
+                        height)
+    _legend_entries(fig, {name: _rgb(c) for name, c in ERROR_COLOURS.items()})
+    return fig
+
+
+# ---------------------------------------------------------------- cine and 3D
+
+
+def volume_curve(lv_ml: Sequence[float], rv_ml: Sequence[float] | None = None, *,
+                 ed: int | None = None, es: int | None = None,
+                 frame_ms: Sequence[float] | None = None, height: int | None = 360
+                 ) -> go.Figure:
+    """Ventricular volume over the cardiac cycle, with ED and ES marked.
+
+    Args:
+        lv_ml: LV cavity volume (mL) per frame, length ``t``.
+        rv_ml: RV cavity volume (mL) per frame, or None.
+        ed, es: 0-based end-diastolic / end-systolic frames (None: not marked).
+        frame_ms: time of each frame in ms (e.g. DICOM trigger times); the
+            x axis shows frame numbers when None.
+        height: figure height in pixels.
+
+    Returns:
+        A line figure (one line per ventricle) with ED/ES vertical markers.
+    """
+    lv = [float(v) for v in lv_ml]
+    x = list(frame_ms) if frame_ms is not None and len(frame_ms) == len(lv) else \
+        list(range(len(lv)))
+    x_title = "time (ms)" if frame_ms is not None and len(frame_ms) == len(lv) else "frame"
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=lv, mode="lines+markers", name="LV",
+                             line=dict(color=structure_colour("LV"), width=2.5)))
+    if rv_ml is not None:
+        fig.add_trace(go.Scatter(x=x, y=[float(v) for v in rv_ml], mode="lines+markers",
+                                 name="RV", line=dict(color=structure_colour("RV"), width=2)))
+    for label, frame, dash in (("ED", ed, "dash"), ("ES", es, "dot")):
+        if frame is None or not 0 <= frame < len(lv):
+            continue
+        fig.add_vline(x=x[frame], line=dict(color="grey", dash=dash))
+        fig.add_annotation(x=x[frame], y=lv[frame], text=f"{label} {lv[frame]:.0f} mL",
+                           showarrow=True, arrowhead=2, ax=0, ay=-30)
+    fig.update_layout(xaxis_title=x_title, yaxis_title="volume (mL)", height=height,
+                      margin=dict(l=10, r=10, t=30, b=10), title="Volume over the cycle",
+                      legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *,
+                 structures: Sequence[str] = STRUCTURES, step_size: int = 1,
+                 opacity: float | Mapping[str, float] | None = None,
+                 height: int | None = 520) -> go.Figure:
+    """3D surfaces of the segmented structures (marching cubes) in millimetres.
+
+    Args:
+        mask: label map ``(x, y, z)``.
+        spacing: voxel size ``(sx, sy, sz)`` in mm (thick short-axis slices
+            give the stepped look of the true data; nothing is interpolated).
+        structures: structures drawn.
+        step_size: marching-cubes step in voxels (2 or more: coarser, lighter).
+        opacity: one value or one per structure (default: Myo 0.5, others 0.9).
+        height: figure height in pixels.
+
+    Returns:
+        A figure with one ``Mesh3d`` per non-empty structure, equal mm axes.
+    """
+    from skimage.measure import marching_cubes
+
+    labels = np.asarray(mask)
+    if labels.ndim != 3:
+        raise ValueError(f"expected a 3D (x, y, z) label map, got shape {labels.shape}")
+    spacing3 = tuple(float(s) for s in list(spacing)[:3])
+    default_opacity = {"RV": 0.9, "Myo": 0.5, "LV": 0.9}
+    fig = go.Figure()
+    for name in structures:
+        region = labels == LABEL_OF[name]
+        if region.sum() < 8:
+            continue
+        # Pad so that surfaces touching the volume border are closed.
+        padded = np.pad(region, 1).astype(np.float32)
+        try:
+            verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=spacing3,
+                                                step_size=max(1, int(step_size)))
+        except (RuntimeError, ValueError):   # no surface at this step size
+            continue
+        verts -= np.asarray(spacing3)
+        alpha = (opacity.get(name, 0.8) if isinstance(opacity, Mapping)
+                 else opacity if opacity is not None else default_opacity[name])
+        fig.add_trace(go.Mesh3d(
+            x=verts[:, 0].round(2), y=verts[:, 1].round(2), z=verts[:, 2].round(2),
+            i=faces[:, 0], j=faces[:, 1], k=faces[:, 2], color=structure_colour(name),
+            opacity=float(alpha), name=name, showlegend=True, flatshading=False,
+            hoverinfo="name", lighting=dict(ambient=0.5, diffuse=0.8, specular=0.2)))
+    fig.update_layout(scene=dict(aspectmode="data", xaxis_title="x (mm)",
+                                 yaxis_title="y (mm)", zaxis_title="z (mm)"),
+                      height=height, margin=dict(l=0, r=0, t=30, b=0),
+                      title="3D surface", legend=dict(orientation="h"))
+    return fig
+
+
+# ---------------------------------------------------------------- tables of cases
+
+
+def box_plot(frame, value: str, *, x: str = "model", color: str | None = "structure",
+             title: str = "", points: str | bool = "all", height: int | None = 420
+             ) -> go.Figure:
+    """Box plots of a per-case metric.
+
+    Args:
+        frame: a pandas DataFrame in long format, one row per case (and
+            structure), with the columns ``value``, ``x`` and ``color``.
+        value: the metric column, e.g. ``"dice"`` or ``"hd95_mm"``.
+        x: column giving the boxes along the x axis (e.g. ``"model"``, ``"group"``).
+        color: column giving the box colour (e.g. ``"structure"``), or None.
+        title: figure title.
+        points: Plotly's ``points`` (``"all"``, ``"outliers"`` or False).
+        height: figure height in pixels.
+
+    Returns:
+        A grouped box-plot figure; structures use their overlay colours.
+    """
+    colours = {s: structure_colour(s) for s in STRUCTURES}
+    fig = px.box(frame, x=x, y=value, color=color, points=points, title=title,
+                 color_discrete_map=colours if color == "structure" else None,
+                 category_orders={"structure": list(STRUCTURES)}, height=height)
+    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), boxmode="group")
+    return fig
+
+
+def training_curves(epochs: Sequence[Mapping], height: int | None = 340) -> go.Figure:
+    """Loss and validation Dice per epoch of a training run.
+
+    Args:
+        epochs: the ``event == "epoch"`` records of ``metrics.jsonl`` (keys
+            ``epoch``, ``train_loss``, ``val_loss``, ``val_dice``,
+            ``val_dice_RV`` ...; missing or None values are skipped).
+        height: figure height in pixels.
+
+    Returns:
+        Two side-by-side panels: losses (left) and validation Dice (right).
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation Dice"))
+    x = [e.get("epoch") for e in epochs]
+
+    def series(key: str) -> list:
+        return [e.get(key) for e in epochs]
+
+    for key, name, dash in (("train_loss", "train loss", None), ("val_loss", "val loss", "dot")):
+        if any(v is not None for v in series(key)):
+            fig.add_trace(go.Scatter(x=x, y=series(key), name=name, mode="lines+markers",
+                                     line=dict(dash=dash)), row=1, col=1)
+    if any(v is not None for v in series("val_dice")):
+        fig.add_trace(go.Scatter(x=x, y=series("val_dice"), name="mean Dice",
+                                 mode="lines+markers", line=dict(color="black", width=3)),
+                      row=1, col=2)
+    for s in STRUCTURES:
+        if any(v is not None for v in series(f"val_dice_{s}")):
+            fig.add_trace(go.Scatter(x=x, y=series(f"val_dice_{s}"), name=f"Dice {s}",
+                                     mode="lines", line=dict(color=structure_colour(s))),
+                          row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def lr_find_curve(lr: Sequence[float], loss: Sequence[float],
+                  suggestion: float | None = None, height: int | None = 340) -> go.Figure:
+    """The learning-rate range test: loss against learning rate (log axis).
+
+    Args:
+        lr, loss: the tested learning rates and the (smoothed) losses, same length.
+        suggestion: the suggested learning rate, marked with a vertical line.
+        height: figure height in pixels.
+    """
+    fig = go.Figure(go.Scatter(x=list(lr), y=list(loss), mode="lines", name="loss"))
+    if suggestion is not None and math.isfinite(suggestion):
+        fig.add_vline(x=suggestion, line=dict(color="red", dash="dash"),
+                      annotation_text=f"suggested {suggestion:.2g}")
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_yaxes(title_text="loss")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10),
+                      title="LR range test")
+    return fig
+
+
+# ---------------------------------------------------------------- dataset figures
+
+
+def bar_counts(counts: Mapping[str, float], *, title: str = "", x_title: str = "",
+               y_title: str = "count", height: int | None = 300) -> go.Figure:
+    """A bar chart of ``{category: count}`` (e.g. patients per pathology group)."""
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()),
+                           text=[f"{v:g}" for v in counts.values()], textposition="auto"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=height,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def class_balance(frame, *, value: str = "ml", height: int | None = 340) -> go.Figure:
+    """Grouped bars of structure size per phase (ED vs ES).
+
+    Args:
+        frame: DataFrame with columns ``structure``, ``phase`` and ``value``
+            (one row per case and structure; bars show the mean over cases,
+            error bars the standard deviation).
+        value: the size column, e.g. ``"ml"`` or ``"voxels"``.
+        height: figure height in pixels.
+    """
+    stats = frame.groupby(["structure", "phase"], sort=False)[value].agg(["mean", "std"])
+    stats = stats.reset_index()
+    fig = go.Figure()
+    for phase, pattern in (("ED", ""), ("ES", "/")):
+        part = stats[stats["phase"] == phase].set_index("structure").reindex(list(STRUCTURES))
+        if part["mean"].notna().any():
+            fig.add_trace(go.Bar(
+                x=list(STRUCTURES), y=part["mean"], name=phase,
+                error_y=dict(type="data", array=part["std"].fillna(0)),
+                marker=dict(color=[structure_colour(s) for s in STRUCTURES],
+                            pattern_shape=pattern, line=dict(color="black", width=1))))
+    fig.update_layout(barmode="group", yaxis_title=f"mean {value} per case",
+                      title="Class balance: structure size, ED vs ES", height=height,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def histograms(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, title: str = "",
+               x_title: str = "intensity", height: int | None = 320) -> go.Figure:
+    """Overlaid histograms, one line per name.
+
+    Args:
+        curves: ``{name: (edges, density)}`` with ``len(edges) == len(density) + 1``.
+        title, x_title: labels.
+        height: figure height in pixels.
+    """
+    fig = go.Figure()
+    for name, (edges, density) in curves.items():
+        centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
+        fig.add_trace(go.Scatter(x=centres, y=np.asarray(density), mode="lines", name=name,
+                                 line=dict(shape="hvh")))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="density", height=height,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig

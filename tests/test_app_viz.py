@@ -1,0 +1,127 @@
+"""Tests of lvseg_core.viz: the Plotly figures of the app (no browser needed)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from lvseg_core import viz
+from lvseg_core.labels import COLOURS, STRUCTURES
+from tests.conftest import make_heart
+
+
+@pytest.fixture(scope="module")
+def heart():
+    return make_heart()
+
+
+def _decode(fig: go.Figure) -> np.ndarray:
+    """The PNG of the first image trace, as an array ``(rows, cols, 3)``."""
+    source = fig.data[0].source
+    assert source.startswith("data:image/png;base64,")
+    data = base64.b64decode(source.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_window_level_maps_range_to_0_255():
+    image = np.array([[0.0, 50.0, 100.0, 150.0]])
+    out = viz.window_level(image, window=100, level=50)
+    assert out.dtype == np.uint8
+    assert out.tolist() == [[0, 128, 255, 255]]
+    window, level = viz.auto_window(np.arange(1000.0))
+    assert window > 0 and 400 < level < 600
+    assert viz.auto_window(np.zeros((4, 4)))[0] > 0     # flat image: window never 0
+
+
+def test_slice_overlay_colours_and_toggles(heart):
+    scan, labels = heart
+    image, mask = scan.array[..., 2], labels[..., 2]
+    fig = viz.slice_overlay(image, mask, spacing=scan.spacing, opacity=1.0)
+    rgb = _decode(fig)
+    assert rgb.shape == (image.shape[1], image.shape[0], 3)   # displayed as (y, x)
+    x, y = np.argwhere(mask == 3)[0]
+    assert tuple(rgb[y, x]) == COLOURS["LV"]
+    names = {t.name for t in fig.data if isinstance(t, go.Scatter)}
+    assert names == set(STRUCTURES)
+    # LV toggled off: the LV pixel is grey again.
+    rgb_off = _decode(viz.slice_overlay(image, mask, spacing=scan.spacing, opacity=1.0,
+                                        structures=("RV", "Myo")))
+    assert len(set(rgb_off[y, x].tolist())) == 1
+    # Axes are in mm: the x range spans x voxels times the spacing.
+    assert fig.layout.xaxis.range[1] == pytest.approx(image.shape[0] * scan.spacing[0])
+
+
+def test_overlay_rejects_mismatched_mask():
+    with pytest.raises(ValueError):
+        viz.overlay_rgb(np.zeros((4, 5)), np.zeros((5, 4), np.uint8))
+
+
+def test_error_masks_are_disjoint_and_correct():
+    gt = np.array([[0, 3, 3, 1]])
+    pred = np.array([[3, 3, 0, 3]])
+    fp, fn = viz.error_masks(pred, gt)
+    assert fp.tolist() == [[True, False, False, True]]      # LV where truth differs
+    assert fn.tolist() == [[False, False, True, False]]     # LV missed (predicted bg)
+    assert not (fp & fn).any()
+    fp_rv, fn_rv = viz.error_masks(pred, gt, structures=("RV",))
+    assert fp_rv.sum() == 0 and fn_rv.tolist() == [[False, False, False, True]]
+
+
+def test_error_map_and_probability_map(heart):
+    scan, labels = heart
+    pred = np.roll(labels, 3, axis=0)
+    fig = viz.error_map(scan.array[..., 1], pred[..., 1], labels[..., 1], spacing=scan.spacing)
+    assert "FP" in fig.layout.title.text and "FN" in fig.layout.title.text
+    prob = (labels[..., 1] == 3).astype(np.float32)
+    fig = viz.probability_map(prob, scan.array[..., 1], spacing=scan.spacing, structure="LV")
+    heat = [t for t in fig.data if isinstance(t, go.Heatmap)][0]
+    assert heat.zmin == 0 and heat.zmax == 1
+    assert np.asarray(heat.z, dtype=float).shape == prob.T.shape
+
+
+def test_volume_curve_marks_ed_es():
+    fig = viz.volume_curve([120, 100, 60, 80], [150, 130, 90, 120], ed=0, es=2)
+    assert [t.name for t in fig.data] == ["LV", "RV"]
+    texts = [a.text for a in fig.layout.annotations]
+    assert any(t.startswith("ED 120") for t in texts) and any(t.startswith("ES 60") for t in texts)
+
+
+def test_surface_mesh_in_mm(heart):
+    scan, labels = heart
+    fig = viz.surface_mesh(labels, scan.spacing, step_size=2)
+    meshes = [t for t in fig.data if isinstance(t, go.Mesh3d)]
+    assert {m.name for m in meshes} == set(STRUCTURES)
+    lv = [m for m in meshes if m.name == "LV"][0]
+    z = np.asarray(lv.z, dtype=float)
+    # z spans the slices in mm (8 mm apart), within the volume's extent.
+    assert z.min() >= -scan.spacing[2] and z.max() <= labels.shape[2] * scan.spacing[2]
+    assert z.max() - z.min() > 2 * scan.spacing[2]
+    empty = viz.surface_mesh(np.zeros((8, 8, 3), np.uint8), (1, 1, 1))
+    assert len(empty.data) == 0
+
+
+def test_tables_and_training_figures():
+    frame = pd.DataFrame({"model": ["U-Net"] * 3 + ["V-Net"] * 3,
+                          "structure": list(STRUCTURES) * 2,
+                          "dice": [0.8, 0.7, 0.9, 0.75, 0.65, 0.85]})
+    fig = viz.box_plot(frame, "dice")
+    assert len(fig.data) == 3
+    fig = viz.training_curves([
+        {"epoch": 0, "train_loss": 1.0, "val_loss": 1.1, "val_dice": 0.4, "val_dice_LV": 0.5},
+        {"epoch": 1, "train_loss": 0.7, "val_loss": None, "val_dice": 0.6, "val_dice_LV": 0.7},
+    ])
+    assert {"train loss", "val loss", "mean Dice", "Dice LV"} <= {t.name for t in fig.data}
+    fig = viz.lr_find_curve([1e-5, 1e-4, 1e-3], [2.0, 1.0, 3.0], 1e-4)
+    assert fig.layout.xaxis.type == "log"
+    balance = pd.DataFrame({"structure": list(STRUCTURES) * 2, "phase": ["ED"] * 3 + ["ES"] * 3,
+                            "ml": [150.0, 120.0, 140.0, 70.0, 125.0, 50.0]})
+    fig = viz.class_balance(balance)
+    assert [t.name for t in fig.data] == ["ED", "ES"]
+    fig = viz.histograms({"ED": (np.linspace(0, 1, 5), np.ones(4))})
+    assert len(fig.data[0].x) == 4
