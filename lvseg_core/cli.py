@@ -1,0 +1,251 @@
+"""The command line: ``python -m lvseg_core {predict,evaluate,info}``.
+
+Every user error (an unreadable scan, missing weights, a bad path) ends with a
+single ``error: <message>`` line on stderr and exit code 1; argparse usage
+errors exit with 2. Progress bars (tqdm) go to stderr and only show on a
+terminal. Heavy modules (torch, MONAI) are imported after the arguments are
+parsed, so ``--help`` and usage errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+from .errors import LVSegError
+
+#: Architectures offered by ``--model`` (kept equal to ``models.ARCHITECTURES``
+#: by the tests; spelled out here so that parsing does not import torch).
+MODEL_CHOICES: tuple[str, ...] = ("unet", "attention_unet", "vnet")
+
+#: Packages reported by ``info``.
+_PACKAGES = ("torch", "monai", "segmentation-models-pytorch", "numpy", "scipy", "nibabel",
+             "pydicom", "huggingface_hub", "safetensors", "tqdm")
+
+_EPILOG = """\
+examples:
+  python -m lvseg_core predict scan.nii.gz dicom_folder/ --model unet --out results/
+  python -m lvseg_core predict ../shared/data/acdc/patient002 --model unet \\
+      --weights owner/lvseg-unet --out results/
+  python -m lvseg_core evaluate --data ../shared/data/acdc --model unet --json eval.json
+  python -m lvseg_core info
+
+--weights: 'bundled' (default: weights/<model>/ in the repository), a local
+folder with config.json + model.safetensors (or a training run folder), or a
+Hugging Face Hub repo id owner/name[@revision] (HF_HUB_OFFLINE=1: cache only).
+"""
+
+
+def _error(message: str) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, choices=MODEL_CHOICES,
+                        help="architecture")
+    parser.add_argument("--weights", default=None, metavar="SOURCE",
+                        help="weights: 'bundled' (default), a folder, or a Hub repo "
+                             "owner/name[@revision]")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to run (default: CUDA when available, else CPU)")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="keep every connected component (default: keep the largest "
+                             "one per structure)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m lvseg_core``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lvseg_core",
+        description="Segment the heart (RV, myocardium, LV) in short-axis cardiac MRI.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    predict = sub.add_parser(
+        "predict", help="segment scans and write masks + summary.csv",
+        description="Segment scans (NIfTI, DICOM folder or .dcm, .zip of a DICOM series, "
+                    "PNG/JPEG, or an ACDC-layout folder) and write <name>_seg.nii.gz masks "
+                    "(same grid as the scan) and summary.csv (volumes, EF) into --out.")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="scan files or folders")
+    _add_model_args(predict)
+    predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace existing masks and summary.csv (input files are "
+                              "never replaced)")
+    predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score a model on a labelled ACDC-layout folder",
+        description="Segment every labelled frame of an ACDC-layout folder and write "
+                    "Dice/IoU/precision/recall/F1/HD95/ASSD, EF errors and timings as JSON.")
+    evaluate.add_argument("--data", required=True, metavar="DIR",
+                          help="ACDC-layout folder (patientNNN/Info.cfg, *_gt.nii.gz)")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--json", required=True, metavar="OUT",
+                          help="JSON report path (parent folders are created)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    info = sub.add_parser("info", help="versions, device and available weights")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _device(choice: str):
+    import torch
+
+    if choice == "auto":
+        return None
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LVSegError(f"--device cuda: CUDA is not available here (torch "
+                         f"{torch.__version__}, no usable GPU); use --device cpu")
+    return torch.device(choice)
+
+
+def _segmenter(args):
+    from .inference import Segmenter
+
+    segmenter = Segmenter.from_source(args.model, args.weights, _device(args.device),
+                                      postprocess=not args.no_postprocess)
+    if segmenter.weights is not None and segmenter.weights.notice:
+        _warn(segmenter.weights.notice)
+    return segmenter
+
+
+def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="scan", file=sys.stderr, disable=None,
+                dynamic_ncols=True)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_predict(args) -> int:
+    from .workflows import collect_inputs, predict_inputs
+
+    inputs = collect_inputs(args.inputs)  # fail fast, before the model is loaded
+    segmenter = _segmenter(args)
+    with _bar(len(inputs), "segmenting") as bar:
+        report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,
+                                progress=bar)
+    for failure in report.failures:
+        print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
+    done = len(report.outputs)
+    seconds = [r["seconds"] for r in report.rows if r.get("kind") in ("frame", "cine")]
+    weights = segmenter.weights.description if segmenter.weights else "in-memory"
+    print(f"segmented {done} of {len(inputs)} scan(s) with {segmenter.architecture} "
+          f"({weights}) on {segmenter.device_label}"
+          + (f", {sum(seconds) / len(seconds):.2f} s per scan" if seconds else ""))
+    for row in report.rows:
+        if row.get("kind") == "patient":
+            print(f"  {row['name']}: LV EF {_fmt(row['LV_EF_pct'], 1)}%, "
+                  f"EDV {_fmt(row['LV_EDV_ml'], 1)} mL, ESV {_fmt(row['LV_ESV_ml'], 1)} mL")
+        elif row.get("kind") == "cine":
+            print(f"  {row['name']}: ED frame {row.get('ED_frame', 'n/a')}, ES frame "
+                  f"{row.get('ES_frame', 'n/a')}, LV EF {_fmt(row.get('LV_EF_pct'), 1)}%")
+    print(f"masks: {report.out_dir.resolve()}")
+    if report.summary_path is not None:
+        print(f"summary: {report.summary_path.resolve()}")
+    return 1 if report.failures else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import find_cases
+    from .workflows import evaluate_dataset, write_json
+
+    cases = find_cases(args.data, require_labels=True)  # fail fast
+    out = Path(args.json).expanduser()
+    if out.is_dir():
+        raise LVSegError(f"{out}: is a folder; give a file name for --json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LVSegError(f"{out.parent}: cannot create folder ({err.strerror or err})") from None
+    segmenter = _segmenter(args)
+    with _bar(len(cases), "evaluating") as bar:
+        result = evaluate_dataset(args.data, segmenter, progress=bar)
+    path = write_json(result, out)
+    for failure in result["failed"]:
+        print(f"skipped {failure['name']}: {failure['error']}", file=sys.stderr)
+    dice, hd = result["dice"], result["hd95_mm"]
+    print(f"evaluated {result['cases']} volume(s) with {result['model']} ({result['weights']}) "
+          f"on {result['device']}")
+    print(f"  Dice   RV {_fmt(dice['RV'])}  Myo {_fmt(dice['Myo'])}  LV {_fmt(dice['LV'])}  "
+          f"mean {_fmt(dice['mean'])}")
+    print(f"  HD95   RV {_fmt(hd['RV'], 1)}  Myo {_fmt(hd['Myo'], 1)}  LV {_fmt(hd['LV'], 1)}  "
+          f"mean {_fmt(hd['mean'], 1)} mm")
+    print(f"  LV EF mean absolute error {_fmt(result['ef_abs_error'], 1)} points over "
+          f"{result['ef_patients']} patient(s); {_fmt(result['seconds_per_volume'], 2)} s "
+          "per volume")
+    print(f"report: {path.resolve()}")
+    return 1 if result["failed"] else 0
+
+
+def cmd_info(args) -> int:
+    from importlib import metadata
+
+    import torch
+
+    from .hub import WEIGHTS_DIR, available_bundled
+    from .inference import default_device, device_name
+
+    print(f"python {platform.python_version()} ({platform.platform()})")
+    for package in _PACKAGES:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"{package} {version}")
+    cuda = torch.cuda.is_available()
+    print(f"cuda available: {'yes' if cuda else 'no'}"
+          + (f" (CUDA {torch.version.cuda})" if cuda else ""))
+    print(f"default device: {device_name(default_device())}")
+    bundled = available_bundled()
+    print(f"bundled weights ({WEIGHTS_DIR}): {', '.join(bundled) if bundled else 'none'}")
+    print(f"architectures: {', '.join(MODEL_CHOICES)}")
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    print(f"hugging face hub: {'offline (cache only)' if offline else 'online'}; cache "
+          f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}")
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 itself)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+    except LVSegError as err:
+        _error(str(err) or type(err).__name__)
+    except OSError as err:  # FileNotFoundError, PermissionError, disk full...
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        _error(f"{err.strerror or err}{where}")
+    return 1

@@ -1,0 +1,662 @@
+"""Batch work behind the command line and the app: predict a batch, evaluate a dataset.
+
+Nothing here prints. Progress is reported through an optional ``progress``
+argument: a ``tqdm`` bar (its ``update(1)`` is called after each scan, its
+``total`` is set) or a callable ``progress(done, total, name)``.
+
+Errors caused by one input (an unreadable scan, an existing output file) are
+recorded and the batch goes on; errors that concern the whole batch (an output
+folder that cannot be created, an existing ``summary.csv``) raise
+:class:`~lvseg_core.errors.LVSegError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .clinical import (cine_indices, ejection_fraction, myocardial_mass, stroke_volume,
+                       structure_volumes)
+from .data import find_cases, is_acdc_folder
+from .errors import LVSegError
+from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
+from .io.nifti import is_nifti_name, nifti_stem
+from .labels import STRUCTURES
+from .metrics import count_valid, evaluate_segmentation, summarise
+from .scan import Scan
+
+#: Name of the per-batch table written beside the masks.
+SUMMARY_NAME = "summary.csv"
+
+#: Ending of every written mask file.
+MASK_SUFFIX = "_seg.nii.gz"
+
+#: Columns of ``summary.csv``, in order. ``kind`` is ``frame`` (a 3D scan),
+#: ``cine`` (a 4D scan), ``patient`` (EF from the ED and ES frames of one ACDC
+#: patient) or ``failed``. Volumes in mL, EF in %, mass in g, seconds of
+#: inference (model load and file reading excluded). ``ED_frame``/``ES_frame``
+#: are 0-based frame indices of a cine scan, found from the LV volume curve.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "kind", "name", "source", "output", "patient", "phase", "group", "shape", "frames",
+    "seconds", "device", "RV_ml", "Myo_ml", "LV_ml", "ED_frame", "ES_frame",
+    "LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct",
+    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "notes", "error",
+)
+
+#: Metrics reported per phase and per pathology group by :func:`evaluate_dataset`.
+GROUP_METRICS: tuple[str, ...] = ("dice", "hd95_mm")
+
+Progress = Callable[[int, int, str], None]
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Input:
+    """One scan of a batch.
+
+    Attributes:
+        path: a scan file, or a folder read as one DICOM series.
+        name: output name (no extension), e.g. ``"patient002_frame01"``.
+        kind: ``"file"``, ``"dicom-folder"`` or ``"acdc"`` (a frame of an
+            ACDC-layout folder).
+        patient, frame, phase, group: ACDC facts (empty / None otherwise).
+    """
+
+    path: Path
+    name: str
+    kind: str = "file"
+    patient: str = ""
+    frame: int | None = None
+    phase: str = ""
+    group: str = ""
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
+def _file_name(path: Path) -> str:
+    """Output name of a scan file: its name without the scan ending."""
+    name = path.name
+    if is_nifti_name(name):
+        return nifti_stem(name)
+    lower = name.lower()
+    for suffix in (".zip", *DICOM_SUFFIXES):
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return path.stem or name
+
+
+def _is_zip(path: Path) -> bool:
+    return path.is_file() and not _hidden(path) and path.name.lower().endswith(".zip")
+
+
+def looks_like_dicom_file(path: Path) -> bool:
+    """True for a file with a DICOM ending, a ``DICM`` preamble marker, or a
+    preamble-less DICOM start (group 0x0008 tag). Reads at most 132 bytes."""
+    if _hidden(path) or not path.is_file():
+        return False
+    if path.name.lower().endswith(DICOM_SUFFIXES):
+        return True
+    if path.name.upper() == "DICOMDIR":
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    return len(head) >= 4 and head[:2] == b"\x08\x00" and head[3] == 0
+
+
+def is_dicom_folder(folder: Path, max_files: int = 200) -> bool:
+    """True when ``folder`` (searched recursively, at most ``max_files`` files
+    looked at) holds a file that looks like DICOM."""
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
+        for name in sorted(files):
+            if looks_like_dicom_file(Path(root) / name):
+                return True
+            seen += 1
+            if seen >= max_files:
+                return False
+    return False
+
+
+def _folder_inputs(folder: Path) -> list[Input]:
+    """The scans of a folder that is not in ACDC layout (see :func:`collect_inputs`)."""
+    try:
+        entries = sorted(p for p in folder.iterdir() if not _hidden(p))
+    except OSError as err:
+        raise LVSegError(f"{folder}: cannot list folder ({err.strerror or err})") from None
+    files = [p for p in entries if is_scan_file(p) or _is_zip(p)]
+    items = [Input(p, _file_name(p)) for p in files]
+    series_name = folder.resolve().name or "dicom"
+    if any(looks_like_dicom_file(p) for p in entries if p.is_file()):
+        # Loose DICOM files: the folder is a series (its reader searches sub-folders too).
+        return items + [Input(folder, series_name, "dicom-folder")]
+    items += [Input(d, d.name, "dicom-folder") for d in entries
+              if d.is_dir() and is_dicom_folder(d)]
+    if not items:
+        # Nothing recognisable: try the folder as a DICOM series, so that loading
+        # it gives the user the precise reason.
+        items.append(Input(folder, series_name, "dicom-folder"))
+    return items
+
+
+def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[Input]:
+    """Expand user inputs into the list of scans to process.
+
+    - a scan file (NIfTI, ``.zip``, ``.dcm``, PNG/JPEG/...) is itself;
+    - an ACDC-layout folder (:func:`~lvseg_core.data.is_acdc_folder`) gives its
+      frame images (never the ``_gt`` label files) with patient, frame, phase
+      (ED/ES) and group;
+    - another folder gives the scan files directly inside it
+      (:func:`~lvseg_core.io.is_scan_file`, plus ``.zip`` archives) and its
+      sub-folders that hold DICOM files, each as one series; a folder with
+      loose DICOM files, or with nothing else recognisable, is read as one
+      DICOM series itself.
+
+    The same file given twice is kept once.
+
+    Raises:
+        LVSegError: a path does not exist, or no paths were given.
+    """
+    inputs: list[Input] = []
+    seen: set[Path] = set()
+    given = list(paths)
+    if not given:
+        raise LVSegError("no input given")
+    for raw in given:
+        path = Path(os.fspath(raw)).expanduser()
+        if not path.exists():
+            raise LVSegError(f"{path}: no such file or folder")
+        if path.is_dir():
+            if is_acdc_folder(path):
+                found = [Input(c.image, c.name, "acdc", c.patient, c.frame, c.phase, c.group)
+                         for c in find_cases(path)]
+            else:
+                found = _folder_inputs(path)
+        else:
+            found = [Input(path, _file_name(path))]
+        for item in found:
+            key = item.path.resolve()
+            if key not in seen:
+                seen.add(key)
+                inputs.append(item)
+    return inputs
+
+
+def load_input(item: Input) -> Scan:
+    """Read the scan of one input (raises :class:`LVSegError` when it cannot)."""
+    if item.kind == "acdc":
+        scan = load_nifti(item.path)
+    elif item.kind == "dicom-folder":
+        scan = load_scan(item.path, "dicom")
+    else:
+        scan = load_scan(item.path)
+    scan.name = item.name
+    if item.kind == "acdc":
+        scan.meta.update({"patient": item.patient, "frame": item.frame,
+                          "phase": item.phase, "group": item.group})
+    return scan
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _report(progress: Any, done: int, total: int, name: str) -> None:
+    """Tell ``progress`` (a tqdm bar or a callable) that one more item is done."""
+    if progress is None:
+        return
+    if hasattr(progress, "update"):
+        if getattr(progress, "total", None) != total:
+            progress.total = total
+        if hasattr(progress, "set_postfix_str"):
+            progress.set_postfix_str(name, refresh=False)
+        progress.update(1)
+    else:
+        progress(done, total, name)
+
+
+def _finite_or_nan(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return value if math.isfinite(value) else float("nan")
+
+
+def _nanmean(values: Iterable[float]) -> float:
+    kept = [v for v in (_finite_or_nan(x) for x in values) if not math.isnan(v)]
+    return float(sum(kept) / len(kept)) if kept else float("nan")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/infinity as None, numpy values as Python values,
+    paths as strings and tuples as lists, so that ``json.dumps(...,
+    allow_nan=False)`` writes strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a
+    reader never sees a half-written file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as err:
+        raise LVSegError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    """Write ``data`` as strict JSON (NaN as null), creating parent folders;
+    replaces an existing file atomically. Returns the path."""
+    import json
+
+    path = Path(os.fspath(path)).expanduser()
+    if path.is_dir():
+        raise LVSegError(f"{path}: is a folder; give a file name for the JSON report")
+    _atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _fmt(value: Any) -> str:
+    """A CSV cell: floats rounded to 4 decimals, NaN/None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return repr(round(value, 4)) if math.isfinite(value) else ""
+    return str(value)
+
+
+def summary_csv_text(rows: Sequence[dict]) -> str:
+    """``rows`` as CSV text with the :data:`SUMMARY_COLUMNS` header."""
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in SUMMARY_COLUMNS})
+    return buffer.getvalue()
+
+
+def _indices_from_volumes(ed: dict[str, float], es: dict[str, float]) -> dict[str, float]:
+    """LV/RV EDV, ESV, SV, EF and myocardial mass from ED and ES structure volumes
+    (the quantities of :func:`lvseg_core.clinical.clinical_indices`)."""
+    out: dict[str, float] = {}
+    for chamber in ("LV", "RV"):
+        out[f"{chamber}_EDV_ml"] = ed[chamber]
+        out[f"{chamber}_ESV_ml"] = es[chamber]
+        out[f"{chamber}_SV_ml"] = stroke_volume(ed[chamber], es[chamber])
+        out[f"{chamber}_EF_pct"] = ejection_fraction(ed[chamber], es[chamber])
+    out["Myo_mass_g"] = myocardial_mass(ed["Myo"])
+    return out
+
+
+def _notes(scan: Scan) -> str:
+    notes = []
+    if scan.meta.get("assumed_spacing"):
+        notes.append("pixel spacing unknown, 1 mm assumed")
+    if scan.meta.get("assumed_slice_thickness"):
+        notes.append("slice thickness unknown, 1 mm assumed")
+    if scan.meta.get("non_finite_voxels"):
+        notes.append(f"{scan.meta['non_finite_voxels']} non-finite voxels set to 0")
+    if scan.meta.get("skipped_series"):
+        notes.append("other DICOM series in the folder were skipped")
+    return "; ".join(notes)
+
+
+# ---------------------------------------------------------------- predict
+
+
+@dataclass
+class Failure:
+    """An input that could not be processed, with a one-line reason."""
+
+    input: Input
+    message: str
+
+    @property
+    def name(self) -> str:
+        return self.input.name
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict_inputs` did.
+
+    Attributes:
+        out_dir: the output folder.
+        outputs: written mask files, in input order.
+        rows: the rows of ``summary.csv`` (dicts keyed by :data:`SUMMARY_COLUMNS`).
+        failures: inputs that were skipped, with their reason.
+        summary_path: the written ``summary.csv`` (None if nothing was written).
+    """
+
+    out_dir: Path
+    outputs: list[Path] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    summary_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every input was segmented."""
+        return not self.failures
+
+
+def output_names(inputs: Sequence[Input]) -> list[str]:
+    """Mask file names ``<name>_seg.nii.gz``; names that collide (ignoring case)
+    get a ``_2``, ``_3``... suffix in input order."""
+    used: set[str] = set()
+    names = []
+    for item in inputs:
+        base = item.name or "scan"
+        candidate, n = base, 1
+        while f"{candidate}{MASK_SUFFIX}".lower() in used:
+            n += 1
+            candidate = f"{base}_{n}"
+        used.add(f"{candidate}{MASK_SUFFIX}".lower())
+        names.append(f"{candidate}{MASK_SUFFIX}")
+    return names
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
+    row = {"kind": "patient", "name": patient, "patient": patient, "group": group,
+           "source": f"{ed['name']} (ED) + {es['name']} (ES)"}
+    row.update(_indices_from_volumes(ed["volumes"], es["volumes"]))
+    if ed["shape"] != es["shape"] or not np.allclose(ed["spacing"], es["spacing"]):
+        row["notes"] = "ED and ES frames have different grids"
+    return row
+
+
+def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
+                   overwrite: bool = False, progress: Any = None) -> PredictReport:
+    """Segment each input and write ``<name>_seg.nii.gz`` plus ``summary.csv``.
+
+    Each mask has exactly its scan's grid (shape, or 4D shape for a cine scan,
+    and affine), uint8 ACDC labels. A 4D scan is segmented frame by frame and
+    its ED/ES frames are found from the LV volume curve. For ACDC frames, a
+    patient whose ED and ES frames are both in the batch gets a ``patient`` row
+    with LV/RV EDV, ESV, SV, EF and myocardial mass.
+
+    Safety: a mask is never written over an input file (even with
+    ``overwrite``), and an existing mask is an error for that scan unless
+    ``overwrite``. ``summary.csv`` is written atomically at the end; an
+    existing one stops the batch before any work unless ``overwrite``.
+    A scan that fails (:class:`LVSegError`) is recorded with its one-line
+    reason (in :attr:`PredictReport.failures` and as a ``failed`` row) and the
+    batch goes on.
+
+    Args:
+        inputs: from :func:`collect_inputs`.
+        segmenter: a :class:`~lvseg_core.inference.Segmenter`.
+        out_dir: output folder (created if needed).
+        overwrite: replace existing masks and ``summary.csv``.
+        progress: a tqdm bar or ``progress(done, total, name)``.
+
+    Raises:
+        LVSegError: the output folder cannot be used, or ``summary.csv``
+            exists and ``overwrite`` is False.
+    """
+    out_dir = Path(os.fspath(out_dir)).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LVSegError(f"{out_dir}: output path exists and is not a folder")
+    summary_path = out_dir / SUMMARY_NAME
+    if summary_path.exists() and not overwrite:
+        raise LVSegError(f"{summary_path}: already exists; choose another output folder "
+                         "or pass --overwrite")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LVSegError(f"{out_dir}: cannot create output folder "
+                         f"({err.strerror or err})") from None
+
+    report = PredictReport(out_dir=out_dir)
+    protected = {_resolve(item.path) for item in inputs}
+    acdc: dict[str, dict[str, dict]] = defaultdict(dict)
+    groups: dict[str, str] = {}
+    total = len(inputs)
+    for done, (item, file_name) in enumerate(zip(inputs, output_names(inputs)), start=1):
+        target = out_dir / file_name
+        try:
+            if _resolve(target) in protected:
+                raise LVSegError(f"{file_name}: output would replace an input file; "
+                                 "choose another output folder")
+            if target.exists() and not overwrite:
+                raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
+            scan = load_input(item)
+            seg = segmenter.segment(scan)
+            save_mask(seg.mask, scan, target, overwrite=overwrite)
+        except LVSegError as err:
+            _fail(report, item, one_line(err))
+        except MemoryError:
+            _fail(report, item, "out of memory")
+        else:
+            report.outputs.append(target)
+            row = _scan_row(item, scan, seg, target)
+            report.rows.append(row)
+            if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
+                acdc[item.patient][item.phase] = {
+                    "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
+                    "shape": scan.shape3d, "spacing": scan.spacing}
+                groups[item.patient] = item.group
+        _report(progress, done, total, item.name)
+
+    for patient, phases in acdc.items():
+        if "ED" in phases and "ES" in phases:
+            report.rows.append(_patient_row(patient, groups[patient], phases["ED"], phases["ES"]))
+    if report.rows:
+        _atomic_write_text(summary_path, summary_csv_text(report.rows))
+        report.summary_path = summary_path
+    return report
+
+
+def _fail(report: PredictReport, item: Input, message: str) -> None:
+    report.failures.append(Failure(item, message))
+    report.rows.append({"kind": "failed", "name": item.name, "source": str(item.path),
+                        "patient": item.patient, "phase": item.phase, "group": item.group,
+                        "error": message})
+
+
+def _scan_row(item: Input, scan: Scan, seg, target: Path) -> dict:
+    row: dict[str, Any] = {
+        "kind": "cine" if scan.is_cine else "frame",
+        "name": item.name, "source": str(item.path), "output": str(target),
+        "patient": item.patient, "phase": item.phase, "group": item.group,
+        "shape": "x".join(str(s) for s in scan.array.shape), "frames": scan.n_frames,
+        "seconds": seg.seconds, "device": seg.device, "notes": _notes(scan),
+    }
+    if scan.is_cine:
+        try:
+            indices = cine_indices(seg.mask, scan.spacing)
+        except LVSegError as err:
+            row["notes"] = "; ".join(filter(None, [row["notes"], one_line(err)]))
+        else:
+            row.update({k: v for k, v in indices.items() if k in SUMMARY_COLUMNS})
+    else:
+        volumes = structure_volumes(seg.mask, scan.spacing)
+        row.update({f"{s}_ml": v for s, v in volumes.items()})
+    return row
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _volumes_json(volumes: dict[str, float]) -> dict[str, float]:
+    return {f"{s}_ml": volumes[s] for s in STRUCTURES}
+
+
+def _subset_summary(records: list[dict]) -> dict:
+    summary = summarise(records)
+    out: dict[str, Any] = {"cases": len(records)}
+    out.update({m: summary[m] for m in GROUP_METRICS})
+    return out
+
+
+def _grouped(per_case: list[dict], records: list[dict], key: str) -> dict[str, dict]:
+    buckets: dict[str, list[dict]] = defaultdict(list)
+    for case, record in zip(per_case, records):
+        if case[key]:
+            buckets[case[key]].append(record)
+    return {name: _subset_summary(recs) for name, recs in sorted(buckets.items())}
+
+
+def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None) -> dict:
+    """Segment every labelled frame of an ACDC-layout folder and score it.
+
+    For each frame: the image and its label map are read (shapes checked),
+    the image is segmented (only this is timed: ``Segmentation.seconds``) and
+    scored with :func:`~lvseg_core.metrics.evaluate_segmentation` using the
+    scan's voxel spacing; predicted and manual volumes are recorded. For each
+    patient with both ED and ES labelled, manual and predicted LV EF, EDV, ESV
+    and myocardial mass are compared.
+
+    A frame that cannot be read is listed in ``failed`` and skipped.
+
+    Returns:
+        A JSON-serialisable dict (NaN where undefined; write it with
+        :func:`write_json`, which turns NaN into null): ``model``, ``weights``,
+        ``device``, ``postprocess``, ``data``, ``cases``, ``dice``, ``iou``,
+        ``precision``, ``recall``, ``f1``, ``hd95_mm``, ``assd_mm`` (each
+        ``{"RV", "Myo", "LV", "mean"}``, NaN-ignoring means over cases),
+        ``counts`` (non-NaN cases behind each mean), ``ef_abs_error`` (mean
+        absolute LV EF error, percentage points), ``ef_patients``, ``ef``
+        (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
+        (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
+        group), ``per_case`` and ``failed``.
+
+    Raises:
+        LVSegError: no labelled frames in ``root``, or none could be evaluated.
+    """
+    root = Path(os.fspath(root)).expanduser()
+    cases = find_cases(root, require_labels=True)
+    records: list[dict] = []
+    per_case: list[dict] = []
+    failed: list[dict] = []
+    for done, case in enumerate(cases, start=1):
+        try:
+            scan = load_nifti(case.image).require_3d()
+            scan.name = case.name
+            gt = load_label(case.label, scan)
+            seg = segmenter.segment(scan)
+            metrics = evaluate_segmentation(seg.mask, gt, scan.spacing)
+            predicted = structure_volumes(seg.mask, scan.spacing)
+            manual = structure_volumes(gt, scan.spacing)
+        except LVSegError as err:
+            failed.append({"name": case.name, "error": one_line(err)})
+        else:
+            records.append(metrics)
+            per_case.append({
+                "name": case.name, "patient": case.patient, "frame": case.frame,
+                "phase": case.phase, "group": case.group, "shape": list(scan.shape3d),
+                "spacing_mm": list(scan.spacing), "metrics": metrics,
+                "volumes": {"predicted": _volumes_json(predicted),
+                            "manual": _volumes_json(manual)},
+                "seconds": seg.seconds,
+            })
+        _report(progress, done, len(cases), case.name)
+    if not records:
+        reason = f" (first error: {failed[0]['error']})" if failed else ""
+        raise LVSegError(f"{root}: no labelled frame could be evaluated{reason}")
+
+    summary = summarise(records)
+    ef_rows = _ef_rows(per_case)
+    weights = getattr(segmenter, "weights", None)
+    result: dict[str, Any] = {
+        "model": segmenter.architecture,
+        "weights": weights.description if weights is not None else "in-memory",
+        "device": segmenter.device_label,
+        "postprocess": bool(segmenter.postprocess),
+        "data": str(root),
+        "cases": len(records),
+    }
+    result.update(summary)
+    result["counts"] = count_valid(records)
+    result["ef_abs_error"] = _nanmean(r["LV_EF_abs_error"] for r in ef_rows)
+    result["ef_patients"] = sum(not math.isnan(_finite_or_nan(r["LV_EF_abs_error"]))
+                                for r in ef_rows)
+    result["ef"] = ef_rows
+    result["seconds_per_volume"] = float(np.mean([c["seconds"] for c in per_case]))
+    result["by_phase"] = _grouped(per_case, records, "phase")
+    result["by_group"] = _grouped(per_case, records, "group")
+    result["per_case"] = per_case
+    result["failed"] = failed
+    return result
+
+
+def _ef_rows(per_case: list[dict]) -> list[dict]:
+    """Manual vs predicted LV indices for each patient with ED and ES evaluated."""
+    by_patient: dict[str, dict[str, dict]] = defaultdict(dict)
+    for case in per_case:
+        if case["phase"] in ("ED", "ES"):
+            by_patient[case["patient"]][case["phase"]] = case
+    rows = []
+    for patient in sorted(by_patient):
+        phases = by_patient[patient]
+        if "ED" not in phases or "ES" not in phases:
+            continue
+        values = {}
+        for source in ("manual", "predicted"):
+            ed = {s: phases["ED"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            es = {s: phases["ES"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            indices = _indices_from_volumes(ed, es)
+            values[source] = {k: indices[k] for k in
+                              ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "Myo_mass_g")}
+        error = abs(values["predicted"]["LV_EF_pct"] - values["manual"]["LV_EF_pct"])
+        rows.append({"patient": patient, "group": phases["ED"]["group"],
+                     "manual": values["manual"], "predicted": values["predicted"],
+                     "LV_EF_abs_error": error})
+    return rows
