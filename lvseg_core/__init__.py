@@ -9,12 +9,33 @@ The public API::
     save_mask(result.mask, scan, "patient_seg.nii.gz")
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .errors import LVSegError, ScanReadError, WeightsError
-from .inference import Segmentation, Segmenter
-from .io import load_label, load_scan, save_mask
 from .labels import LABELS, STRUCTURES
-from .models import ARCHITECTURES, LVSegModel, create_model
-from .scan import Scan
+
+# Heavy modules (torch, MONAI) load on first use, so `python -m lvseg_core --help`
+# starts at once.
+_LAZY = {
+    "Segmentation": "inference", "Segmenter": "inference",
+    "load_label": "io", "load_scan": "io", "save_mask": "io",
+    "ARCHITECTURES": "models", "LVSegModel": "models", "create_model": "models",
+    "Scan": "scan",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inference import Segmentation, Segmenter
+    from .io import load_label, load_scan, save_mask
+    from .models import ARCHITECTURES, LVSegModel, create_model
+    from .scan import Scan
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
