@@ -15,6 +15,7 @@ A weights source is one of:
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,10 @@ from huggingface_hub.utils import validate_repo_id
 from .errors import WeightsError
 from .models import LVSegModel, check_architecture, read_config
 
-#: Bundled weights: ``<repo>/weights/<architecture>/``.
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+#: Bundled weights: ``<repo>/weights/<architecture>/``; the environment
+#: variable ``LVSEG_WEIGHTS_DIR`` (read at import) points elsewhere.
+WEIGHTS_DIR = Path(os.environ.get("LVSEG_WEIGHTS_DIR",
+                                  Path(__file__).resolve().parents[1] / "weights"))
 
 #: Files a weights folder consists of.
 WEIGHT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -159,7 +162,10 @@ def resolve_weights(architecture: str, source: str | Path | None = None,
     except WeightsError as err:
         if not fallback or "cannot be reached" not in str(err):
             raise
-        bundled = resolve_weights(architecture, None)
+        try:
+            bundled = resolve_weights(architecture, None)
+        except WeightsError as missing:
+            raise WeightsError(f"{err}, and {missing}") from None
         return Weights(bundled.architecture, bundled.folder, text, "bundled",
                        notice=f"{err}; using the bundled {architecture} weights instead")
     return _checked(Weights(architecture, folder, text, "hub"))
