@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     evaluate.add_argument("--json", required=True, metavar="OUT",
                           help="JSON report path (parent folders are created)")
+    evaluate.add_argument("--split", choices=["all", "validation", "training"], default="all",
+                          help="patients to score: all, or one side of the standard split "
+                               "(validation: 002, 019, 028, 030, 039, 045, 078, 082, 085, 087)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("info", help="versions, device and available weights")
@@ -170,10 +173,18 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import find_cases
+    from .data import VALIDATION_PATIENTS, find_cases
     from .workflows import evaluate_dataset, write_json
 
     cases = find_cases(args.data, require_labels=True)  # fail fast
+    patients = None
+    if args.split != "all":
+        validation = set(VALIDATION_PATIENTS)
+        want_val = args.split == "validation"
+        patients = {c.patient for c in cases if (c.patient in validation) == want_val}
+        cases = [c for c in cases if c.patient in patients]
+        if not cases:
+            raise LVSegError(f"{args.data}: no labelled {args.split} patients")
     out = Path(args.json).expanduser()
     if out.is_dir():
         raise LVSegError(f"{out}: is a folder; give a file name for --json")
@@ -183,7 +194,7 @@ def cmd_evaluate(args) -> int:
         raise LVSegError(f"{out.parent}: cannot create folder ({err.strerror or err})") from None
     segmenter = _segmenter(args)
     with _bar(len(cases), "evaluating") as bar:
-        result = evaluate_dataset(args.data, segmenter, progress=bar)
+        result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients)
     path = write_json(result, out)
     for failure in result["failed"]:
         print(f"skipped {failure['name']}: {failure['error']}", file=sys.stderr)

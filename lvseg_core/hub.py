@@ -63,7 +63,9 @@ class Weights:
     @property
     def description(self) -> str:
         """One-line description, e.g. ``hub:owner/name@main``."""
-        return f"{self.kind}:{self.source}" if self.kind != "bundled" else f"bundled:{self.folder.name}"
+        if self.kind == "bundled":
+            return f"bundled:{self.folder.name}"
+        return f"{self.kind}:{self.source}"
 
 
 def bundled_folder(architecture: str) -> Path:

@@ -113,7 +113,8 @@ def resampled_size(shape_xy: tuple[int, int], spacing_xy, target_xy) -> tuple[in
     )
 
 
-def resize_slices(slices: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+def resize_slices(slices: torch.Tensor, size: tuple[int, int],
+                  mode: str = "bilinear") -> torch.Tensor:
     """Resize ``(N, C, X, Y)`` to ``(N, C, *size)``; identity when sizes match.
 
     ``mode="nearest"`` is for label maps; bilinear uses anti-aliasing when

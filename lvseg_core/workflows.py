@@ -20,7 +20,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -554,7 +554,8 @@ def _grouped(per_case: list[dict], records: list[dict], key: str) -> dict[str, d
     return {name: _subset_summary(recs) for name, recs in sorted(buckets.items())}
 
 
-def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None) -> dict:
+def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
+                     patients: Collection[str] | None = None) -> dict:
     """Segment every labelled frame of an ACDC-layout folder and score it.
 
     For each frame: the image and its label map are read (shapes checked),
@@ -565,6 +566,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None) -
     and myocardial mass are compared.
 
     A frame that cannot be read is listed in ``failed`` and skipped.
+    ``patients`` restricts the evaluation to those patient folders (e.g.
+    :data:`~lvseg_core.data.VALIDATION_PATIENTS`).
 
     Returns:
         A JSON-serialisable dict (NaN where undefined; write it with
@@ -583,6 +586,11 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None) -
     """
     root = Path(os.fspath(root)).expanduser()
     cases = find_cases(root, require_labels=True)
+    if patients is not None:
+        wanted = set(patients)
+        cases = [case for case in cases if case.patient in wanted]
+        if not cases:
+            raise LVSegError(f"{root}: none of the requested patients has labelled frames")
     records: list[dict] = []
     per_case: list[dict] = []
     failed: list[dict] = []
