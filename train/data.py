@@ -99,7 +99,8 @@ def split_dataset(data: str | Path, val_patients: list[str] | None = None,
         val_patients = [p for p in VALIDATION_PATIENTS if p in patients]
     if not val_patients:
         if len(patients) < 2:
-            raise LVSegError(f"{data}: at least 2 labelled patients are needed (train + validation)")
+            raise LVSegError(
+                f"{data}: at least 2 labelled patients are needed (train + validation)")
         rng = random.Random(seed)
         val_patients = rng.sample(patients, max(1, round(len(patients) * val_fraction)))
     train, val = split_cases(cases, tuple(val_patients))
