@@ -70,3 +70,16 @@ class MetricsLog(L.Callback):
             "elapsed": time.time() - self.start,
         }
         append_event(self.path, record)
+
+
+class ValidateAtMaxSteps(L.Callback):
+    """Ends a run that reaches ``max_steps`` mid-epoch through ``should_stop``.
+
+    Lightning otherwise stops there without validating, so ``val_dice`` never
+    exists: EarlyStopping raises and ModelCheckpoint, deferring to validation,
+    writes no checkpoint. A requested stop is validated first.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True

@@ -21,13 +21,16 @@ from lvseg_core.models import ARCHITECTURES, check_architecture
 from lvseg_core.models.base import default_plan
 from lvseg_core.preprocess import PreprocessPlan
 
-from .callbacks import MetricsLog, append_event
+from .callbacks import MetricsLog, ValidateAtMaxSteps, append_event
 from .config import TrainConfig
 from .data import SliceDataset, StackDataset, VolumeDataset, load_volumes, split_dataset
 from .export import export_run
 from .task import SegmentationTask
 
 RUNS_DIR = Path("runs")
+
+#: Environment variable naming the run folder for the processes DDP launches.
+RUN_DIR_ENV = "LVSEG_RUN_DIR"
 
 
 def new_run_dir(model: str, root: Path = RUNS_DIR) -> Path:
@@ -110,14 +113,22 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     check_architecture(cfg.model)
     if not Path(cfg.data).is_dir():
         raise LVSegError(f"{cfg.data}: data folder not found")
-    run = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(cfg.model)
+    # DDP re-runs this command in one process per extra device: those join rank 0's run
+    # folder (named in the environment they inherit) instead of making or refusing one.
+    is_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if cfg.run_dir:
+        run = Path(cfg.run_dir)
+    elif not is_zero and os.environ.get(RUN_DIR_ENV):
+        run = Path(os.environ[RUN_DIR_ENV])
+    else:
+        run = new_run_dir(cfg.model)
     last = run / "checkpoints" / "last.ckpt"
     if resume:
         if not last.is_file():
             raise LVSegError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
         cfg = replace(TrainConfig.load(run / "config.json"), epochs=cfg.epochs,
                       max_time=cfg.max_time, run_dir=str(run))
-    elif (run / "config.json").exists():
+    elif is_zero and (run / "config.json").exists():
         raise LVSegError(f"{run} already holds a run; use --resume or another --run-dir")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -127,7 +138,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     cfg = replace(cfg, run_dir=str(run))
     events = run / "metrics.jsonl"
     task = make_task(cfg, plan)
-    is_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    os.environ[RUN_DIR_ENV] = str(run)
     if is_zero and not resume:
         cfg.save(run / "config.json")
         init = initial_loss(task, val)
@@ -141,6 +152,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor,
                         mode=mode, save_last=True, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
+        ValidateAtMaxSteps(),
     ]
     if cfg.patience and not cfg.overfit_batches:
         callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience))
@@ -175,14 +187,19 @@ def lr_find(cfg: TrainConfig, out: str | Path, num_training: int = 100) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     train, val, plan = loaders(cfg)
     task = make_task(replace(cfg, schedule="constant"), plan)
-    trainer = _trainer(cfg, out, [], max_epochs=1, logger=False, enable_checkpointing=False,
-                       max_time=None)
+    # Enough epochs for num_training steps even when an epoch has fewer batches.
+    trainer = _trainer(cfg, out, [], max_epochs=max(1, num_training), logger=False,
+                       enable_checkpointing=False, max_time=None)
     finder = Tuner(trainer).lr_find(task, train_dataloaders=train, min_lr=1e-6, max_lr=1.0,
                                     num_training=num_training, early_stop_threshold=None,
                                     update_attr=False)
     if finder is None:
         raise LVSegError("the LR range test returned no result")
-    suggestion = finder.suggestion()
+    # Lightning skips the first 10 points; short tests (< 50 steps) skip a fifth.
+    suggestion = finder.suggestion(skip_begin=min(10, len(finder.results["lr"]) // 5))
+    if suggestion is None:
+        raise LVSegError(f"the LR range test gave too few finite losses for a suggestion "
+                         f"({len(finder.results['lr'])} steps); raise --num-training")
     fig = finder.plot(suggest=True)
     fig.axes[0].set_title(f"LR range test, {cfg.model} (suggested {suggestion:.2e})")
     fig.savefig(out / "lr_find.png", dpi=120, bbox_inches="tight")

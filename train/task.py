@@ -13,6 +13,18 @@ from lvseg_core.labels import LABEL_OF, STRUCTURES
 from lvseg_core.metrics import dice
 from lvseg_core.models import LVSegModel
 
+#: Fraction of a one-cycle schedule spent warming up.
+PCT_START = 0.1
+
+
+def one_cycle_pct(total: int) -> float:
+    """``PCT_START``, except where torch's OneCycleLR would divide by zero.
+
+    OneCycleLR ends its warm-up at step ``pct * total - 1``; when that is 0
+    (10 steps at 0.1) its first step fails, so warm up for 2 steps instead.
+    """
+    return PCT_START if PCT_START * total != 1 else 2 / total
+
 
 class SegmentationTask(L.LightningModule):
     """Trains one :class:`~lvseg_core.models.LVSegModel` with Dice + cross-entropy.
@@ -66,6 +78,27 @@ class SegmentationTask(L.LightningModule):
             self.log(f"val_dice_{name}", float(value), **log)
         self.log("val_dice", float(np.nanmean(list(scores.values()))), prog_bar=True, **log)
 
+    def on_train_start(self) -> None:
+        # A run resumed with more epochs restores a schedule sized for the old total:
+        # OneCycleLR would raise after its last step and cosine would climb back up.
+        # Stretch the restored schedule to the new total instead.
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total >= 10**8:
+            return
+        total = max(1, int(total))
+        schedulers = torch.optim.lr_scheduler
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if isinstance(sched, schedulers.OneCycleLR) and sched.total_steps < total:
+                # The phases depend on the step counts only (lrs live in the param groups).
+                plan = schedulers.OneCycleLR(
+                    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), max_lr=1.0,
+                    total_steps=total, pct_start=one_cycle_pct(total))
+                sched.total_steps = total
+                sched._schedule_phases = plan._schedule_phases
+            elif isinstance(sched, schedulers.CosineAnnealingLR) and sched.T_max < total:
+                sched.T_max = total
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr,
                                 weight_decay=self.hparams.weight_decay)
@@ -77,7 +110,7 @@ class SegmentationTask(L.LightningModule):
             return opt
         if schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total,
-                                                        pct_start=0.1)
+                                                        pct_start=one_cycle_pct(total))
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
