@@ -132,7 +132,7 @@ def _python_train(*args: str) -> list[str]:
     return [sys.executable, "-m", "train", *args]
 
 
-def launch(command: list[str], run_dir: str | Path, kind: str) -> "RunInfo":
+def launch(command: list[str], run_dir: str | Path, kind: str) -> RunInfo:
     """Start ``command`` as a background process for the run folder ``run_dir``.
 
     The process gets its own session (process group), runs from the
@@ -170,7 +170,7 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 def start_fit(options: TrainOptions, name: str | None = None,
-              runs_dir: str | Path | None = None) -> "RunInfo":
+              runs_dir: str | Path | None = None) -> RunInfo:
     """Start ``python -m train fit`` in the background as run ``name``."""
     name = check_run_name(name or new_run_name(options.model))
     run_dir = Path(runs_dir or RUNS_DIR) / name
@@ -180,7 +180,7 @@ def start_fit(options: TrainOptions, name: str | None = None,
 
 
 def start_overfit(options: TrainOptions, batches: int = 2, name: str | None = None,
-                  runs_dir: str | Path | None = None) -> "RunInfo":
+                  runs_dir: str | Path | None = None) -> RunInfo:
     """Start the overfit check: ``fit`` on ``batches`` batches without augmentation.
 
     A healthy pipeline drives the training loss towards 0 within a few dozen
@@ -195,7 +195,7 @@ def start_overfit(options: TrainOptions, batches: int = 2, name: str | None = No
 
 
 def start_lr_find(options: TrainOptions, num_training: int = 100, name: str | None = None,
-                  runs_dir: str | Path | None = None) -> "RunInfo":
+                  runs_dir: str | Path | None = None) -> RunInfo:
     """Start the learning-rate range test (``python -m train lr-find``) in the background."""
     name = check_run_name(name or new_run_name(f"lr-find-{options.model}"))
     run_dir = Path(runs_dir or RUNS_DIR) / name
@@ -605,9 +605,7 @@ def run_info(run_dir: str | Path, now: float | None = None) -> RunInfo:
         info.fraction = 1.0 if info.status == "finished" else info.fraction
     elif record is not None and record.get("stop_requested"):
         info.status = "stopped"
-    elif end is not None and end.get("event") == "error":
-        info.status = "failed"
-    elif record is not None:
+    elif end is not None and end.get("event") == "error" or record is not None:
         info.status = "failed"
     elif epochs or events:
         info.status = "stopped"        # started elsewhere, ended without an end event
@@ -680,7 +678,7 @@ def push_run(run_dir: str | Path, repo_id: str) -> str:
         raise LVSegError(f"{repo_id!r} is not a Hub repo id (owner/name)") from None
     if "/" not in repo_id:
         raise LVSegError(f"{repo_id!r}: a Hub repo id has the form owner/name")
-    from train.export import push_to_hub   # imports Lightning: only when pushing
+    from train.export import push_to_hub  # imports Lightning: only when pushing
 
     return push_to_hub(model, repo_id)
 

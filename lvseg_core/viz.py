@@ -149,8 +149,9 @@ def _image_figure(rgb: np.ndarray, spacing: Sequence[float], title: str,
                      title_text="y (mm)", scaleanchor="x", scaleratio=1, constrain="domain")
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)),
                       margin=_IMAGE_MARGIN, height=height,
-                      plot_bgcolor="black", legend=dict(orientation="h", y=-0.02,
-                                                        yanchor="top"))
+                      plot_bgcolor="black",
+                      legend=dict(orientation="h", x=1.0, xanchor="right", y=1.0,
+                                  yanchor="bottom", font=dict(size=11)))
     return fig
 
 
@@ -327,6 +328,8 @@ def volume_curve(lv_ml: Sequence[float], rv_ml: Sequence[float] | None = None, *
         fig.add_vline(x=x[frame], line=dict(color="grey", dash=dash))
         fig.add_annotation(x=x[frame], y=lv[frame], text=f"{label} {lv[frame]:.0f} mL",
                            showarrow=True, arrowhead=2, ax=0, ay=-30)
+    if x_title == "frame":
+        fig.update_xaxes(tickmode="linear", dtick=max(1, len(lv) // 12))
     fig.update_layout(xaxis_title=x_title, yaxis_title="volume (mL)", height=height,
                       margin=dict(l=10, r=10, t=30, b=10), title="Volume over the cycle",
                       legend=dict(orientation="h", y=1.1))
@@ -445,7 +448,8 @@ def training_curves(epochs: Sequence[Mapping], height: int | None = 340) -> go.F
             fig.add_trace(go.Scatter(x=x, y=series(f"val_dice_{s}"), name=f"Dice {s}",
                                      mode="lines", line=dict(color=structure_colour(s))),
                           row=1, col=2)
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", tickformat="d",
+                     dtick=1 if len(x) <= 12 else None)
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.25))
@@ -524,8 +528,10 @@ def histograms(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, title: st
     fig = go.Figure()
     for name, (edges, density) in curves.items():
         centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
+        colour = structure_colour(name) if name in COLOURS else \
+            ("rgb(110,110,110)" if name == "background" else None)
         fig.add_trace(go.Scatter(x=centres, y=np.asarray(density), mode="lines", name=name,
-                                 line=dict(shape="hvh")))
+                                 line=dict(shape="hvh", color=colour)))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="density", height=height,
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig

@@ -24,8 +24,7 @@ def write_events(run: Path, events: list[dict], config: dict | None = None) -> N
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(config or {"model": "unet", "epochs": 10}))
     with open(run / "metrics.jsonl", "w") as handle:
-        for event in events:
-            handle.write(json.dumps(event) + "\n")
+        handle.writelines(json.dumps(event) + "\n" for event in events)
 
 
 def epoch(n: int, dice: float | None, loss: float = 1.0, elapsed: float = 0.0) -> dict:

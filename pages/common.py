@@ -1,0 +1,246 @@
+"""What every page shares: the model/weights picker, cached models, error handling.
+
+Not a page itself (``app.py`` registers the pages explicitly with
+``st.navigation``). The work is done in :mod:`lvseg_core`; this module only
+holds the Streamlit glue.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from lvseg_core import hub, runs
+from lvseg_core.analysis import Sample, default_samples_dir, list_samples
+from lvseg_core.errors import LVSegError, WeightsError
+from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
+
+log = logging.getLogger("lvseg.app")
+
+#: Weights sources offered in the sidebar.
+WEIGHTS_KINDS = ("Bundled", "Hugging Face Hub", "Training run")
+
+
+# ---------------------------------------------------------------- errors
+
+
+@contextmanager
+def guard(what: str = "this step"):
+    """Show any failure inside the block as one ``st.error`` line, never a traceback.
+
+    :class:`LVSegError` messages (written for users) are shown as they are;
+    anything unexpected gets a generic line and its traceback goes to the
+    server log. Streamlit's own control flow (rerun, stop) passes through.
+    """
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - the app must keep working
+        st.error(error_message(err, what), icon=":material/error:")
+
+
+def error_message(err: BaseException, what: str = "this step") -> str:
+    """The one line shown for ``err`` (unexpected errors are logged with their traceback)."""
+    if isinstance(err, LVSegError):
+        return " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, MemoryError):
+        return f"Out of memory while {what}; try a smaller scan."
+    log.error("unexpected error while %s", what, exc_info=err)
+    return f"Unexpected error while {what}; the details are in the server log."
+
+
+# ---------------------------------------------------------------- model choice
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The sidebar's model and weights.
+
+    Attributes:
+        architecture: registry name (``unet``, ``attention_unet``, ``vnet``).
+        source: weights source for :func:`lvseg_core.hub.resolve_weights`
+            (None: bundled; a Hub repo id; a run folder).
+        label: short description for the user.
+        problem: why no weights can be used now ("" when fine).
+    """
+
+    architecture: str
+    source: str | None
+    label: str
+    problem: str = ""
+
+    @property
+    def name(self) -> str:
+        return DISPLAY_NAMES.get(self.architecture, self.architecture)
+
+
+def missing_weights_message(architecture: str) -> str:
+    name = DISPLAY_NAMES.get(architecture, architecture)
+    return (f"No bundled {name} weights yet ({hub.WEIGHTS_DIR / architecture} has none). "
+            f"Train them on the Train page (or `python -m train fit --model {architecture}`), "
+            "or pick a "
+            "Hugging Face Hub repo or a finished training run in the sidebar.")
+
+
+def bundled_available(architecture: str) -> bool:
+    return hub.weights_folder(hub.WEIGHTS_DIR / architecture) is not None
+
+
+def choose_weights(architecture: str, key_prefix: str = "", container=None) -> ModelChoice:
+    """Weights widgets for ``architecture`` (radio + repo id / run); returns the choice."""
+    where = container or st
+    name = DISPLAY_NAMES.get(architecture, architecture)
+    kind = where.radio("Weights", WEIGHTS_KINDS, key=f"{key_prefix}weights_kind",
+                       help="Bundled: weights/<model>/ in the repository (works offline). "
+                            "Hub: a Hugging Face repo id owner/name[@revision]. "
+                            "Training run: a finished run of the Train page.")
+    if kind == "Hugging Face Hub":
+        repo = where.text_input("Hub repo id", key=f"{key_prefix}hub_repo",
+                                placeholder="owner/lvseg-unet@main").strip()
+        if not repo:
+            return ModelChoice(architecture, None, f"{name} · Hub",
+                               problem="Enter a Hugging Face Hub repo id (owner/name).")
+        return ModelChoice(architecture, repo, f"{name} · hub:{repo}")
+    if kind == "Training run":
+        finished = runs.weights_runs(architecture)
+        if not finished:
+            return ModelChoice(architecture, None, f"{name} · run",
+                               problem=f"No finished {name} training run with exported "
+                                       "weights yet; start one on the Train page.")
+        names = [r.name for r in finished]
+        if st.session_state.get(f"{key_prefix}weights_run") not in names:
+            st.session_state[f"{key_prefix}weights_run"] = names[0]
+        chosen = where.selectbox("Training run", names, key=f"{key_prefix}weights_run")
+        run = finished[names.index(chosen)] if chosen in names else finished[0]
+        return ModelChoice(architecture, str(run.path), f"{name} · run {run.name}")
+    if not bundled_available(architecture):
+        return ModelChoice(architecture, None, f"{name} · bundled",
+                           problem=missing_weights_message(architecture))
+    return ModelChoice(architecture, None, f"{name} · bundled")
+
+
+def draw_sidebar() -> ModelChoice:
+    """The shared sidebar: model picker, weights source and device."""
+    with st.sidebar:
+        st.markdown("#### Model")
+        arch = st.selectbox("Architecture", list(ARCHITECTURES), key="arch",
+                            format_func=lambda a: DISPLAY_NAMES.get(a, a))
+        choice = choose_weights(arch)
+        if choice.problem:
+            st.warning(choice.problem, icon=":material/warning:")
+        st.caption(f"Device: **{device_label()}**")
+    st.session_state["model_choice"] = choice
+    return choice
+
+
+def current_choice() -> ModelChoice:
+    """The choice made in the sidebar on this run."""
+    choice = st.session_state.get("model_choice")
+    if choice is None:
+        arch = next(iter(ARCHITECTURES))
+        return ModelChoice(arch, None, DISPLAY_NAMES[arch],
+                           problem="" if bundled_available(arch) else missing_weights_message(arch))
+    return choice
+
+
+def use_run_as_weights(run_name: str, architecture: str) -> None:
+    """Button callback: select a training run's weights in the sidebar."""
+    st.session_state["arch"] = architecture
+    st.session_state["weights_kind"] = "Training run"
+    st.session_state["weights_run"] = run_name
+
+
+# ---------------------------------------------------------------- models
+
+
+@st.cache_resource(show_spinner=False)
+def _device_label() -> str:
+    from lvseg_core.inference import default_device, device_name
+
+    return device_name(default_device())
+
+
+def device_label() -> str:
+    """``"CPU (2 threads)"`` or ``"CUDA (NVIDIA A10G)"``."""
+    return _device_label()
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float):
+    from lvseg_core.inference import Segmenter
+
+    return Segmenter.from_source(architecture, source)
+
+
+def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
+    """Folder and weights-file time that identify a local source (reload on change)."""
+    if source is None:
+        folder = hub.WEIGHTS_DIR / architecture
+    else:
+        path = Path(source)
+        if not path.exists():
+            return source, 0.0                       # a Hub repo: the id is the key
+        folder = hub.weights_folder(path) or path
+    weights = folder / "model.safetensors"
+    return str(folder), (weights.stat().st_mtime if weights.is_file() else 0.0)
+
+
+def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = None,
+                  source: str | None = None):
+    """The cached :class:`~lvseg_core.inference.Segmenter` of a choice (or of
+    ``architecture`` + ``source``). Raises :class:`WeightsError` with a
+    user-facing message when there are no weights."""
+    if choice is not None:
+        if choice.problem:
+            raise WeightsError(choice.problem)
+        architecture, source = choice.architecture, choice.source
+    if architecture is None:
+        raise WeightsError("no model chosen")
+    if source is None and not bundled_available(architecture):
+        raise WeightsError(missing_weights_message(architecture))
+    folder, stamp = _stamp(architecture, source)
+    return _load_segmenter(architecture, source, folder, stamp)
+
+
+def weights_sources(architecture: str) -> dict[str, str | None]:
+    """Local weights of ``architecture``: ``{label: source}`` (bundled and finished runs)."""
+    out: dict[str, str | None] = {}
+    if bundled_available(architecture):
+        out["bundled"] = None
+    for run in runs.weights_runs(architecture):
+        out[f"run {run.name}"] = str(run.path)
+    return out
+
+
+# ---------------------------------------------------------------- samples
+
+
+@st.cache_data(show_spinner=False, ttl=300)
+def _samples(root: str) -> list[Sample]:
+    return list_samples(root)
+
+
+def samples() -> tuple[Path | None, list[Sample]]:
+    """The sample folder (``LVSEG_SAMPLES`` / ``LVSEG_DATA`` / ``../shared/data/acdc``)
+    and its patients; ``(None, [])`` when there is none."""
+    root = default_samples_dir()
+    if root is None:
+        return None, []
+    try:
+        return root, _samples(str(root))
+    except LVSegError:
+        return root, []
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A number for a label: rounded, ``"n/a"`` for None/NaN."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if number != number:
+        return "n/a"
+    return f"{number:.{digits}f}"
