@@ -12,7 +12,7 @@ import streamlit as st
 st.set_page_config(page_title="LVSeg · cardiac MRI segmentation", page_icon="🫀",
                    layout="wide")
 
-from pages.common import draw_sidebar
+from pages.common import draw_sidebar, mark_shell_drawn  # noqa: E402  (after set_page_config)
 
 PAGES = [
     st.Page("pages/segment.py", title="Segment", icon=":material/favorite:", default=True),
@@ -27,4 +27,5 @@ draw_sidebar()
 with st.sidebar:
     st.caption("LVSeg segments the RV cavity, LV myocardium and LV cavity (ACDC labels). "
                "Research and teaching use only: not a medical device.")
+mark_shell_drawn()
 page.run()

@@ -89,16 +89,40 @@ def bundled_available(architecture: str) -> bool:
     return hub.weights_folder(hub.WEIGHTS_DIR / architecture) is not None
 
 
+#: Sidebar widget keys whose values are kept across pages (see :func:`_restore`).
+SIDEBAR_KEYS = ("arch", "weights_kind", "hub_repo", "weights_run")
+
+
+def _keep(key: str) -> None:
+    """``on_change`` callback: remember a sidebar value outside the widget."""
+    st.session_state[f"_keep_{key}"] = st.session_state.get(key)
+
+
+def _restore() -> None:
+    """Give the sidebar widgets their remembered values.
+
+    Streamlit forgets a widget's state when a run does not draw that same
+    widget; remembering the values in plain session state keeps the choice
+    whichever way a page is run.
+    """
+    for key in SIDEBAR_KEYS:
+        kept = st.session_state.get(f"_keep_{key}")
+        if kept is not None:
+            st.session_state[key] = kept
+
+
 def choose_weights(architecture: str, key_prefix: str = "", container=None) -> ModelChoice:
     """Weights widgets for ``architecture`` (radio + repo id / run); returns the choice."""
     where = container or st
     name = DISPLAY_NAMES.get(architecture, architecture)
     kind = where.radio("Weights", WEIGHTS_KINDS, key=f"{key_prefix}weights_kind",
+                       on_change=_keep, args=(f"{key_prefix}weights_kind",),
                        help="Bundled: weights/<model>/ in the repository (works offline). "
                             "Hub: a Hugging Face repo id owner/name[@revision]. "
                             "Training run: a finished run of the Train page.")
     if kind == "Hugging Face Hub":
         repo = where.text_input("Hub repo id", key=f"{key_prefix}hub_repo",
+                                on_change=_keep, args=(f"{key_prefix}hub_repo",),
                                 placeholder="owner/lvseg-unet@main").strip()
         if not repo:
             return ModelChoice(architecture, None, f"{name} · Hub",
@@ -113,7 +137,9 @@ def choose_weights(architecture: str, key_prefix: str = "", container=None) -> M
         names = [r.name for r in finished]
         if st.session_state.get(f"{key_prefix}weights_run") not in names:
             st.session_state[f"{key_prefix}weights_run"] = names[0]
-        chosen = where.selectbox("Training run", names, key=f"{key_prefix}weights_run")
+            _keep(f"{key_prefix}weights_run")
+        chosen = where.selectbox("Training run", names, key=f"{key_prefix}weights_run",
+                                 on_change=_keep, args=(f"{key_prefix}weights_run",))
         run = finished[names.index(chosen)] if chosen in names else finished[0]
         return ModelChoice(architecture, str(run.path), f"{name} · run {run.name}")
     if not bundled_available(architecture):
@@ -124,16 +150,34 @@ def choose_weights(architecture: str, key_prefix: str = "", container=None) -> M
 
 def draw_sidebar() -> ModelChoice:
     """The shared sidebar: model picker, weights source and device."""
+    _restore()
     with st.sidebar:
         st.markdown("#### Model")
         arch = st.selectbox("Architecture", list(ARCHITECTURES), key="arch",
-                            format_func=lambda a: DISPLAY_NAMES.get(a, a))
+                            format_func=lambda a: DISPLAY_NAMES.get(a, a),
+                            on_change=_keep, args=("arch",))
         choice = choose_weights(arch)
         if choice.problem:
             st.warning(choice.problem, icon=":material/warning:")
         st.caption(f"Device: **{device_label()}**")
     st.session_state["model_choice"] = choice
     return choice
+
+
+SHELL_FLAG = "_lvseg_shell_drawn"
+
+
+def mark_shell_drawn() -> None:
+    """Called by ``app.py`` after drawing the sidebar, just before running the page."""
+    st.session_state[SHELL_FLAG] = True
+
+
+def page_setup() -> None:
+    """Called first by every page: draws the shared sidebar when the page runs
+    without ``app.py`` around it (``streamlit run pages/x.py``, or a test
+    harness that runs the page script directly)."""
+    if not st.session_state.pop(SHELL_FLAG, False):
+        draw_sidebar()
 
 
 def current_choice() -> ModelChoice:
@@ -148,9 +192,10 @@ def current_choice() -> ModelChoice:
 
 def use_run_as_weights(run_name: str, architecture: str) -> None:
     """Button callback: select a training run's weights in the sidebar."""
-    st.session_state["arch"] = architecture
-    st.session_state["weights_kind"] = "Training run"
-    st.session_state["weights_run"] = run_name
+    for key, value in (("arch", architecture), ("weights_kind", "Training run"),
+                       ("weights_run", run_name)):
+        st.session_state[key] = value
+        _keep(key)
 
 
 # ---------------------------------------------------------------- models

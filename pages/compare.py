@@ -12,15 +12,8 @@ from lvseg_core import viz
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
-from pages.common import (
-    current_choice,
-    error_message,
-    fmt,
-    get_segmenter,
-    guard,
-    samples,
-    weights_sources,
-)
+from pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
+                          page_setup, samples, weights_sources)
 
 SCAN_STATE = "compare_scan"        # {"scan", "truth", "results": {arch: Analysis | str}}
 FOLDER_STATE = "compare_folder"    # {"results": {label: dict}, "failed": {label: str}}
@@ -87,8 +80,7 @@ def one_scan(chosen) -> None:
         for i, arch in enumerate(ARCHITECTURES):
             choice = chosen[arch]
             if not isinstance(choice, tuple):
-                results[arch] = choice
-                continue
+                continue                      # no weights: said above
             bar.progress(i / len(ARCHITECTURES), text=f"{DISPLAY_NAMES[arch]}…")
             try:
                 segmenter = get_segmenter(architecture=arch, source=choice[1])
@@ -117,8 +109,11 @@ def one_scan(chosen) -> None:
         with col:
             st.markdown(f"**{DISPLAY_NAMES[arch]}**")
             result = results.get(arch)
+            if result is None:
+                st.info("No weights for this model.", icon=":material/info:")
+                continue
             if not isinstance(result, an.Analysis):
-                st.error(result or "not run", icon=":material/error:")
+                st.error(result, icon=":material/error:")
                 continue
             st.caption(f"{result.weights} · {result.segmentation.seconds:.2f} s on "
                        f"{result.segmentation.device}")
@@ -246,4 +241,5 @@ def main() -> None:
         folder(chosen)
 
 
+page_setup()
 main()

@@ -8,14 +8,8 @@ import streamlit as st
 from lvseg_core import analysis as an
 from lvseg_core import viz
 from lvseg_core.labels import STRUCTURES
-from pages.common import (
-    current_choice,
-    error_message,
-    fmt,
-    get_segmenter,
-    guard,
-    samples,
-)
+from pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
+                          page_setup, samples)
 
 STATE = "segment_analysis"       # the current Analysis
 STATE_ID = "segment_analysis_id"  # increases with each new analysis (widget keys)
@@ -301,4 +295,5 @@ def main() -> None:
             results(a, st.session_state.get(STATE_ID, 0))
 
 
+page_setup()
 main()

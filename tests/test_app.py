@@ -1,0 +1,310 @@
+"""Headless tests of the Streamlit app (``streamlit.testing.v1.AppTest``).
+
+The app runs in-process on a small synthetic ACDC-layout sample folder made
+with :func:`tests.conftest.make_heart` and with random-init weights of a
+narrow U-Net written to a temporary "bundled" folder (trained weights are
+not needed to test the app: only the numbers change). Runs are listed from a
+temporary runs folder, so real training runs are never touched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lvseg_core import hub, runs
+from lvseg_core.models import create_model
+from tests.conftest import ROOT, make_heart
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+PAGES = ("pages/segment.py", "pages/compare.py", "pages/train.py", "pages/data.py",
+         "pages/models.py")
+SMALL_UNET = {"encoder_depth": 3, "decoder_channels": (16, 8, 8)}
+TIMEOUT = 120
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+def make_sample_folder(root: Path) -> Path:
+    """Two ACDC-layout patients (ED frame 1, ES frame 2) with synthetic hearts."""
+    for n, group in ((1, "NOR"), (2, "DCM")):
+        folder = root / f"patient{n:03d}"
+        folder.mkdir(parents=True)
+        (folder / "Info.cfg").write_text(f"ED: 1\nES: 2\nGroup: {group}\n")
+        for frame, seed in ((1, n), (2, n + 10)):
+            scan, labels = make_heart(seed=seed)
+            if frame == 2:                       # a smaller LV cavity at end-systole
+                labels = labels.copy()
+                lv = labels == 3
+                labels[lv & (np.indices(labels.shape)[0] % 3 == 0)] = 2
+            stem = folder / f"patient{n:03d}_frame{frame:02d}"
+            _save(scan.array, scan.affine, stem.with_name(stem.name + ".nii.gz"))
+            _save(labels, scan.affine, stem.with_name(stem.name + "_gt.nii.gz"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Folders shared by the tests: weights, samples, runs (all temporary)."""
+    root = tmp_path_factory.mktemp("app")
+    torch.manual_seed(0)
+    create_model("unet", **SMALL_UNET).save_pretrained(root / "weights" / "unet")
+    (root / "empty_weights").mkdir()
+    make_sample_folder(root / "samples")
+    (root / "runs").mkdir()
+    return root
+
+
+@pytest.fixture
+def app(env, monkeypatch):
+    """An AppTest of app.py with the temporary weights, samples and runs."""
+    monkeypatch.setattr(hub, "WEIGHTS_DIR", env / "weights")
+    monkeypatch.setattr(runs, "RUNS_DIR", env / "runs")
+    monkeypatch.setenv("LVSEG_SAMPLES", str(env / "samples"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    """All markdown, captions, titles and subheaders of the page, as one string."""
+    parts = [e.value for kind in ("title", "subheader", "markdown", "caption")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def no_problems(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------- navigation
+
+
+def test_every_page_opens(app):
+    titles = {}
+    for page in PAGES:
+        app.switch_page(page).run()
+        assert not app.exception, (page, [e.value for e in app.exception])
+        titles[page] = [t.value for t in app.title]
+    assert titles == {"pages/segment.py": ["Segment"], "pages/compare.py": ["Compare"],
+                      "pages/train.py": ["Train"], "pages/data.py": ["Data"],
+                      "pages/models.py": ["Models"]}
+    # The shared sidebar is on every page: model, weights source and device.
+    assert app.selectbox(key="arch").value == "unet"
+    assert app.radio(key="weights_kind").value == "Bundled"
+    assert "Device:" in "\n".join(c.value for c in app.caption)
+
+
+# ---------------------------------------------------------------- segment
+
+
+def test_segment_sample_shows_metrics_and_indices(app):
+    assert app.selectbox(key="segment_sample").value == "patient001 · NOR"
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    labels = {m.label: m.value for m in app.metric}
+    assert labels["Model"] == "U-Net" and labels["Inference time"].endswith(" s")
+    # Metrics against the expert labels, and the clinical indices of ED + ES.
+    assert "Accuracy against the ground truth" in texts(app)
+    assert {"Dice RV", "Dice Myo", "Dice LV", "LV EF", "LV EDV", "LV ESV",
+            "Myocardial mass"} <= set(labels)
+    tables = [d.value for d in app.dataframe]
+    metrics = next(t for t in tables if "HD95 (mm)" in t.columns)
+    assert list(metrics.index) == ["RV", "Myo", "LV", "mean"]
+    assert set(metrics.columns) >= {"Dice", "IoU", "Precision", "Recall", "F1", "HD95 (mm)"}
+    assert ((metrics["Dice"] >= 0) & (metrics["Dice"] <= 1)).all()
+    indices = next(t for t in tables if "predicted" in t.columns and "manual" in t.columns)
+    assert "LV ejection fraction (%)" in indices.index
+    # Overlay, probability map, error map, volume curve and 3D surface are drawn.
+    assert len(app.get("plotly_chart")) >= 5
+    downloads = app.get("download_button")
+    assert len(downloads) == 2
+    # Moving through the slices and frames redraws without an error.
+    app.slider(key=next(s.key for s in app.slider if s.key.startswith("segment_slice"))) \
+        .set_value(1).run()
+    frame = next(s for s in app.select_slider if s.key.startswith("segment_frame"))
+    frame.set_value(1).run()
+    no_problems(app)
+    app.checkbox(key="segment_show_LV").uncheck().run()
+    no_problems(app)
+
+
+def test_segment_one_frame_has_volumes_but_no_ef(app):
+    app.radio(key="segment_view").set_value("ES").run()
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    labels = {m.label for m in app.metric}
+    assert "Dice LV" in labels and "LV EF" not in labels
+    assert "end-systolic frame" in texts(app)
+
+
+def _nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
+    img = nib.Nifti1Image(array, affine)
+    return gzip.compress(img.to_bytes())
+
+
+def _upload_mode(app):
+    app.radio(key="segment_mode").set_value("Upload").run()
+    assert not app.exception
+    return app
+
+
+def test_bad_upload_shows_one_line_error(app):
+    _upload_mode(app)
+    app.file_uploader(key="segment_upload").upload("broken.nii.gz", b"this is not a scan",
+                                                   "application/gzip")
+    app.run()
+    assert not app.exception
+    assert len(app.error) == 1
+    message = app.error[0].value
+    assert "broken.nii.gz" in message and "\n" not in message and "Traceback" not in message
+    # The app keeps working: the other pages still open.
+    app.switch_page("pages/models.py").run()
+    assert not app.exception
+
+
+def test_upload_with_mismatched_ground_truth(app):
+    _upload_mode(app)
+    scan, labels = make_heart()
+    app.file_uploader(key="segment_upload").upload(
+        "heart.nii.gz", _nifti_bytes(scan.array, scan.affine), "application/gzip")
+    app.file_uploader(key="segment_upload_gt").upload(
+        "heart_gt.nii.gz", _nifti_bytes(labels[:50], scan.affine), "application/gzip")
+    app.run()
+    assert not app.exception
+    assert any("does not match" in e.value for e in app.error), [e.value for e in app.error]
+
+
+def test_upload_cine_scan_gives_volume_curve(app):
+    _upload_mode(app)
+    scan, labels = make_heart()
+    frames = [np.roll(scan.array, shift, axis=0) for shift in (0, 1, 2, 1)]
+    cine = np.stack(frames, axis=-1)
+    app.file_uploader(key="segment_upload").upload(
+        "cine.nii.gz", _nifti_bytes(cine, scan.affine), "application/gzip")
+    app.file_uploader(key="segment_upload_gt").upload(
+        "cine_gt.nii.gz", _nifti_bytes(labels, scan.affine), "application/gzip")
+    app.run()
+    no_problems(app)
+    labels_shown = {m.label for m in app.metric}
+    assert {"LV EF", "Dice LV"} <= labels_shown    # ground truth given for frame 0
+    assert "Volume over the cycle" in json.dumps(
+        [c.proto.spec for c in app.get("plotly_chart")])
+
+
+def test_missing_weights_gives_clear_message(app, env, monkeypatch):
+    monkeypatch.setattr(hub, "WEIGHTS_DIR", env / "empty_weights")
+    app.run()
+    assert any("No bundled U-Net weights" in w.value for w in app.warning)
+    app.button(key="segment_sample_run").click().run()
+    assert not app.exception
+    assert any("No bundled U-Net weights" in e.value for e in app.error)
+
+
+# ---------------------------------------------------------------- other pages
+
+
+def test_compare_runs_available_models(app):
+    app.switch_page("pages/compare.py").run()
+    warnings = " ".join(w.value for w in app.warning)
+    assert "Attention U-Net: no weights" in warnings and "V-Net: no weights" in warnings
+    app.button(key="compare_run").click().run()
+    no_problems(app)
+    assert len(app.get("plotly_chart")) == 1                 # U-Net only
+    assert any("HD95 (mm)" in d.value.columns for d in app.dataframe)
+
+
+def test_compare_folder_evaluation(app):
+    pytest.importorskip("lvseg_core.workflows")
+    app.switch_page("pages/compare.py").run()
+    app.button(key="compare_evaluate").click().run()
+    no_problems(app)
+    summary = app.dataframe[0].value
+    assert list(summary.index) == ["U-Net"] and summary.loc["U-Net", "cases"] == 4
+    assert len(app.get("plotly_chart")) == 4                 # the box plots
+
+
+def test_data_page_summarises_the_folder(app):
+    app.switch_page("pages/data.py").run()
+    no_problems(app)
+    values = {m.label: m.value for m in app.metric}
+    assert values["Patients"] == "2" and values["Labelled frames"] == "4"
+    assert len(app.get("imgs")) >= 1 or len(app.get("image")) >= 1
+
+
+def test_models_page_shows_card(app):
+    app.switch_page("pages/models.py").run()
+    no_problems(app)
+    assert "U-Net (bundled)" in texts(app)
+    params = {m.label: m.value for m in app.metric}["Parameters"]
+    assert params.endswith(" M")
+    assert any("No bundled V-Net weights" in i.value for i in app.info)
+
+
+def test_train_page_lists_runs_and_selects_weights(app, env):
+    run = env / "runs" / "unet-test"
+    (run / "model").mkdir(parents=True)
+    create_model("unet", **SMALL_UNET).save_pretrained(run / "model")
+    (run / "config.json").write_text(json.dumps({"model": "unet", "epochs": 2}))
+    events = [{"event": "start", "time": 1.0, "max_epochs": 2},
+              {"event": "epoch", "epoch": 0, "max_epochs": 2, "train_loss": 1.0,
+               "val_loss": 1.1, "val_dice": 0.5},
+              {"event": "epoch", "epoch": 1, "max_epochs": 2, "train_loss": 0.7,
+               "val_loss": 0.9, "val_dice": 0.6},
+              {"event": "end", "time": 2.0, "epochs": 2, "interrupted": False}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    app.switch_page("pages/train.py").run()
+    no_problems(app)
+    table = app.dataframe[0].value
+    assert table.loc["unet-test", "status"] == "finished"
+    assert table.loc["unet-test", "best val Dice"] == pytest.approx(0.6)
+    assert "No run in progress." in texts(app)
+    app.button(key="train_use").click().run()
+    no_problems(app)
+    assert app.radio(key="weights_kind").value == "Training run"
+    assert app.selectbox(key="weights_run").value == "unet-test"
+    # The run's weights segment the sample.
+    app.switch_page("pages/segment.py").run()
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    assert {m.label: m.value for m in app.metric}["Weights"] == "local"
+
+
+def test_train_page_refuses_a_missing_data_folder(app, env):
+    app.switch_page("pages/train.py").run()
+    app.text_input(key="train_data").set_value(str(env / "nowhere")).run()
+    app.button(key="train_start").click().run()
+    assert not app.exception
+    assert any("data folder not found" in e.value for e in app.error)
+    assert not any(p.name.startswith("unet-2") for p in (env / "runs").iterdir())
+
+
+def test_upload_size_limit_is_configured():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert 1 <= config["server"]["maxUploadSize"] <= 1024
+    assert config["client"]["showErrorDetails"] in ("none", False)
+
+
+def test_size_limit_in_library(monkeypatch):
+    from lvseg_core import analysis
+    from lvseg_core.errors import ScanReadError
+
+    monkeypatch.setattr(analysis, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(ScanReadError, match="over the upload limit"):
+        analysis.load_uploaded_scan("big.nii.gz", b"x" * 11)
+    with pytest.raises(ScanReadError, match="empty"):
+        analysis.load_uploaded_scan("empty.nii.gz", b"")
+    assert analysis.safe_file_name("../../etc/pa ss.nii.gz") == "pa_ss.nii.gz"
