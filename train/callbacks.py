@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
+from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 
 
@@ -83,3 +85,17 @@ class ValidateAtMaxSteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops a run whose training loss became NaN or infinite (divergence).
+
+    The run ends with an ``error`` event naming the step, and the best
+    checkpoint written before the divergence is kept.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+            raise LVSegError(f"training diverged: non-finite loss at step {trainer.global_step}; "
+                             "lower --lr or --grad-clip")

@@ -29,6 +29,7 @@ class TrainConfig:
     depth: int = 8
     patience: int = 10
     schedule: str = "onecycle"            # onecycle | cosine | constant
+    grad_clip: float = 1.0                 # gradient-norm clipping (0: off)
     augment: bool = True
     seed: int = 0
     val_patients: list[str] | None = None  # None: the standard split

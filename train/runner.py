@@ -21,7 +21,7 @@ from lvseg_core.models import ARCHITECTURES, check_architecture
 from lvseg_core.models.base import default_plan
 from lvseg_core.preprocess import PreprocessPlan
 
-from .callbacks import MetricsLog, ValidateAtMaxSteps, append_event
+from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps, append_event
 from .config import TrainConfig
 from .data import SliceDataset, StackDataset, VolumeDataset, load_volumes, split_dataset
 from .export import export_run
@@ -99,6 +99,7 @@ def _trainer(cfg: TrainConfig, run: Path, callbacks: list, **overrides) -> L.Tra
         default_root_dir=str(run), overfit_batches=cfg.overfit_batches,
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_val_batches,
         log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False,
+        gradient_clip_val=cfg.grad_clip or None,
     )
     args.update(overrides)
     return L.Trainer(**args)
@@ -153,6 +154,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                         mode=mode, save_last=True, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
         ValidateAtMaxSteps(),
+        StopOnNonFiniteLoss(),
     ]
     if cfg.patience and not cfg.overfit_batches:
         callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience))
