@@ -122,8 +122,13 @@ def clinical_indices(ed_mask: np.ndarray, es_mask: np.ndarray,
         ``RV_ESV_ml``, ``RV_SV_ml``, ``RV_EF_pct``, ``Myo_mass_g`` (from the ED
         myocardium, the convention) and ``Myo_mass_ES_g`` (from the ES myocardium).
     """
-    ed = structure_volumes(ed_mask, spacing)
-    es = structure_volumes(es_mask, spacing)
+    return indices_from_volumes(structure_volumes(ed_mask, spacing),
+                                structure_volumes(es_mask, spacing))
+
+
+def indices_from_volumes(ed: dict[str, float], es: dict[str, float]) -> dict[str, float]:
+    """Clinical indices from ED and ES structure volumes (mL, as from
+    :func:`structure_volumes`); the keys of :func:`clinical_indices`."""
     out: dict[str, float] = {}
     for chamber in ("LV", "RV"):
         out[f"{chamber}_EDV_ml"] = ed[chamber]

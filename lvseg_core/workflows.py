@@ -24,8 +24,7 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .clinical import (cine_indices, ejection_fraction, myocardial_mass, stroke_volume,
-                       structure_volumes)
+from .clinical import (cine_indices, indices_from_volumes, structure_volumes)
 from .data import find_cases, is_acdc_folder
 from .errors import LVSegError
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
@@ -325,19 +324,6 @@ def summary_csv_text(rows: Sequence[dict]) -> str:
     return buffer.getvalue()
 
 
-def _indices_from_volumes(ed: dict[str, float], es: dict[str, float]) -> dict[str, float]:
-    """LV/RV EDV, ESV, SV, EF and myocardial mass from ED and ES structure volumes
-    (the quantities of :func:`lvseg_core.clinical.clinical_indices`)."""
-    out: dict[str, float] = {}
-    for chamber in ("LV", "RV"):
-        out[f"{chamber}_EDV_ml"] = ed[chamber]
-        out[f"{chamber}_ESV_ml"] = es[chamber]
-        out[f"{chamber}_SV_ml"] = stroke_volume(ed[chamber], es[chamber])
-        out[f"{chamber}_EF_pct"] = ejection_fraction(ed[chamber], es[chamber])
-    out["Myo_mass_g"] = myocardial_mass(ed["Myo"])
-    return out
-
-
 def _notes(scan: Scan) -> str:
     notes = []
     if scan.meta.get("assumed_spacing"):
@@ -416,7 +402,7 @@ def _resolve(path: Path) -> Path:
 def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
     row = {"kind": "patient", "name": patient, "patient": patient, "group": group,
            "source": f"{ed['name']} (ED) + {es['name']} (ES)"}
-    row.update(_indices_from_volumes(ed["volumes"], es["volumes"]))
+    row.update(indices_from_volumes(ed["volumes"], es["volumes"]))
     if ed["shape"] != es["shape"] or not np.allclose(ed["spacing"], es["spacing"]):
         row["notes"] = "ED and ES frames have different grids"
     return row
@@ -660,7 +646,7 @@ def _ef_rows(per_case: list[dict]) -> list[dict]:
         for source in ("manual", "predicted"):
             ed = {s: phases["ED"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
             es = {s: phases["ES"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
-            indices = _indices_from_volumes(ed, es)
+            indices = indices_from_volumes(ed, es)
             values[source] = {k: indices[k] for k in
                               ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "Myo_mass_g")}
         error = abs(values["predicted"]["LV_EF_pct"] - values["manual"]["LV_EF_pct"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lvseg_core.scan import Scan
 
@@ -57,3 +58,12 @@ def make_heart(shape=(96, 88, 6), spacing=(1.5, 1.5, 8.0), seed=0) -> tuple[Scan
 def heart() -> tuple[Scan, np.ndarray]:
     """A synthetic scan and its labels."""
     return make_heart()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use small tensors: one torch thread is faster and fair to a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

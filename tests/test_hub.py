@@ -36,14 +36,6 @@ UNET_ARGS = {"decoder_channels": (32, 16, 8, 8)}
 VNET_ARGS = {"base_channels": 4, "convs_per_level": (1, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The machine is shared with a training job: one thread is far faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny(architecture: str, seed: int) -> LVSegModel:
     torch.manual_seed(seed)

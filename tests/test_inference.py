@@ -19,14 +19,6 @@ SMALL_UNET = {"decoder_channels": (32, 16, 8, 8)}
 SMALL_VNET = {"base_channels": 4, "convs_per_level": (1, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The machine is shared with a training job: one thread is far faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def unet():

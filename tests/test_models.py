@@ -21,14 +21,6 @@ from lvseg_core.models import (
 from lvseg_core.preprocess import PreprocessPlan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The machine is shared with a training job: one thread is far faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 #: Small custom widths per architecture.
 CUSTOM = {
     "unet": {"decoder_channels": (32, 16, 8, 8)},

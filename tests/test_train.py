@@ -39,14 +39,6 @@ ARCH_ARGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The machine is shared with long trainings: one thread is faster and fairer.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _save(array: np.ndarray, path: Path) -> None:
     nib.Nifti1Image(array, np.diag([*SPACING, 1.0])).to_filename(str(path))
