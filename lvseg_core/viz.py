@@ -33,7 +33,7 @@ ERROR_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 #: Plotly layout shared by image figures.
-_IMAGE_MARGIN = dict(l=0, r=0, t=30, b=0)
+_IMAGE_MARGIN = dict(l=0, r=0, t=30, b=10)
 
 
 def _rgb(colour: tuple[int, int, int]) -> str:
@@ -144,14 +144,14 @@ def _image_figure(rgb: np.ndarray, spacing: Sequence[float], title: str,
                              hoverinfo="skip", name="slice"))
     rows, cols = rgb.shape[:2]
     fig.update_xaxes(range=[0, cols * sx], showgrid=False, zeroline=False,
-                     title_text="x (mm)", constrain="domain")
+                     title_text="x (mm)", title_standoff=2, constrain="domain")
     fig.update_yaxes(range=[rows * sy, 0], showgrid=False, zeroline=False,
                      title_text="y (mm)", scaleanchor="x", scaleratio=1, constrain="domain")
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)),
                       margin=_IMAGE_MARGIN, height=height,
                       plot_bgcolor="black",
-                      legend=dict(orientation="h", x=1.0, xanchor="right", y=1.0,
-                                  yanchor="bottom", font=dict(size=11)))
+                      legend=dict(orientation="h", x=1.0, xanchor="right", y=-0.1,
+                                  yanchor="top", font=dict(size=11)))
     return fig
 
 

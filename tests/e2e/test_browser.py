@@ -1,0 +1,234 @@
+"""Real-browser tests: ``streamlit run app.py`` on localhost, driven by Playwright.
+
+Debian's chromium is used (``apt-get install chromium``; Playwright's own
+browser download is not needed): the tests skip with a reason when chromium
+or the ``playwright`` package is missing. The app is started in a fixture
+with a temporary sample folder (one real ACDC patient when the data is
+present, else synthetic hearts), a temporary runs folder, and U-Net weights:
+the bundled ones when present, else random-init weights of the same size
+(the timing is the same). Screenshots go to ``test-output/`` (git-ignored).
+
+The upload-to-result time of a 10-slice scan with the U-Net is measured from
+handing the file to the browser's upload control until the results are on
+screen, and printed (run pytest with ``-s`` to see it); it is also written
+to ``test-output/upload_timing.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, acdc_path, make_heart
+
+OUT = ROOT / "test-output"
+CHROMIUM = os.environ.get("LVSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGES = ("Segment", "Compare", "Train", "Data", "Models")
+STARTUP_SECONDS = 120
+RESULT_MS = 180_000
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright package is not installed "
+                                      "(pip install playwright)")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ten_slice_scan(folder: Path) -> Path:
+    """A 10-slice short-axis NIfTI: a real ACDC frame when present, else synthetic."""
+    real = acdc_path() / "patient002" / "patient002_frame01.nii.gz"
+    path = folder / "upload_10_slices.nii.gz"
+    if real.is_file() and nib.load(str(real)).shape[2] == 10:
+        shutil.copyfile(real, path)
+    else:
+        scan, _ = make_heart(shape=(232, 256, 10), spacing=(1.5625, 1.5625, 10.0))
+        nib.save(nib.Nifti1Image(scan.array, scan.affine), str(path))
+    return path
+
+
+def sample_folder(folder: Path) -> Path:
+    """An ACDC-layout folder: a link to one real patient, else synthetic patients."""
+    real = acdc_path() / "patient002"
+    folder.mkdir(parents=True)
+    if (real / "Info.cfg").is_file():
+        os.symlink(real.resolve(), folder / "patient002", target_is_directory=True)
+    else:
+        from tests.test_app import make_sample_folder
+
+        shutil.rmtree(folder)
+        make_sample_folder(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``streamlit run app.py`` on a free localhost port; yields its URL."""
+    tmp = tmp_path_factory.mktemp("browser")
+    OUT.mkdir(exist_ok=True)
+    env = dict(os.environ, LVSEG_SAMPLES=str(sample_folder(tmp / "samples")),
+               LVSEG_RUNS_DIR=str(tmp / "runs"), PYTHONUNBUFFERED="1")
+    if not (ROOT / "weights" / "unet" / "model.safetensors").is_file():
+        import torch
+
+        from lvseg_core.models import create_model
+
+        torch.manual_seed(0)
+        create_model("unet").save_pretrained(tmp / "weights" / "unet")
+        env["LVSEG_WEIGHTS_DIR"] = str(tmp / "weights")
+    port = free_port()
+    log = open(OUT / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + STARTUP_SECONDS
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited ({proc.returncode}); see {OUT / 'streamlit.log'}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"streamlit did not answer within {STARTUP_SECONDS} s")
+            time.sleep(0.5)
+        yield {"url": url, "tmp": tmp}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1440, "height": 1800})
+    page = context.new_page()
+    page.set_default_timeout(RESULT_MS)
+    page.goto(server["url"])
+    page.get_by_role("heading", name="Segment").first.wait_for()
+    yield page
+    context.close()
+
+
+def no_exception_box(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, \
+        page.locator('[data-testid="stException"]').first.inner_text()
+
+
+def wait_idle(page, timeout_ms: int = RESULT_MS) -> None:
+    """Wait until the script run has finished (no "running" indicator)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+        timeout=timeout_ms)
+
+
+def test_segment_sample_scan(page):
+    page.get_by_role("button", name="Segment", exact=True).click()
+    page.get_by_text("Accuracy against the ground truth").wait_for()
+    page.get_by_text("Clinical indices").wait_for()
+    wait_idle(page)
+    # The overlay is a Plotly image (plotly.js loads lazily: wait for it), the
+    # metrics a table with Dice per structure.
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot image').first.wait_for()
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+        ".length >= 4")
+    assert page.get_by_text("Dice LV").count() >= 1
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 2
+    page.wait_for_timeout(1500)                  # let Plotly finish drawing
+    page.screenshot(path=str(OUT / "segment.png"), full_page=True)
+    no_exception_box(page)
+
+
+def test_upload_to_result_time(page, server):
+    scan = ten_slice_scan(server["tmp"])
+    page.get_by_text("Upload", exact=True).click()
+    upload = page.locator('[data-testid="stFileUploader"] input[type="file"]').first
+    upload.wait_for(state="attached")
+    start = time.perf_counter()
+    upload.set_input_files(str(scan))
+    page.get_by_role("heading", name="upload_10_slices").wait_for()
+    page.get_by_text("Clinical indices").wait_for()
+    seconds = time.perf_counter() - start
+    wait_idle(page)
+    inference = page.locator('[data-testid="stMetric"]', has_text="Inference time") \
+        .locator('[data-testid="stMetricValue"]').inner_text()
+    page.screenshot(path=str(OUT / "upload.png"), full_page=True)
+    no_exception_box(page)
+    report = {"upload_to_result_s": round(seconds, 2), "server_inference": inference,
+              "scan": scan.name, "shape": list(nib.load(str(scan)).shape), "model": "unet",
+              "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
+    (OUT / "upload_timing.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nupload-to-result, 10-slice scan, U-Net: {seconds:.2f} s "
+          f"(inference {inference}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs)")
+    assert seconds < RESULT_MS / 1000
+
+
+def test_bad_upload_shows_error_not_traceback(page, server):
+    bad = server["tmp"] / "corrupt.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    page.get_by_text("Upload", exact=True).click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first \
+        .set_input_files(str(bad))
+    error = page.locator('[data-testid="stAlertContentError"]').first
+    error.wait_for()
+    assert "corrupt.nii.gz" in error.inner_text()
+    no_exception_box(page)
+
+
+def test_every_page_opens_without_exception(page):
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    for name in PAGES:
+        nav.get_by_text(name, exact=True).click()
+        page.get_by_role("heading", name=name).first.wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(500)
+        no_exception_box(page)
+        page.screenshot(path=str(OUT / f"page_{name.lower()}.png"), full_page=True)
+
+
+def test_sidebar_choice_survives_page_changes(page):
+    page.locator('[data-testid="stSidebar"]').get_by_text("Hugging Face Hub").click()
+    page.get_by_label("Hub repo id").wait_for()
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Models", exact=True).click()
+    page.get_by_role("heading", name="Models").first.wait_for()
+    wait_idle(page)
+    assert page.get_by_label("Hub repo id").count() == 1
+    no_exception_box(page)
