@@ -308,3 +308,10 @@ def test_size_limit_in_library(monkeypatch):
     with pytest.raises(ScanReadError, match="empty"):
         analysis.load_uploaded_scan("empty.nii.gz", b"")
     assert analysis.safe_file_name("../../etc/pa ss.nii.gz") == "pa_ss.nii.gz"
+
+
+def test_dockerfile_runs_the_app_on_8501():
+    text = (ROOT / "Dockerfile").read_text()
+    for needle in ("EXPOSE 8501", "STREAMLIT_SERVER_PORT=8501", "HF_HOME=",
+                   "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false", 'CMD ["streamlit", "run", "app.py"]'):
+        assert needle in text, needle
