@@ -50,6 +50,7 @@ KINDS = ("fit", "overfit", "lr-find")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _TQDM_EPOCH = re.compile(r"Epoch (\d+):\s+(\d+)%")
 _SKIP_DIRS = {"cache"}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 # ---------------------------------------------------------------- options
@@ -426,6 +427,7 @@ def log_tail(run_dir: str | Path, max_bytes: int = 16_384) -> str:
             data = handle.read().decode(errors="replace")
     except OSError:
         return ""
+    data = _ANSI.sub("", data)
     lines = [line.split("\r")[-1] for line in data.split("\n")]
     return "\n".join(lines[-40:]).strip()
 

@@ -167,3 +167,30 @@ def test_start_fit_checks_data_folder(tmp_path):
     with pytest.raises(LVSegError, match="data folder not found"):
         runs.start_fit(runs.TrainOptions(data=str(tmp_path / "missing")), "x", tmp_path)
     assert not (tmp_path / "x").exists()
+
+
+def test_real_training_run_started_like_the_train_page(tmp_path):
+    """``python -m train fit`` really runs in the background and its exported
+    weights become selectable (2 epochs of a narrow U-Net on synthetic hearts)."""
+    from tests.test_app import make_sample_folder
+
+    make_sample_folder(tmp_path / "samples")
+    options = runs.TrainOptions(model="unet", data=str(tmp_path / "samples"), epochs=2,
+                                batch_size=4, crop=(64, 64), threads=1, patience=0,
+                                arch_args={"encoder_depth": 3, "decoder_channels": [16, 8, 8]})
+    info = runs.start_fit(options, "tiny", tmp_path / "runs")
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and runs.run_info(info.path).running:
+            time.sleep(1)
+        done = runs.run_info(info.path)
+        assert done.status == "finished", (done.error, runs.log_tail(info.path))
+    finally:
+        if runs.is_running(info.path):
+            runs.stop_run(info.path, timeout=5)
+    assert done.epochs_done == 2 and done.best is not None and done.has_model
+    assert "\x1b[" not in runs.log_tail(info.path)
+    assert [r.name for r in runs.weights_runs("unet", tmp_path / "runs")] == ["tiny"]
+    from lvseg_core.hub import resolve_weights
+
+    assert resolve_weights("unet", str(info.path)).folder == info.path / "model"
