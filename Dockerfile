@@ -17,6 +17,9 @@
 #                            you are allowed to publish.
 #   LVSEG_WEIGHTS_DIR        where bundled weights are looked up (default: weights/).
 #   LVSEG_RUNS_DIR           where the Train page keeps its runs (default: runs/).
+#   LVSEG_ALLOW_TRAINING     1 lets visitors start/stop training runs from the Train page;
+#                            0 here, so that a public Space only shows runs (set 1 on a
+#                            private Space with the data and the hardware for it).
 #   LVSEG_MAX_UPLOAD_MB      upload limit enforced by the app (default 200); keep it equal
 #                            to STREAMLIT_SERVER_MAX_UPLOAD_SIZE (.streamlit/config.toml).
 #
@@ -42,6 +45,7 @@ ENV HOME=/home/user \
     PIP_NO_CACHE_DIR=1 \
     HF_HOME=/home/user/.cache/huggingface \
     LVSEG_RUNS_DIR=/home/user/runs \
+    LVSEG_ALLOW_TRAINING=0 \
     STREAMLIT_SERVER_PORT=8501 \
     STREAMLIT_SERVER_ADDRESS=0.0.0.0 \
     STREAMLIT_SERVER_HEADLESS=true \

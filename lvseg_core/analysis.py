@@ -39,8 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: first gate, this one holds for every caller.
 MAX_UPLOAD_BYTES = int(float(os.environ.get("LVSEG_MAX_UPLOAD_MB", "200")) * 1024 * 1024)
 
-#: Class probabilities are kept (for the probability map) up to this many values.
-MAX_PROBABILITY_VALUES = 80_000_000
+#: Structure probabilities are kept (for the probability map, quantised to
+#: uint8: 1 byte per value) up to this many values (3 structures x voxels).
+MAX_PROBABILITY_VALUES = 120_000_000
 
 #: File endings accepted by the scan uploader (without the dot).
 SCAN_TYPES: tuple[str, ...] = ("nii", "gz", "zip", "dcm", "png", "jpg", "jpeg")
@@ -239,7 +240,10 @@ class Analysis:
 
     Attributes:
         scan: the input.
-        segmentation: mask ``(x, y, z[, t])``, probabilities (or None), time, device.
+        segmentation: mask ``(x, y, z[, t])``, time, device (its float
+            probabilities are dropped once quantised into ``probabilities``).
+        probabilities: uint8 probabilities of RV, Myo, LV (0..255 for 0..1),
+            shape ``(3, x, y, z[, t])``, or None when not kept.
         truth: expert labels on the scan's grid, 3D for a 3D scan; for a cine
             scan a 4D map or None, with ``truth_frames`` telling which frames
             are labelled.
@@ -259,6 +263,7 @@ class Analysis:
     architecture: str
     weights: str
     truth: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
     truth_frames: list[int] = field(default_factory=list)
     metrics: dict[int, dict] = field(default_factory=dict)
     volumes: list[dict[str, float]] = field(default_factory=list)
@@ -309,11 +314,12 @@ class Analysis:
 
     def probability_at(self, structure: str, t: int = 0) -> np.ndarray | None:
         """Probability ``(x, y, z)`` of ``structure`` in frame ``t``, or None."""
-        probs = self.segmentation.probabilities
+        probs = self.probabilities
         if probs is None:
             return None
-        channel = 1 + list(STRUCTURES).index(structure)
-        return probs[channel, ..., t] if probs.ndim == 5 else probs[channel]
+        channel = list(STRUCTURES).index(structure)
+        values = probs[channel, ..., t] if probs.ndim == 5 else probs[channel]
+        return values.astype(np.float32) / 255.0
 
 
 def _one_frame_truth(scan: Scan, truth: np.ndarray | None,
@@ -355,13 +361,18 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
         LVSegError: a ground truth that does not match, or a failing step.
     """
     truth, truth_frames = _one_frame_truth(scan, truth, truth_frame)
-    voxels = int(np.prod(scan.array.shape)) * 4
-    keep_probabilities = voxels <= MAX_PROBABILITY_VALUES
+    values = int(np.prod(scan.array.shape)) * len(STRUCTURES)
+    keep_probabilities = values <= MAX_PROBABILITY_VALUES
     result = segmenter.segment(scan, probabilities=keep_probabilities, progress=progress)
+    quantised = None
+    if result.probabilities is not None:
+        quantised = np.empty(result.probabilities[1:].shape, np.uint8)
+        np.multiply(result.probabilities[1:], 255.0, out=quantised, casting="unsafe")
+        result.probabilities = None          # keep one copy only (1 byte per value)
     weights = getattr(segmenter, "weights", None)
     analysis = Analysis(scan=scan, segmentation=result, architecture=segmenter.architecture,
                         weights=weights.description if weights is not None else "in-memory",
-                        truth=truth, truth_frames=truth_frames)
+                        truth=truth, probabilities=quantised, truth_frames=truth_frames)
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):

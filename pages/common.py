@@ -213,7 +213,7 @@ def device_label() -> str:
     return _device_label()
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
+@st.cache_resource(show_spinner=False, max_entries=6, ttl=3600)
 def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float):
     from lvseg_core.inference import Segmenter
 

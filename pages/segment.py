@@ -48,6 +48,7 @@ def run_analysis(load, truth_frame: int = 0) -> None:
                             f"({result.segmentation.device})", state="complete",
                       expanded=False)
     _store(result)
+    st.session_state["segment_choice"] = choice.label
 
 
 def input_panel() -> None:
@@ -142,6 +143,10 @@ def results(a: an.Analysis, aid: int) -> None:
                + (f" · {scan.n_frames} frames" if scan.is_cine else ""))
     for note in a.notes:
         st.info(note, icon=":material/info:")
+    made_with, now = st.session_state.get("segment_choice"), current_choice().label
+    if made_with and made_with != now:
+        st.info(f"These results come from {made_with}; press Segment to use {now}.",
+                icon=":material/info:")
 
     # ---- display controls
     depth = scan.shape3d[2]

@@ -14,6 +14,13 @@ from pages.common import error_message, fmt, guard, page_setup, use_run_as_weigh
 POLL_SECONDS = 5
 
 
+def training_allowed() -> bool:
+    """Starting and stopping runs from the page (``LVSEG_ALLOW_TRAINING``, default on;
+    the Space's Dockerfile turns it off so that visitors only watch)."""
+    return os.environ.get("LVSEG_ALLOW_TRAINING", "1").strip().lower() not in \
+        ("0", "false", "no", "off")
+
+
 def options_panel() -> runs.TrainOptions:
     """The options of ``python -m train`` as widgets (shared by the three buttons)."""
     data_default = str(default_samples_dir() or "../shared/data/acdc")
@@ -62,16 +69,22 @@ def options_panel() -> runs.TrainOptions:
 
 def start_buttons(options: runs.TrainOptions) -> None:
     name = st.session_state.get("train_name", "").strip() or None
+    allowed = training_allowed()
+    if not allowed:
+        st.info("Starting runs is switched off on this server (LVSEG_ALLOW_TRAINING=0); "
+                "runs started elsewhere are shown below.", icon=":material/lock:")
     cols = st.columns([1.3, 1.3, 1.3, 3])
     started = None
     if cols[0].button("Start training", type="primary", key="train_start",
-                      icon=":material/play_arrow:"):
+                      icon=":material/play_arrow:", disabled=not allowed):
         started = runs.start_fit(options, name)
     if cols[1].button("LR range test", key="train_lr_find", icon=":material/query_stats:",
+                      disabled=not allowed,
                       help="python -m train lr-find: 100 steps with a growing learning "
                            "rate; the loss curve suggests a learning rate."):
         started = runs.start_lr_find(options, name=name)
     if cols[2].button("Overfit check", key="train_overfit", icon=":material/fact_check:",
+                      disabled=not allowed,
                       help="Trains on 2 batches without augmentation: the loss should go "
                            "towards 0, otherwise the pipeline has a bug."):
         started = runs.start_overfit(options, name=name)
@@ -90,7 +103,8 @@ def draw_live(run: runs.RunInfo) -> None:
         head[0].markdown(f"**{run.name}** · {run.kind} · "
                          f"{DISPLAY_NAMES.get(run.model, run.model)} · process {run.pid}")
         if run.started_here:
-            if head[1].button("Stop", key=f"train_stop_{run.name}", icon=":material/stop:"):
+            if head[1].button("Stop", key=f"train_stop_{run.name}", icon=":material/stop:",
+                              disabled=not training_allowed()):
                 try:
                     runs.stop_run(run.path, timeout=5)
                     st.toast(f"Stopped {run.name}")
@@ -151,7 +165,7 @@ def finished_section() -> None:
         cols[0].button("Use as weights", key="train_use", icon=":material/check_circle:",
                        on_click=use_run_as_weights, args=(run.name, run.model),
                        help="Select these weights in the sidebar for the other pages.")
-        token = bool(os.environ.get("HF_TOKEN"))
+        token = bool(os.environ.get("HF_TOKEN")) and training_allowed()
         repo = cols[1].text_input("Hub repo id", key="train_repo",
                                   placeholder="owner/lvseg-" + (run.model or "model"),
                                   disabled=not token, label_visibility="collapsed")

@@ -10,6 +10,7 @@ temporary runs folder, so real training runs are never touched.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -313,5 +314,65 @@ def test_size_limit_in_library(monkeypatch):
 def test_dockerfile_runs_the_app_on_8501():
     text = (ROOT / "Dockerfile").read_text()
     for needle in ("EXPOSE 8501", "STREAMLIT_SERVER_PORT=8501", "HF_HOME=",
-                   "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false", 'CMD ["streamlit", "run", "app.py"]'):
+                   "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false",
+                   'CMD ["streamlit", "run", "app.py"]'):
         assert needle in text, needle
+
+
+def test_upload_dicom_zip_and_png(app, tmp_path):
+    import zipfile
+
+    from PIL import Image
+
+    from lvseg_core.io import save_dicom_series
+
+    scan, _ = make_heart()
+    files = save_dicom_series(scan, tmp_path / "series")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in files:
+            zf.write(f, f"study/{f.name}")
+    _upload_mode(app)
+    app.file_uploader(key="segment_upload").upload("study.zip", archive.getvalue(),
+                                                   "application/zip")
+    app.run()
+    no_problems(app)
+    assert any(s.value == "study" for s in app.subheader)
+    assert "Clinical indices" in texts(app)
+
+    picture = io.BytesIO()
+    grey = (scan.array[..., 2] / scan.array.max() * 255).astype(np.uint8).T
+    Image.fromarray(grey).save(picture, format="PNG")
+    app.file_uploader(key="segment_upload").upload("slice.png", picture.getvalue(), "image/png")
+    app.run()
+    no_problems(app)
+    assert any(s.value == "slice" for s in app.subheader)
+    assert any("1 mm assumed" in i.value for i in app.info)     # no pixel size in a PNG
+
+
+def test_hub_unreachable_falls_back_to_bundled(app, monkeypatch):
+    from lvseg_core.errors import WeightsError
+
+    def unreachable(repo_id, revision=None, **kwargs):
+        raise WeightsError(f"Hub repo {repo_id} cannot be reached and is not in the local cache")
+
+    monkeypatch.setattr(hub, "fetch_from_hub", unreachable)
+    app.radio(key="weights_kind").set_value("Hugging Face Hub").run()
+    assert any("Enter a Hugging Face Hub repo id" in w.value for w in app.warning)
+    app.text_input(key="hub_repo").set_value("someone/lvseg-unet-offline-test").run()
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    assert any("using the bundled unet weights" in w.value for w in app.warning)
+    assert "Dice LV" in {m.label for m in app.metric}
+    # A different model in the sidebar: the page says the results are from the old one.
+    app.radio(key="weights_kind").set_value("Bundled").run()
+    assert any("press Segment" in i.value for i in app.info)
+
+
+def test_training_can_be_switched_off(app, monkeypatch):
+    monkeypatch.setenv("LVSEG_ALLOW_TRAINING", "0")
+    app.switch_page("pages/train.py").run()
+    no_problems(app)
+    assert app.button(key="train_start").disabled
+    assert app.button(key="train_lr_find").disabled and app.button(key="train_overfit").disabled
+    assert any("LVSEG_ALLOW_TRAINING" in i.value for i in app.info)

@@ -27,7 +27,6 @@ import urllib.request
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pytest
 
 from tests.conftest import ROOT, acdc_path, make_heart
