@@ -382,7 +382,8 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *,
             opacity=float(alpha), name=name, showlegend=True, flatshading=False,
             hoverinfo="name", lighting=dict(ambient=0.5, diffuse=0.8, specular=0.2)))
     fig.update_layout(scene=dict(aspectmode="data", xaxis_title="x (mm)",
-                                 yaxis_title="y (mm)", zaxis_title="z (mm)"),
+                                 yaxis_title="y (mm)", zaxis_title="z (mm)",
+                                 camera=dict(eye=dict(x=1.1, y=1.1, z=0.8))),
                       height=height, margin=dict(l=0, r=0, t=30, b=0),
                       title="3D surface", legend=dict(orientation="h"))
     return fig
