@@ -19,7 +19,12 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def keep_largest_components(labels: np.ndarray) -> np.ndarray:
-    """For each structure (RV, Myo, LV) keep only its largest component.
+    """Keep the heart: the largest connected foreground blob, then in it the
+    largest component of each structure (RV, Myo, LV).
+
+    Taking the heart (all structures together) first means a false-positive
+    blob elsewhere can never be kept instead of a small true structure, such
+    as the LV cavity at end-systole.
 
     Args:
         labels: label map ``(x, y, z)``, uint8.
@@ -27,10 +32,11 @@ def keep_largest_components(labels: np.ndarray) -> np.ndarray:
     Returns:
         Cleaned label map, same shape; removed voxels become background.
     """
+    heart = largest_component(labels > 0)
     out = np.zeros_like(labels)
     for name in STRUCTURES:
         value = LABEL_OF[name]
-        region = labels == value
+        region = (labels == value) & heart
         if region.any():
             out[largest_component(region)] = value
     return out
