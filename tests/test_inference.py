@@ -119,32 +119,34 @@ def test_keep_largest_components_removes_island():
     labels = np.zeros((40, 40, 6), np.uint8)
     labels[10:22, 10:22, 1:5] = 3          # big LV
     labels[8:24, 8:10, 1:5] = 2            # some Myo touching it
+    labels[22:26, 10:22, 1:5] = 1          # RV touching the LV: part of the heart
     labels[30:33, 30:33, 2:4] = 3          # small detached LV island
-    labels[2:6, 30:38, 0:6] = 1            # RV
     out = keep_largest_components(labels)
     assert out.dtype == labels.dtype and out.shape == labels.shape
-    assert not out[30:33, 30:33, 2:4].any()                 # island removed
-    assert (out[10:22, 10:22, 1:5] == 3).all()              # big LV kept
-    assert (out == 3).sum() == 12 * 12 * 4
-    assert (out[labels == 2] == 2).all()                    # Myo untouched
-    assert (out[labels == 1] == 1).all()                    # RV untouched
     expected = labels.copy()
     expected[30:33, 30:33, 2:4] = 0
     assert np.array_equal(out, expected)
 
 
-def test_keep_largest_components_per_structure_and_diagonal():
-    labels = np.zeros((30, 30, 4), np.uint8)
-    labels[0:10, 0:10, 0:2] = 1            # big RV
-    labels[20:23, 20:23, 0:2] = 1          # small RV island: removed
-    labels[12:14, 12:14, 1] = 2            # Myo: two pieces touching diagonally in 3D
-    labels[14:16, 14:16, 2] = 2            # (26-connectivity: one component)
-    labels[25:27, 0:2, 3] = 3              # a single small LV: kept (it is the largest)
+def test_keep_largest_components_prefers_the_heart_over_a_bigger_blob():
+    labels = np.zeros((40, 40, 4), np.uint8)
+    labels[5:20, 5:20, :] = 2              # myocardium region: most of the heart
+    labels[8:11, 8:11, 1:3] = 3            # small ES LV cavity inside it (18 voxels)
+    labels[25:33, 25:33, :] = 3            # a far bigger false-positive "LV" blob (256)
+    labels[0:3, 25:35, 0] = 1              # RV fragment detached from the heart
     out = keep_largest_components(labels)
-    assert (out[20:23, 20:23] == 0).all()
-    assert (out[0:10, 0:10, 0:2] == 1).all()
+    assert (out[8:11, 8:11, 1:3] == 3).all()        # the true LV is kept
+    assert not out[25:33, 25:33, :].any()            # the bigger blob is dropped
+    assert not (out == 1).any()                      # detached RV fragment dropped
+    assert (out == 2).sum() == (labels == 2).sum()
+
+
+def test_keep_largest_components_diagonal_connectivity():
+    labels = np.zeros((30, 30, 4), np.uint8)
+    labels[12:14, 12:14, 1] = 2            # two Myo pieces touching diagonally in 3D
+    labels[14:16, 14:16, 2] = 2            # (26-connectivity: one component)
+    out = keep_largest_components(labels)
     assert (out == 2).sum() == 8
-    assert (out == 3).sum() == 4
 
 
 def test_keep_largest_components_empty_and_idempotent():
