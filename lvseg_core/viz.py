@@ -32,6 +32,11 @@ ERROR_COLOURS: dict[str, tuple[int, int, int]] = {
     "false negative": (233, 30, 197),   # magenta: in the truth, missed
 }
 
+#: Axis titles of table columns used by :func:`box_plot`.
+AXIS_TITLES: dict[str, str] = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "iou": "IoU",
+                               "assd_mm": "ASSD (mm)", "model": "model", "group": "group",
+                               "structure": "structure"}
+
 #: Plotly layout shared by image figures.
 _IMAGE_MARGIN = dict(l=0, r=0, t=30, b=10)
 
@@ -144,13 +149,13 @@ def _image_figure(rgb: np.ndarray, spacing: Sequence[float], title: str,
                              hoverinfo="skip", name="slice"))
     rows, cols = rgb.shape[:2]
     fig.update_xaxes(range=[0, cols * sx], showgrid=False, zeroline=False,
-                     title_text="x (mm)", title_standoff=2, constrain="domain")
+                     ticksuffix=" mm", constrain="domain")
     fig.update_yaxes(range=[rows * sy, 0], showgrid=False, zeroline=False,
-                     title_text="y (mm)", scaleanchor="x", scaleratio=1, constrain="domain")
+                     ticksuffix=" mm", scaleanchor="x", scaleratio=1, constrain="domain")
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)),
                       margin=_IMAGE_MARGIN, height=height,
                       plot_bgcolor="black",
-                      legend=dict(orientation="h", x=1.0, xanchor="right", y=-0.1,
+                      legend=dict(orientation="h", x=1.0, xanchor="right", y=-0.07,
                                   yanchor="top", font=dict(size=11)))
     return fig
 
@@ -413,7 +418,8 @@ def box_plot(frame, value: str, *, x: str = "model", color: str | None = "struct
     colours = {s: structure_colour(s) for s in STRUCTURES}
     fig = px.box(frame, x=x, y=value, color=color, points=points, title=title,
                  color_discrete_map=colours if color == "structure" else None,
-                 category_orders={"structure": list(STRUCTURES)}, height=height)
+                 category_orders={"structure": list(STRUCTURES)}, height=height,
+                 labels=AXIS_TITLES)
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), boxmode="group")
     return fig
 
