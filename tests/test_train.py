@@ -357,3 +357,29 @@ def test_initial_loss_command(acdc, cache, capsys):
     assert abs(result["initial_ce"] - LN4) < 0.25
     assert result["expected_ce"] == pytest.approx(LN4)
     assert result["initial_dice_ce"] > 0
+
+
+# --- fine-tuning from existing weights ----------------------------------------------------------
+
+
+def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_path):
+    from train.config import TrainConfig
+    from train.runner import make_task, model_plan
+
+    out = tmp_path / "w"
+    assert main(["export", str(fitted("unet")), "--out", str(out)]) == 0
+    start, _ = load_model("unet", str(out))
+    cfg = TrainConfig(model="unet", data=str(acdc), init_weights=str(out))
+    task = make_task(cfg, model_plan(cfg))
+    state = task.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in start.state_dict().items())
+    assert task.model.arch_args == start.arch_args
+    fresh = make_task(TrainConfig(model="unet", data=str(acdc), arch_args=start.arch_args),
+                      model_plan(TrainConfig(model="unet")))
+    assert not all(torch.equal(fresh.model.state_dict()[k], v) for k, v in state.items())
+    # A short fine-tuning run from those weights goes through.
+    run = tmp_path / "tuned"
+    assert main(["fit", *data_args("unet", acdc, cache), "--epochs", "1",
+                 "--limit-train-batches", "1", "--init-weights", str(out),
+                 "--run-dir", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["init_weights"] == str(out)

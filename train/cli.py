@@ -41,6 +41,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", default=None, help='wall-time limit "DD:HH:MM:SS"')
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--init-weights", default=None, metavar="SOURCE",
+                   help="start from existing weights (bundled, a folder or a Hub repo id): "
+                        "fine-tuning; their widths and preprocessing are kept")
     p.add_argument("--grad-clip", type=float, default=1.0,
                    help="clip the gradient norm to this (0: off)")
     p.add_argument("--seed", type=int, default=0)
@@ -65,7 +68,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         arch_args=args.arch_args, epochs=args.epochs, max_time=args.max_time, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, crop=tuple(args.crop),
         depth=args.depth, patience=getattr(args, "patience", 10), schedule=args.schedule,
-        grad_clip=args.grad_clip,
+        grad_clip=args.grad_clip, init_weights=args.init_weights,
         augment=not args.no_augment, seed=args.seed, val_patients=args.val_patients,
         overfit_batches=getattr(args, "overfit_batches", 0.0) or 0.0,
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,

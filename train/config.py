@@ -30,6 +30,7 @@ class TrainConfig:
     patience: int = 10
     schedule: str = "onecycle"            # onecycle | cosine | constant
     grad_clip: float = 1.0                 # gradient-norm clipping (0: off)
+    init_weights: str | None = None        # start from these weights (fine-tuning)
     augment: bool = True
     seed: int = 0
     val_patients: list[str] | None = None  # None: the standard split

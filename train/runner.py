@@ -17,7 +17,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from lvseg_core.errors import LVSegError
-from lvseg_core.models import ARCHITECTURES, check_architecture
+from lvseg_core.hub import load_model, resolve_weights
+from lvseg_core.models import ARCHITECTURES, check_architecture, read_config
 from lvseg_core.models.base import default_plan
 from lvseg_core.preprocess import PreprocessPlan
 
@@ -46,8 +47,7 @@ def new_run_dir(model: str, root: Path = RUNS_DIR) -> Path:
 
 def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
     """Training and validation loaders for ``cfg`` (patients split, volumes cached)."""
-    check_architecture(cfg.model)
-    plan = PreprocessPlan.from_dict(default_plan(cfg.model))
+    plan = model_plan(cfg)
     train_cases, val_cases = split_dataset(cfg.data, cfg.val_patients, cfg.val_fraction, cfg.seed)
     train_vols = load_volumes(train_cases, plan, cfg.cache_dir)
     val_vols = load_volumes(val_cases, plan, cfg.cache_dir)
@@ -63,9 +63,25 @@ def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
     return train, val, plan
 
 
+def model_plan(cfg: TrainConfig) -> PreprocessPlan:
+    """The preprocessing plan: that of ``cfg.init_weights``, else the default one."""
+    check_architecture(cfg.model)
+    if cfg.init_weights:
+        folder = resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder
+        return PreprocessPlan.from_dict(read_config(folder).get("preprocess"))
+    return PreprocessPlan.from_dict(default_plan(cfg.model))
+
+
 def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
-    return SegmentationTask(cfg.model, cfg.arch_args, plan.to_dict(), cfg.lr,
+    """A fresh task, or one whose model starts from ``cfg.init_weights``."""
+    if not cfg.init_weights:
+        return SegmentationTask(cfg.model, cfg.arch_args, plan.to_dict(), cfg.lr,
+                                cfg.weight_decay, cfg.schedule)
+    start, _ = load_model(cfg.model, cfg.init_weights)
+    task = SegmentationTask(cfg.model, start.arch_args, plan.to_dict(), cfg.lr,
                             cfg.weight_decay, cfg.schedule)
+    task.model.load_state_dict(start.state_dict())
+    return task
 
 
 @torch.no_grad()
