@@ -199,41 +199,57 @@ def slice_overlay(image: np.ndarray, mask: np.ndarray | None = None, *,
     return fig
 
 
+def _colour_table(colorscale: str = "Inferno", n: int = 256) -> np.ndarray:
+    """``n`` RGB colours (uint8, ``(n, 3)``) sampled along a Plotly colour scale."""
+    from plotly.colors import get_colorscale, sample_colorscale, unlabel_rgb
+
+    colours = sample_colorscale(get_colorscale(colorscale), list(np.linspace(0.0, 1.0, n)))
+    return np.array([unlabel_rgb(c) for c in colours], dtype=np.float32).round().astype(np.uint8)
+
+
 def probability_map(probability: np.ndarray, image: np.ndarray | None = None, *,
                     spacing: Sequence[float] = (1.0, 1.0), structure: str = "LV",
                     window: float | None = None, level: float | None = None,
+                    opacity: float = 0.75, colorscale: str = "Inferno",
                     height: int | None = 480) -> go.Figure:
-    """The predicted probability of one structure on a slice, as a heatmap.
+    """The predicted probability of one structure on a slice, as a colour map.
 
     Args:
         probability: probabilities in 0..1, shape ``(x, y)``.
-        image: the slice ``(x, y)`` drawn in grey underneath, or None.
+        image: the slice ``(x, y)`` drawn in grey underneath, or None (black).
         spacing: in-plane voxel size ``(sx, sy[, sz])`` in mm.
         structure: name shown in the title and colour bar.
         window, level: display range of ``image``.
+        opacity: opacity of the colours over the image.
+        colorscale: a Plotly colour scale name.
         height: figure height in pixels.
 
     Returns:
-        A heatmap figure (colour scale fixed to 0..1; values below 0.02 are
-        transparent so the anatomy shows through).
+        The slice with the probabilities blended in (one PNG; values below
+        0.02 are left out so the anatomy shows through) and a 0..1 colour bar.
     """
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 2:
         raise ValueError(f"expected a 2D (x, y) probability map, got shape {prob.shape}")
-    sx, sy = float(spacing[0]), float(spacing[1])
     if image is not None:
-        fig = _image_figure(overlay_rgb(image, None, window=window, level=level),
-                            spacing, f"P({structure})", height)
+        rgb = overlay_rgb(image, None, window=window, level=level).astype(np.float32)
+        if rgb.shape[:2] != prob.T.shape:
+            raise ValueError(f"probability shape {prob.shape} does not match image "
+                             f"shape {np.asarray(image).shape}")
     else:
-        fig = _image_figure(np.zeros((*prob.T.shape, 3), np.uint8), spacing,
-                            f"P({structure})", height)
-    z = np.round(prob.T, 3)
-    z = np.where(z < 0.02, np.nan, z)
-    fig.add_trace(go.Heatmap(
-        z=z, x0=sx / 2, dx=sx, y0=sy / 2, dy=sy, zmin=0.0, zmax=1.0, colorscale="Inferno",
-        opacity=0.75, colorbar=dict(title=dict(text=f"P({structure})"), thickness=12),
-        hovertemplate="x %{x:.1f} mm, y %{y:.1f} mm<br>P %{z:.3f}<extra></extra>",
-        name=f"P({structure})"))
+        rgb = np.zeros((*prob.T.shape, 3), np.float32)
+    values = np.nan_to_num(np.clip(prob.T, 0.0, 1.0))
+    table = _colour_table(colorscale)
+    colours = table[(values * (len(table) - 1)).round().astype(np.intp)].astype(np.float32)
+    shown = (values >= 0.02)[..., None]
+    rgb = np.where(shown, (1.0 - opacity) * rgb + opacity * colours, rgb)
+    fig = _image_figure((rgb + 0.5).clip(0, 255).astype(np.uint8), spacing,
+                        f"P({structure})", height)
+    # The colour bar, from a marker trace without points.
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+        marker=dict(colorscale=colorscale, cmin=0.0, cmax=1.0, color=[0.0], showscale=True,
+                    colorbar=dict(title=dict(text=f"P({structure})"), thickness=12))))
     return fig
 
 

@@ -79,10 +79,16 @@ def test_error_map_and_probability_map(heart):
     fig = viz.error_map(scan.array[..., 1], pred[..., 1], labels[..., 1], spacing=scan.spacing)
     assert "FP" in fig.layout.title.text and "FN" in fig.layout.title.text
     prob = (labels[..., 1] == 3).astype(np.float32)
-    fig = viz.probability_map(prob, scan.array[..., 1], spacing=scan.spacing, structure="LV")
-    heat = [t for t in fig.data if isinstance(t, go.Heatmap)][0]
-    assert heat.zmin == 0 and heat.zmax == 1
-    assert np.asarray(heat.z, dtype=float).shape == prob.T.shape
+    fig = viz.probability_map(prob, scan.array[..., 1], spacing=scan.spacing, structure="LV",
+                              opacity=1.0)
+    bar = next(t for t in fig.data if isinstance(t, go.Scatter))
+    assert bar.marker.cmin == 0 and bar.marker.cmax == 1 and bar.marker.showscale
+    rgb = _decode(fig)
+    x, y = np.argwhere(prob == 1)[0]
+    assert tuple(rgb[y, x]) == tuple(viz._colour_table()[-1])    # P = 1: top colour
+    x, y = np.argwhere(prob == 0)[0]
+    assert len(set(rgb[y, x].tolist())) == 1                       # P = 0: grey image
+    assert len(fig.to_json()) < 60_000                             # a PNG, not numbers
 
 
 def test_volume_curve_marks_ed_es():

@@ -5,8 +5,8 @@ browser download is not needed): the tests skip with a reason when chromium
 or the ``playwright`` package is missing. The app is started in a fixture
 with a temporary sample folder (one real ACDC patient when the data is
 present, else synthetic hearts), a temporary runs folder, and U-Net weights:
-the bundled ones when present, else random-init weights of the same size
-(the timing is the same). Screenshots go to ``test-output/`` (git-ignored).
+the bundled ones (or ``$LVSEG_WEIGHTS_DIR``) when present, else random-init
+weights of the same size (the network's timing is the same). Screenshots go to ``test-output/`` (git-ignored).
 
 The upload-to-result time of a 10-slice scan with the U-Net is measured from
 handing the file to the browser's upload control until the results are on
@@ -86,7 +86,8 @@ def server(tmp_path_factory):
     OUT.mkdir(exist_ok=True)
     env = dict(os.environ, LVSEG_SAMPLES=str(sample_folder(tmp / "samples")),
                LVSEG_RUNS_DIR=str(tmp / "runs"), PYTHONUNBUFFERED="1")
-    if not (ROOT / "weights" / "unet" / "model.safetensors").is_file():
+    bundled = os.environ.get("LVSEG_WEIGHTS_DIR") or str(ROOT / "weights")
+    if not (Path(bundled) / "unet" / "model.safetensors").is_file():
         import torch
 
         from lvseg_core.models import create_model
