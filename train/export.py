@@ -10,28 +10,9 @@ from pathlib import Path
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.models import DISPLAY_NAMES, LVSegModel
+from lvseg_core.runs import best_epoch, read_events
 
 from .task import SegmentationTask
-
-
-def read_events(run: str | Path) -> list[dict]:
-    """The JSON lines of a run's ``metrics.jsonl`` (unreadable lines skipped)."""
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
-
-
-def best_epoch(events: list[dict]) -> dict | None:
-    """The epoch record with the highest validation Dice."""
-    epochs = [e for e in events if e.get("event") == "epoch" and e.get("val_dice") is not None]
-    return max(epochs, key=lambda e: e["val_dice"]) if epochs else None
 
 
 def checkpoint_of(run: Path) -> Path:

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -21,6 +25,7 @@ from lvseg_core.hub import load_model, resolve_weights
 from lvseg_core.models import ARCHITECTURES, check_architecture, read_config
 from lvseg_core.models.base import default_plan
 from lvseg_core.preprocess import PreprocessPlan
+from lvseg_core.runs import best_epoch, read_events
 
 from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps, append_event
 from .config import TrainConfig
@@ -245,8 +250,6 @@ def search(cfg: TrainConfig, lrs: list[float], weight_decays: list[float],
                             patience=0)
             start = time.time()
             fit(trial)
-            from .export import best_epoch, read_events
-
             best = best_epoch(read_events(run)) or {}
             rows.append({"lr": lr, "weight_decay": wd, "val_dice": best.get("val_dice"),
                          "val_loss": best.get("val_loss"), "epoch": best.get("epoch"),
