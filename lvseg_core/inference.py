@@ -61,17 +61,25 @@ class Segmenter:
         postprocess: keep the largest connected component per structure.
         batch_size: slices per forward pass for 2D models.
         weights: where the model came from (for reports).
+        precision: ``"auto"`` (float16 autocast on CUDA, float32 on the CPU),
+            ``"fp32"``, or ``"bf16"`` (bfloat16 autocast, faster on CPUs with
+            AVX-512 BF16 / AMX; labels may differ from fp32 at a few voxels).
     """
+
+    PRECISIONS = ("auto", "fp32", "bf16")
 
     def __init__(self, model: LVSegModel, device: str | torch.device | None = None,
                  postprocess: bool = True, batch_size: int = 32,
-                 weights: Weights | None = None) -> None:
+                 weights: Weights | None = None, precision: str = "auto") -> None:
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {self.PRECISIONS}, got {precision!r}")
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.plan = PreprocessPlan.from_dict(model.preprocess)
         self.postprocess = postprocess
         self.batch_size = batch_size
         self.weights = weights
+        self.precision = precision
 
     @classmethod
     def from_source(cls, architecture: str, weights: str | None = None,
@@ -92,8 +100,12 @@ class Segmenter:
     @torch.inference_mode()
     def _logits(self, image: torch.Tensor) -> torch.Tensor:
         """Network logits for ``(n, 1, X, Y)`` slices -> ``(n, C, X, Y)``."""
-        cuda = self.device.type == "cuda"
-        with torch.autocast("cuda", enabled=cuda):
+        kind = self.device.type
+        if self.precision == "bf16":
+            autocast = torch.autocast(kind, dtype=torch.bfloat16)
+        else:
+            autocast = torch.autocast(kind, enabled=kind == "cuda" and self.precision == "auto")
+        with autocast:
             if self.model.spatial_dims == 3:
                 volume = image.permute(1, 0, 2, 3)[None].to(self.device)  # (1, 1, z, X, Y)
                 return self.model(volume)[0].permute(1, 0, 2, 3).float()
