@@ -214,3 +214,15 @@ def test_trained_unet_segments_synthetic_heart():
     mask = Segmenter(model, device="cpu").segment(test_scan).mask
     scores = {v: dice(mask == v, test_labels == v) for v in (1, 2, 3)}
     assert all(score > 0.8 for score in scores.values()), scores
+
+
+def test_bf16_precision_matches_fp32_labels(unet, small_heart):
+    scan, _ = small_heart
+    fp32 = Segmenter(unet, device="cpu", precision="fp32").segment(scan, probabilities=True)
+    bf16 = Segmenter(unet, device="cpu", precision="bf16").segment(scan, probabilities=True)
+    assert bf16.mask.shape == fp32.mask.shape
+    assert np.abs(bf16.probabilities.astype(np.float32)
+                  - fp32.probabilities.astype(np.float32)).max() < 0.1
+    assert (bf16.mask == fp32.mask).mean() > 0.95
+    with pytest.raises(ValueError):
+        Segmenter(unet, device="cpu", precision="fp8")
