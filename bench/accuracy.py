@@ -1,0 +1,255 @@
+"""Accuracy: Dice, IoU, precision, recall, F1 and HD95 per structure, per model.
+
+Each model is evaluated with :func:`lvseg_core.workflows.evaluate_dataset`
+(the engine of ``python -m lvseg_core evaluate``) on the validation patients
+(or all, ``--split all``). On top of its per-case records this adds:
+
+- summaries of every metric split by phase (ED/ES) and by pathology group;
+- per-slice Dice (2D) with the slice position in the heart, basal / mid /
+  apical (thirds of the slices that hold expert labels; the base is the end
+  with the larger LV, which is slice 0 in ACDC) or ``outside`` (a prediction
+  on a slice without any expert label), summarised by position and phase;
+- optionally the predicted masks (``--masks DIR``: ``DIR/<model>/<case>.npz``)
+  for figures.
+
+    python -m bench.accuracy --models unet --cases 4 --json bench/results/accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (ModelSpec, add_common_options, data_problem, environment, log,  # noqa: E402
+                          pick_device, resolve_models, run_main, setup_torch, split_patients,
+                          write_json)
+from lvseg_core.errors import LVSegError  # noqa: E402
+from lvseg_core.labels import LABEL_OF, STRUCTURES  # noqa: E402
+
+#: Slice positions, base to apex, and predictions on slices without labels.
+POSITIONS: tuple[str, ...] = ("basal", "mid", "apical")
+OUTSIDE = "outside"
+
+#: Metrics summarised per phase and per group (all of evaluate_segmentation's).
+SUMMARY_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall", "f1", "hd95_mm",
+                                    "assd_mm")
+
+
+class Recorder:
+    """A Segmenter stand-in that keeps every mask it returns (keyed by scan name).
+
+    ``evaluate_dataset`` only calls ``segment`` and reads a few attributes,
+    which are passed through to the wrapped segmenter.
+    """
+
+    def __init__(self, segmenter) -> None:
+        self._segmenter = segmenter
+        self.masks: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._segmenter, name)
+
+    def segment(self, scan, *args, **kwargs):
+        result = self._segmenter.segment(scan, *args, **kwargs)
+        self.masks[scan.name] = result.mask
+        return result
+
+
+# ---------------------------------------------------------------- slices
+
+
+def slice_positions(gt: np.ndarray) -> list[str | None]:
+    """Position of each slice of a labelled volume ``(x, y, z)``.
+
+    The slices holding any expert label are cut into thirds (basal, mid,
+    apical); the base is the end whose LV (cavity + myocardium) is larger.
+    Slices without labels get None.
+    """
+    gt = np.asarray(gt)
+    labelled = [k for k in range(gt.shape[2]) if gt[..., k].any()]
+    out: list[str | None] = [None] * gt.shape[2]
+    n = len(labelled)
+    if n == 0:
+        return out
+    lv = [(np.isin(gt[..., k], (LABEL_OF["LV"], LABEL_OF["Myo"]))).sum() for k in labelled]
+    third = max(1, n // 3)
+    base_first = sum(lv[:third]) >= sum(lv[-third:])
+    for i, k in enumerate(labelled):
+        j = i if base_first else n - 1 - i
+        out[k] = POSITIONS[min(2, 3 * j // n)]
+    return out
+
+
+def _dice2d(pred: np.ndarray, gt: np.ndarray, label: int) -> float:
+    """Dice of one structure on one slice; NaN when it is in neither."""
+    from lvseg_core.metrics import dice
+
+    p, g = pred == label, gt == label
+    if not p.any() and not g.any():
+        return float("nan")
+    return float(dice(p, g))
+
+
+def slice_records(pred: np.ndarray, gt: np.ndarray, case: dict) -> list[dict]:
+    """Per-slice Dice of each structure for the slices with labels or predictions."""
+    positions = slice_positions(gt)
+    rows = []
+    for k in range(gt.shape[2]):
+        p, g = pred[..., k], gt[..., k]
+        if not g.any() and not p.any():
+            continue
+        scores = {s: _dice2d(p, g, LABEL_OF[s]) for s in STRUCTURES}
+        kept = [v for v in scores.values() if not math.isnan(v)]
+        scores["mean"] = float(np.mean(kept)) if kept else float("nan")
+        rows.append({"case": case["name"], "patient": case["patient"], "phase": case["phase"],
+                     "group": case["group"], "slice": k, "slices": int(gt.shape[2]),
+                     "position": positions[k] or OUTSIDE, "dice": scores})
+    return rows
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def position_summary(rows: Sequence[dict]) -> dict[str, dict]:
+    """Mean slice Dice per structure (and slice count) for each position."""
+    out = {}
+    for position in (*POSITIONS, OUTSIDE):
+        subset = [r for r in rows if r["position"] == position]
+        if not subset:
+            continue
+        entry: dict[str, Any] = {"slices": len(subset)}
+        entry["dice"] = {s: _nanmean([r["dice"][s] for r in subset])
+                         for s in (*STRUCTURES, "mean")}
+        out[position] = entry
+    return out
+
+
+def metric_summary(per_case: Sequence[dict]) -> dict:
+    """All metrics (NaN-ignoring means, as evaluate_dataset's) over ``per_case``."""
+    from lvseg_core.metrics import summarise
+
+    summary = summarise([c["metrics"] for c in per_case])
+    out: dict[str, Any] = {"cases": len(per_case)}
+    out.update({m: summary[m] for m in SUMMARY_METRICS if m in summary})
+    return out
+
+
+def split_summary(per_case: Sequence[dict], key: str) -> dict[str, dict]:
+    buckets: dict[str, list[dict]] = defaultdict(list)
+    for case in per_case:
+        buckets[case.get(key) or "?"].append(case)
+    return {name: metric_summary(cases) for name, cases in sorted(buckets.items())}
+
+
+# ---------------------------------------------------------------- run
+
+
+def evaluate_model(spec: ModelSpec, data: Path, patients: Sequence[str], device=None,
+                   masks_dir: Path | None = None, progress=None) -> dict:
+    """evaluate_dataset for one model plus the summaries of this module."""
+    from lvseg_core.data import find_cases
+    from lvseg_core.io import load_label, load_nifti
+    from lvseg_core.workflows import evaluate_dataset
+
+    recorder = Recorder(spec.segmenter(device))
+    result = evaluate_dataset(data, recorder, progress=progress, patients=patients)
+    labels = {c.name: c for c in find_cases(data, require_labels=True)}
+    per_slice = []
+    for case in result["per_case"]:
+        pred = recorder.masks.get(case["name"])
+        if pred is None:
+            continue
+        source = labels[case["name"]]
+        scan = load_nifti(source.image)
+        gt = load_label(source.label, scan)
+        per_slice.extend(slice_records(pred, gt, case))
+        if masks_dir is not None:
+            folder = Path(masks_dir) / spec.arch
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(folder / f"{case['name']}.npz", mask=pred.astype(np.uint8))
+    result["weights_id"] = spec.fingerprint()
+    result["weights_source"] = spec.source
+    result["summary_by_phase"] = split_summary(result["per_case"], "phase")
+    result["summary_by_group"] = split_summary(result["per_case"], "group")
+    result["per_slice"] = per_slice
+    result["by_position"] = position_summary(per_slice)
+    result["by_position_phase"] = {
+        phase: position_summary([r for r in per_slice if r["phase"] == phase])
+        for phase in sorted({r["phase"] for r in per_slice if r["phase"]})}
+    return result
+
+
+def run(data: Path, specs: Sequence[ModelSpec], split: str = "validation",
+        cases: int | None = None, device: str = "auto", masks_dir: Path | None = None) -> dict:
+    """Accuracy of every available model in ``specs``; the JSON-ready report."""
+    problem = data_problem(data)
+    if problem:
+        raise LVSegError(problem)
+    patients = split_patients(data, split, cases)
+    report: dict[str, Any] = {"kind": "accuracy", "environment": environment(),
+                              "data": str(data), "split": split, "patients": patients,
+                              "models": {}, "skipped": {}}
+    dev = pick_device(device)
+    for spec in specs:
+        if not spec.available:
+            report["skipped"][spec.arch] = spec.note
+            log(f"{spec.arch}: skipped, {spec.note}")
+            continue
+        log(f"{spec.arch}: evaluating {len(patients)} patients ({spec.source}) ...")
+        try:
+            report["models"][spec.arch] = evaluate_model(spec, data, patients, dev, masks_dir)
+        except LVSegError as err:
+            report["skipped"][spec.arch] = f"evaluation failed: {' '.join(str(err).split())}"
+            log(f"{spec.arch}: {report['skipped'][spec.arch]}")
+    return report
+
+
+def print_summary(report: dict) -> None:
+    from bench.common import fmt
+
+    print(f"{'model':<16}{'cases':>6}" + "".join(f"{'Dice ' + s:>10}" for s in
+                                               (*STRUCTURES, "mean"))
+          + f"{'HD95 mean':>11}{'EF err':>8}")
+    for arch, res in report["models"].items():
+        print(f"{arch:<16}{res['cases']:>6}"
+              + "".join(f"{fmt(res['dice'][s]):>10}" for s in (*STRUCTURES, "mean"))
+              + f"{fmt(res['hd95_mm']['mean'], 2):>11}{fmt(res['ef_abs_error'], 2):>8}")
+    for arch, note in report["skipped"].items():
+        print(f"{arch:<16}skipped: {note}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy",
+                                     description=__doc__.split("\n\n")[0])
+    add_common_options(parser, json_default="bench/results/accuracy.json")
+    parser.add_argument("--masks", type=Path, default=None, metavar="DIR",
+                        help="also save the predicted masks as DIR/<model>/<case>.npz")
+    return parser.parse_args(argv)
+
+
+def _main(args) -> int:
+    setup_torch(args.threads)
+    specs = resolve_models(args.models, args.weights_dir, args.runs)
+    report = run(args.data, specs, args.split, args.cases, args.device, args.masks)
+    write_json(report, args.json)
+    print_summary(report)
+    return 0 if report["models"] else 1
+
+
+def main(argv=None) -> int:
+    return run_main(_main, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""What every benchmark shares: options, the data folder, the models and their weights.
+
+Weights of each architecture are looked for, in order:
+
+1. ``--weights-dir DIR``: ``DIR/<architecture>/`` (a weights folder or a
+   training run folder); nothing else is tried when it is given;
+2. the bundled weights ``weights/<architecture>/`` (``LVSEG_WEIGHTS_DIR``
+   points elsewhere);
+3. the exported model of the main training run ``<runs>/<architecture>-main/model``.
+
+A model without weights is skipped with a note, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lvseg_core.errors import LVSegError  # noqa: E402  (light import, before torch)
+
+#: The architectures, in report order.
+ARCHS: tuple[str, ...] = ("unet", "attention_unet", "vnet")
+
+#: Display names (as in lvseg_core.models.DISPLAY_NAMES, without importing torch).
+DISPLAY = {"unet": "U-Net", "attention_unet": "Attention U-Net", "vnet": "V-Net"}
+
+
+def default_data() -> Path:
+    """``$LVSEG_DATA`` or ``../shared/data/acdc`` beside the repository."""
+    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc"))
+
+
+def data_problem(data: Path) -> str | None:
+    """Why ``data`` cannot be used as an ACDC-layout folder, or None when it can."""
+    from lvseg_core.data import is_acdc_folder
+
+    if not Path(data).is_dir():
+        return f"data folder {data} not found (set LVSEG_DATA or pass --data)"
+    if not is_acdc_folder(data):
+        return f"{data} is not an ACDC-layout folder (patientNNN/Info.cfg)"
+    return None
+
+
+def add_common_options(parser: argparse.ArgumentParser, cases_default: int | None = None,
+                       json_default: str | None = None) -> None:
+    """``--data --models --cases --weights-dir --runs --split --device --threads --json``."""
+    parser.add_argument("--data", type=Path, default=default_data(),
+                        help="ACDC-layout folder (default: $LVSEG_DATA or ../shared/data/acdc)")
+    parser.add_argument("--models", nargs="+", choices=ARCHS, default=list(ARCHS),
+                        help="architectures (default: all three)")
+    parser.add_argument("--cases", type=int, default=cases_default, metavar="N",
+                        help="at most N volumes (whole patients, ED and ES together)"
+                        + (f" (default {cases_default})" if cases_default else
+                           " (default: all of the split)"))
+    parser.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
+                        help="weights in DIR/<architecture>/ (default: bundled weights, "
+                             "then runs/<architecture>-main/model)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs",
+                        help="training runs folder (default: runs/)")
+    parser.add_argument("--split", choices=("validation", "all"), default="validation",
+                        help="validation patients of the standard split (default) or all")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=Path(json_default) if json_default else None,
+                        help="write the results here" + (f" (default {json_default})"
+                                                          if json_default else ""))
+
+
+def setup_torch(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def pick_device(name: str = "auto"):
+    import torch
+
+    from lvseg_core.inference import default_device
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LVSegError("--device cuda: CUDA is not available here; use --device cpu")
+    return default_device() if name == "auto" else torch.device(name)
+
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture and where its weights are (``folder`` None: skipped, see ``note``)."""
+
+    arch: str
+    folder: Path | None
+    source: str = ""
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return DISPLAY.get(self.arch, self.arch)
+
+    @property
+    def available(self) -> bool:
+        return self.folder is not None
+
+    def fingerprint(self) -> dict:
+        """Identity of the weights (folder and SHA-256 of model.safetensors)."""
+        if self.folder is None:
+            return {}
+        digest = hashlib.sha256()
+        with open(self.folder / "model.safetensors", "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return {"folder": str(self.folder), "source": self.source,
+                "sha256": digest.hexdigest()}
+
+    def segmenter(self, device=None, **kwargs):
+        """A :class:`~lvseg_core.inference.Segmenter` for these weights."""
+        from lvseg_core.inference import Segmenter
+
+        if self.folder is None:
+            raise LVSegError(f"{self.arch}: {self.note}")
+        return Segmenter.from_source(self.arch, str(self.folder), device=device, **kwargs)
+
+
+def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
+                   runs: Path | None = None) -> list[ModelSpec]:
+    """Where the weights of each of ``models`` are (see the module docstring)."""
+    from lvseg_core import hub
+
+    specs = []
+    for arch in models:
+        if weights_dir is not None:
+            candidates = [(Path(weights_dir) / arch, f"{weights_dir}/{arch}")]
+        else:
+            candidates = [(hub.bundled_folder(arch), f"bundled ({hub.WEIGHTS_DIR}/{arch})")]
+            if runs is not None:
+                candidates.append((Path(runs) / f"{arch}-main",
+                                   f"training run {Path(runs).name}/{arch}-main"))
+        spec = None
+        for folder, source in candidates:
+            found = hub.weights_folder(folder) if folder.is_dir() else None
+            if found is None:
+                continue
+            try:
+                hub.resolve_weights(arch, str(found), fallback=False)
+            except LVSegError as err:
+                spec = ModelSpec(arch, None, source, f"unusable weights in {found}: {err}")
+                continue
+            spec = ModelSpec(arch, found, source)
+            break
+        if spec is None:
+            where = " or ".join(str(f) for f, _ in candidates)
+            spec = ModelSpec(arch, None, "", f"no trained weights found ({where})")
+        specs.append(spec)
+    return specs
+
+
+# ---------------------------------------------------------------- data
+
+
+def split_patients(data: Path, split: str = "validation", cases: int | None = None
+                   ) -> list[str]:
+    """Patients to evaluate: the validation split (or all), at most ``cases`` volumes
+    as whole patients (``cases // 2`` patients, at least one)."""
+    from lvseg_core.data import VALIDATION_PATIENTS, find_cases
+
+    present = sorted({c.patient for c in find_cases(data, require_labels=True)})
+    if split == "validation":
+        wanted = [p for p in VALIDATION_PATIENTS if p in present]
+        if not wanted:
+            raise LVSegError(f"{data}: none of the validation patients "
+                             f"({', '.join(VALIDATION_PATIENTS)}) is there; use --split all")
+    else:
+        wanted = present
+    if cases is not None:
+        wanted = wanted[:max(1, int(cases) // 2)]
+    return wanted
+
+
+def select_cases(data: Path, patients: Sequence[str]):
+    """Labelled frames of ``patients`` (in patient, frame order)."""
+    from lvseg_core.data import find_cases
+
+    wanted = set(patients)
+    return [c for c in find_cases(data, require_labels=True) if c.patient in wanted]
+
+
+# ---------------------------------------------------------------- output
+
+
+def environment() -> dict:
+    """Device, threads and versions, recorded with every measurement."""
+    import platform
+
+    import torch
+
+    from lvseg_core.inference import default_device, device_name
+
+    return {"device": device_name(default_device()), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.is_available(), "time_utc": time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def write_json(data: Any, path: Path | None) -> None:
+    """Strict JSON (NaN as null) through lvseg_core.workflows.write_json."""
+    if path is None:
+        return
+    from lvseg_core.workflows import write_json as _write
+
+    _write(data, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def num(value: Any) -> float:
+    """``value`` as a float, NaN for None / non-numbers."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return value
+
+
+def fmt(value: Any, digits: int = 3, unit: str = "") -> str:
+    """A table cell: rounded number, or ``n/a``."""
+    value = num(value)
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_main(fn, args) -> int:
+    """Run a benchmark's work; one-line errors, exit code 1 on failure."""
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        log("error: interrupted")
+    except (LVSegError, OSError) as err:
+        log(f"error: {' '.join(str(err).split())}")
+    return 1

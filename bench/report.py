@@ -1,0 +1,1136 @@
+"""The evaluation report: ``docs/REPORT.md``, ``docs/figures/*.png`` and ``docs/LVSeg.pptx``.
+
+One command measures (accuracy, clinical agreement, speed, robustness; see
+the ``bench`` modules) or reuses cached measurements, and writes every number
+and figure of the report from them. Nothing in the report is typed by hand:
+rerun the command instead of editing it.
+
+    python -m bench.report                       # full report (~15-25 min on 2 CPU cores)
+    python -m bench.report --quick --cases 4     # a smoke run in a few minutes
+    python -m bench.report --reuse               # reuse bench/results/*.json when the
+                                                 # weights and settings are unchanged
+
+Inputs that are missing (weights of a model, the data folder, training runs,
+the LR range test, search results) are reported as such in their section.
+The README's block between ``<!-- results:start -->`` and
+``<!-- results:end -->`` is refreshed too (``--readme``, ``--no-readme``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,  # noqa: E402
+                          log, num, read_json, resolve_models, setup_torch, split_patients,
+                          write_json)
+from lvseg_core.errors import LVSegError  # noqa: E402
+from lvseg_core.labels import STRUCTURES  # noqa: E402
+
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+#: Section headings of REPORT.md, in order (tests check them).
+SECTIONS: tuple[str, ...] = (
+    "## 1. Problem", "## 2. Data", "## 3. Method", "## 4. Experiments", "## 5. Results",
+    "## 6. Failure analysis", "## 7. What to try next", "## Reproduce")
+
+#: Figure name prefixes this command owns (stale ones are removed before a run).
+FIGURE_PREFIXES = ("eda_", "architectures", "lr_find", "learning_curves", "results_", "seg_",
+                   "bland_altman_", "clinical_", "failure_", "robustness", "speed")
+
+METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall": "Recall",
+                "f1": "F1", "hd95_mm": "HD95 (mm)"}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(str(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def name(arch: str) -> str:
+    return DISPLAY.get(arch, arch)
+
+
+def _finite(value: Any) -> bool:
+    return math.isfinite(num(value))
+
+
+class Report:
+    """Collects markdown lines, figure paths and facts for the slides and README."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.figures = out / "figures"
+        self.lines: list[str] = []
+        self.facts: dict[str, Any] = {"figures": {}}
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def figure(self, path: Path | None, caption: str, key: str | None = None) -> None:
+        if path is None:
+            return
+        rel = os.path.relpath(path, self.out)
+        self.add(f"![{caption}]({rel.replace(os.sep, '/')})", "", f"*{caption}*", "")
+        if key:
+            self.facts["figures"][key] = path
+
+    def text(self) -> str:
+        return "\n".join(self.lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def _settings(kind: str, args, patients: Sequence[str] | None) -> dict:
+    common = {"data": str(Path(args.data).resolve()), "split": args.split,
+              "patients": list(patients or [])}
+    if kind == "speed":
+        return {**common, "cases": args.speed_cases, "repeats": args.repeats,
+                "warmup": args.warmup, "isolate": args.isolate}
+    if kind == "robustness":
+        return {**common, "cases": args.robustness_cases}
+    return common
+
+
+def _cached(path: Path, settings: dict, specs: Sequence[ModelSpec]) -> dict | None:
+    """The cached measurement at ``path`` if its settings and weights still match."""
+    data = read_json(path)
+    if not data or data.get("settings") != settings:
+        return None
+    for spec in specs:
+        res = data.get("models", {}).get(spec.arch)
+        if spec.available:
+            if res is None or res.get("weights_id", {}).get("sha256") != \
+                    spec.fingerprint()["sha256"]:
+                return None
+        elif res is not None:
+            return None
+    return data
+
+
+def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
+    """Run (or reuse) the measurements; returns ``{kind: report or None, ...}``."""
+    from bench import accuracy, clinical, robustness, speed
+
+    results: dict[str, Any] = {"accuracy": None, "clinical": None, "speed": None,
+                               "robustness": None, "data_problem": data_problem(args.data),
+                               "patients": []}
+    if results["data_problem"]:
+        log(f"no measurements: {results['data_problem']}")
+        return results
+    if not any(s.available for s in specs):
+        log("no measurements: no model has weights")
+        return results
+    patients = split_patients(args.data, args.split, args.cases)
+    results["patients"] = patients
+    folder = args.results
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def step(kind: str, fn):
+        path = folder / f"{kind}.json"
+        settings = _settings(kind, args, patients)
+        if args.reuse:
+            cached = _cached(path, settings, specs)
+            if cached is not None:
+                log(f"{kind}: reusing {path}")
+                return cached
+        start = time.time()
+        log(f"{kind}: measuring ...")
+        data = fn()
+        data["settings"] = settings
+        data["seconds"] = time.time() - start
+        write_json(data, path)
+        return data
+
+    masks = folder / "masks"
+    results["accuracy"] = step("accuracy", lambda: accuracy.run(
+        args.data, specs, args.split, args.cases, args.device, masks_dir=masks))
+    results["clinical"] = clinical.compute(results["accuracy"])
+    write_json(results["clinical"], folder / "clinical.json")
+    if not args.skip_speed:
+        results["speed"] = step("speed", lambda: speed.run(
+            args.data, specs, args.speed_cases, args.repeats, args.warmup, args.device,
+            True, args.isolate, args.threads))
+    if not args.skip_robustness:
+        results["robustness"] = step("robustness", lambda: robustness.run(
+            args.data, specs, args.split, args.robustness_cases, args.device))
+    results["masks"] = masks
+    return results
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_header(rep: Report, args, specs: Sequence[ModelSpec], results: dict) -> None:
+    from bench.common import environment
+
+    env = environment()
+    command = "python -m bench.report" + (" " + " ".join(args.argv) if args.argv else "")
+    rep.add("# LVSeg evaluation report", "",
+            f"Generated by `{command}` on {env['time_utc']} UTC "
+            f"({env['device']}, torch {env['torch']}, Python {env['python']}). "
+            "Every number and figure below comes from the measurements of that run "
+            "(JSON in `bench/results/` by default); do not edit this file, rerun the command.",
+            "")
+    rows = []
+    for spec in specs:
+        if spec.available:
+            rows.append([name(spec.arch), "evaluated", f"`{spec.source}`"])
+        else:
+            rows.append([name(spec.arch), "**skipped**", spec.note])
+    rep.add(md_table(["Model", "Status", "Weights"], rows), "")
+    for kind in ("accuracy", "speed", "robustness"):
+        res = results.get(kind)
+        if res:
+            for arch, note in res.get("skipped", {}).items():
+                if any(s.arch == arch and s.available for s in specs):
+                    rep.add(f"- {kind}: {name(arch)} skipped ({note})")
+    rep.add("")
+
+
+def section_problem(rep: Report) -> None:
+    rep.add(SECTIONS[0], "",
+            "Short-axis cine MRI is the reference examination for the size and function of "
+            "the heart's ventricles. Measuring them needs the outline of three structures on "
+            "every slice of the end-diastolic (ED) and end-systolic (ES) frames: the "
+            "right-ventricle cavity (RV), the left-ventricle myocardium (Myo) and the "
+            "left-ventricle cavity (LV). Drawn by hand this takes an expert a long time per "
+            "patient and varies between readers. LVSeg segments the three structures "
+            "automatically with three classic architectures (U-Net, Attention U-Net, V-Net) "
+            "and derives the clinical indices that follow from them: end-diastolic and "
+            "end-systolic volumes (EDV, ESV), ejection fraction (EF) and myocardial mass.",
+            "",
+            "This report answers what a user choosing a tool asks: how accurate are the "
+            "outlines (overlap and boundary distance per structure), how close are the "
+            "clinical indices to the manual ones, how fast is it on an ordinary machine, "
+            "how does it react to images from other scanners, and where does it fail.", "")
+
+
+def section_data(rep: Report, args, results: dict) -> None:
+    from lvseg_core import explore
+    from lvseg_core.data import VALIDATION_PATIENTS
+
+    from bench import figures
+
+    rep.add(SECTIONS[1], "")
+    problem = data_problem(args.data)
+    if problem:
+        rep.add(f"**The data could not be read:** {problem}. No data figure and no "
+                "measurement could be made.", "")
+        rep.facts["data"] = None
+        return
+    frame = explore.overview(args.data)
+    ok = frame[frame.get("error").isna()] if "error" in frame else frame
+    counts = explore.group_counts(ok)
+    patients = int(ok["patient"].nunique())
+    labelled = int(ok["labelled"].sum())
+    spacings = sorted({(r.sx_mm, r.sy_mm, r.sz_mm) for r in ok.itertuples()})
+    val_present = [p for p in VALIDATION_PATIENTS if p in set(ok["patient"])]
+    facts = {"patients": patients, "frames": int(len(ok)), "labelled": labelled,
+             "groups": counts, "validation": len(val_present)}
+    rep.facts["data"] = facts
+    rep.add(f"ACDC (Automated Cardiac Diagnosis Challenge, MICCAI 2017) as found in "
+            f"`{args.data}`: **{patients} patients**, {len(ok)} frames of which "
+            f"{labelled} have expert labels (ED and ES), in "
+            f"{len(counts)} pathology group{'s' if len(counts) != 1 else ''} "
+            f"({', '.join(f'{g} {n}' for g, n in counts.items())}). "
+            f"Volumes have {int(ok['slices'].min())}-{int(ok['slices'].max())} short-axis "
+            f"slices of {int(ok['x'].min())}-{int(ok['x'].max())} x "
+            f"{int(ok['y'].min())}-{int(ok['y'].max())} voxels.", "")
+    if len(spacings) == 1:
+        sx, sy, sz = spacings[0]
+        rep.add(f"Every header carries the same voxel size, {sx:g} x {sy:g} x {sz:g} mm, "
+                "so volumes in mL (and the mass) are nominal; the ejection fraction, a ratio "
+                "of two volumes on one grid, is not affected.", "")
+    else:
+        rep.add(f"Voxel sizes vary between {len(spacings)} values (first "
+                f"{spacings[0][0]:g} x {spacings[0][1]:g} x {spacings[0][2]:g} mm).", "")
+    rep.add(f"Models are trained on the other patients and evaluated on the "
+            f"{len(val_present)} patients of the standard validation split "
+            f"({', '.join(p.removeprefix('patient') for p in val_present)}), never mixed "
+            "by slice. Labels: 0 background, 1 RV, 2 Myo, 3 LV.", "")
+    rep.figure(figures.group_counts(counts, rep.figures / "eda_groups.png"),
+               "Patients per pathology group (DCM dilated, HCM hypertrophic, MINF previous "
+               "infarction, NOR normal, RV abnormal right ventricle).", "eda_groups")
+    balance_patients = results.get("patients") if args.quick else None
+    cases = explore.select_cases(args.data, balance_patients)
+    balance = explore.class_balance(cases)
+    if len(balance):
+        rep.figure(figures.class_balance(balance, rep.figures / "eda_class_balance.png"),
+                   f"Structure volumes and class balance over {balance['case'].nunique()} "
+                   "labelled frames: the heart is a few percent of each volume, so overlap "
+                   "losses (Dice) are used next to cross-entropy.", "eda_class_balance")
+    hist_patients = results.get("patients") or val_present or None
+    hist_cases = explore.select_cases(args.data, hist_patients)
+    if args.quick:
+        hist_cases = hist_cases[:2]
+    if hist_cases:
+        curves = explore.intensity_histograms(hist_cases, by="structure")
+        rep.figure(figures.intensity_histograms(curves, rep.figures / "eda_intensity.png"),
+                   f"Intensity histograms inside the expert labels ({len(hist_cases)} "
+                   "validation frames; intensities divided by each volume's 99.5th "
+                   "percentile). Blood pools (RV, LV) are bright, myocardium dark.",
+                   "eda_intensity")
+        example = hist_cases[0]
+        items = explore.gallery(example, max_slices=6)
+        rep.figure(figures.gallery(items, rep.figures / "eda_examples.png",
+                                   f"{example.name} ({example.group}, {example.phase}) "
+                                   "with expert labels, base to apex"),
+                   f"Example slices of {example.name} with the expert labels (RV blue, "
+                   "Myo green, LV red), from base to apex.", "eda_examples")
+
+
+def _model_facts(specs: Sequence[ModelSpec]) -> list[dict]:
+    from lvseg_core.models import LVSegModel, create_model
+
+    from bench import figures
+
+    facts = []
+    for spec in specs:
+        model = None
+        if spec.available:
+            try:
+                model = LVSegModel.from_pretrained(str(spec.folder))
+            except LVSegError:
+                model = None
+        if model is None:
+            model = create_model(spec.arch)
+        f = figures.architecture_facts(spec.arch, model)
+        f["preprocess"] = dict(model.preprocess)
+        f["trained"] = spec.available
+        facts.append(f)
+    return facts
+
+
+def _run_config(runs: Path, arch: str) -> dict | None:
+    return read_json(runs / f"{arch}-main" / "config.json")
+
+
+def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
+    from lvseg_core.runs import read_lr_find
+
+    from bench import figures
+
+    rep.add(SECTIONS[2], "", "### 3.1 Architectures", "")
+    facts = _model_facts(specs)
+    rep.facts["architectures"] = facts
+    rows = []
+    for f in facts:
+        widths = " / ".join(str(c) for c in f["encoder"])
+        rows.append([name(f["arch"]), f"{f['spatial_dims']}D", widths,
+                     " / ".join(str(c) for c in f["decoder"]),
+                     f"{f['parameters'] / 1e6:.2f} M", f["block"]])
+    rep.add("Three encoder-decoder networks with skip connections, all predicting the four "
+            "classes (background, RV, Myo, LV) from one image channel:", "",
+            "- **U-Net** (Ronneberger et al. 2015), here `segmentation-models-pytorch` with a "
+            "light residual encoder, segments each slice in 2D;",
+            "- **Attention U-Net** (Oktay et al. 2018, MONAI) adds attention gates that "
+            "weight each skip connection by the decoder's context, to suppress background;",
+            "- **V-Net** (Milletari et al. 2016, MONAI blocks) sees stacks of slices in 3D "
+            "with residual 5x5x5 convolutions, so it can use the neighbouring slices.", "",
+            md_table(["Model", "Input", "Encoder widths (ch)", "Decoder widths (ch)",
+                      "Parameters", "Blocks"], rows), "")
+    rep.figure(figures.architectures(facts, rep.figures / "architectures.png"),
+               "Block diagrams of the three architectures, with the widths of the weights "
+               "evaluated here.", "architectures")
+    rep.add("### 3.2 Preprocessing", "")
+    rows = []
+    for f in facts:
+        p = f["preprocess"]
+        spacing = p.get("spacing_mm")
+        rows.append([name(f["arch"]),
+                     f"{spacing[0]:g} x {spacing[1]:g} mm" if spacing else "input spacing",
+                     f"{p.get('clip_percentiles', ['?', '?'])[0]}-"
+                     f"{p.get('clip_percentiles', ['?', '?'])[1]} percentile clip, z-score",
+                     f"multiple of {p.get('divisor')}" + (f" x {p['size'][0]}x{p['size'][1]}"
+                                                           if p.get("size") else ""),
+                     f"multiple of {p.get('z_divisor', 1)}"])
+    rep.add("Each model stores its preprocessing plan with its weights; inference applies it "
+            "and maps the class probabilities back onto the exact input grid, so masks have "
+            "the shape and affine of the scan:", "",
+            md_table(["Model", "In-plane resampling", "Intensity", "In-plane padding",
+                      "Slices"], rows), "",
+            "After the arg-max, the largest connected heart region is kept, then the largest "
+            "component of each structure (`lvseg_core.postprocess`).", "")
+    rep.add("### 3.3 Training recipe", "")
+    rows = []
+    for arch in [s.arch for s in specs]:
+        cfg = _run_config(args.runs, arch)
+        if not cfg:
+            rows.append([name(arch), "no run `" + f"{args.runs.name}/{arch}-main" + "` found",
+                         "", "", "", "", "", ""])
+            continue
+        crop = "x".join(str(c) for c in cfg.get("crop", []))
+        if arch == "vnet":
+            crop += f"x{cfg.get('depth')}"
+        rows.append([name(arch), f"{cfg.get('epochs')} (max {cfg.get('max_time') or '-'}; "
+                     f"patience {cfg.get('patience')})",
+                     f"{cfg.get('lr'):g}", f"{cfg.get('weight_decay'):g}",
+                     str(cfg.get("batch_size")), crop, cfg.get("schedule"),
+                     cfg.get("precision") or "default"])
+    try:
+        from train.transforms import intensity_augment, spatial_augment
+
+        spatial = [type(t).__name__ for t in spatial_augment((64, 64)).transforms]
+        intensity = [type(t).__name__ for t in intensity_augment().transforms]
+        augment = (f"spatial: {', '.join(dict.fromkeys(spatial))}; intensity: "
+                   f"{', '.join(intensity)} (MONAI)")
+    except Exception as err:  # the training package is optional for the report
+        augment = f"(train.transforms not importable: {type(err).__name__})"
+    rep.add("Training (`python -m train fit`, PyTorch Lightning): loss Dice + cross-entropy "
+            "(MONAI `DiceCELoss`), AdamW, gradient-norm clipping, early stopping on the "
+            "validation Dice (3D, mean of RV, Myo, LV), best checkpoint exported. "
+            f"Augmentation: {augment}. The runs of this report (from "
+            f"`{args.runs.name}/<model>-main/config.json`):", "",
+            md_table(["Model", "Epochs", "Peak LR", "Weight decay", "Batch", "Patch",
+                      "Schedule", "Precision"], rows), "")
+    lr = read_lr_find(args.runs / "lr_find_unet")
+    if lr:
+        path = figures.lr_find(lr["lr"], lr["loss"], lr.get("suggestion"),
+                               lr.get("model", "unet"), rep.figures / "lr_find.png")
+        rep.add(f"The learning rate was chosen with an LR range test "
+                f"(`python -m train lr-find`, {len(lr['lr'])} steps): the suggested value is "
+                f"{lr['suggestion']:.2e}; the peak learning rates of the runs are in the "
+                "table above.", "")
+        rep.figure(path, "LR range test: training loss while the learning rate grows "
+                   "exponentially.", "lr_find")
+    elif (args.runs / "lr_find_unet" / "lr_find.png").is_file():
+        target = rep.figures / "lr_find.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.runs / "lr_find_unet" / "lr_find.png", target)
+        rep.figure(target, "LR range test (copied from the run folder).", "lr_find")
+    else:
+        rep.add(f"No LR range test found (`{args.runs.name}/lr_find_unet/lr_find.json`); "
+                "run `python -m train lr-find --model unet --out runs/lr_find_unet`.", "")
+
+
+def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
+    from lvseg_core.runs import best_epoch, epoch_events, read_events
+
+    from bench import figures
+
+    rep.add(SECTIONS[3], "", "### 4.1 Hyper-parameter search", "")
+    searches = sorted(args.runs.glob("search_*/results.md")) if args.runs.is_dir() else []
+    if searches:
+        for path in searches:
+            rep.add(f"`python -m train search` in `{path.parent.name}` (short trainings, best "
+                    "validation Dice per trial, best first):", "",
+                    path.read_text().strip(), "")
+    else:
+        rep.add(f"No search results found (`{args.runs.name}/search_*/results.md`). "
+                "`python -m train search --model unet --lrs 1e-3 2e-3 4e-3 --weight-decays "
+                "1e-4 1e-5 --epochs 3 --out runs/search_unet` writes one.", "")
+    rep.add("### 4.2 Learning curves", "")
+    curves, rows = {}, []
+    for arch in [s.arch for s in specs]:
+        run = args.runs / f"{arch}-main"
+        events = read_events(run)
+        epochs = epoch_events(events)
+        if not epochs:
+            rows.append([name(arch), "no `metrics.jsonl` epochs", "", "", "", ""])
+            continue
+        curves[arch] = epochs
+        best = best_epoch(events) or {}
+        end = next((e for e in reversed(events) if e.get("event") == "end"), None)
+        error = next((e for e in reversed(events) if e.get("event") == "error"), None)
+        status = "finished" if end else ("stopped: " + error.get("message", "")[:60]
+                                         if error else "in progress when the report was made")
+        elapsed = epochs[-1].get("elapsed")
+        rows.append([name(arch), str(len(epochs)),
+                     str(best.get("epoch", "n/a")), fmt(best.get("val_dice"), 4),
+                     fmt(elapsed / 3600 if elapsed else None, 2), status])
+    rep.add(md_table(["Model", "Epochs run", "Best epoch", "Best val Dice", "Hours", "Status"],
+                     rows), "")
+    if curves:
+        rep.figure(figures.learning_curves(curves, rep.figures / "learning_curves.png"),
+                   "Learning curves of the main runs: Dice + CE loss (training solid, "
+                   "validation dashed) and validation Dice per epoch.", "learning_curves")
+    rep.facts["training"] = rows
+
+
+def _mean_dice(case: dict) -> float:
+    return num(case["metrics"]["dice"]["mean"])
+
+
+def _best_model(acc: dict) -> str | None:
+    models = acc.get("models", {}) if acc else {}
+    if not models:
+        return None
+    return max(models, key=lambda a: num(models[a]["dice"]["mean"])
+               if _finite(models[a]["dice"]["mean"]) else -1)
+
+
+def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict) -> None:
+    from bench import figures
+    from bench.agreement import INDICES
+
+    rep.add(SECTIONS[4], "")
+    acc = results.get("accuracy")
+    if not acc or not acc.get("models"):
+        reason = results.get("data_problem") or "no model has trained weights"
+        rep.add(f"**No measurement was made:** {reason}. Train the models "
+                "(`python -m train fit ...`) or point `--weights-dir` at their weights, then "
+                "rerun `python -m bench.report`.", "")
+        return
+    models = acc["models"]
+    clin = results.get("clinical") or {"models": {}}
+    spd = (results.get("speed") or {}).get("models", {})
+    patients = acc.get("patients", [])
+    rep.add(f"Evaluated on {len(patients)} {acc.get('split')} patients "
+            f"({next(iter(models.values()))['cases']} volumes, ED and ES, each scored in 3D "
+            "with its voxel spacing) through `lvseg_core.workflows.evaluate_dataset`, the "
+            "engine of `python -m lvseg_core evaluate`. Means over volumes; HD95 is the 95th "
+            "percentile Hausdorff distance in mm; EF error is |predicted - manual| LV EF in "
+            "percentage points per patient.", "", "### 5.1 Comparison", "")
+    rows = []
+    for arch, res in models.items():
+        ef = clin["models"].get(arch, {}).get("indices", {}).get("LV_EF_pct", {})
+        sp = spd.get(arch, {})
+        rows.append([f"**{name(arch)}**", res["cases"],
+                     *[fmt(res["dice"][s]) for s in (*STRUCTURES, "mean")],
+                     fmt(res["hd95_mm"]["mean"], 2), fmt(res["ef_abs_error"], 2),
+                     f"{fmt(ef.get('bias'), 2)} [{fmt(ef.get('loa_low'), 1)}, "
+                     f"{fmt(ef.get('loa_high'), 1)}]",
+                     fmt(sp.get("seconds_per_volume"), 3), fmt(sp.get("speedup"), 2, "x")])
+    rep.add(md_table(["Model", "Volumes", "Dice RV", "Dice Myo", "Dice LV", "Dice mean",
+                      "HD95 mean (mm)", "LV EF error (pp)", "EF bias [95% LoA] (pp)",
+                      "s / volume", "Speed-up vs slice loop"], rows), "")
+    rep.facts["comparison"] = {"header": ["Model", "Dice RV", "Dice Myo", "Dice LV",
+                                          "Dice mean", "HD95 (mm)", "EF err (pp)",
+                                          "s/volume"],
+                               "rows": [[name(a), *[fmt(r["dice"][s]) for s in
+                                                    (*STRUCTURES, "mean")],
+                                         fmt(r["hd95_mm"]["mean"], 2),
+                                         fmt(r["ef_abs_error"], 2),
+                                         fmt(spd.get(a, {}).get("seconds_per_volume"), 3)]
+                                        for a, r in models.items()]}
+    rep.figure(figures.case_dice_boxes(models, rep.figures / "results_dice.png"),
+               "Dice per validation volume, per structure and model.", "results_dice")
+    rep.add("All metrics per structure (mean over volumes; precision/recall/F1 from voxel "
+            "counts, F1 equals Dice for masks):", "")
+    rows = []
+    for arch, res in models.items():
+        for metric, label in METRIC_NAMES.items():
+            digits = 2 if metric == "hd95_mm" else 3
+            rows.append([name(arch), label,
+                         *[fmt(res[metric][s], digits) for s in (*STRUCTURES, "mean")]])
+    rep.add(md_table(["Model", "Metric", "RV", "Myo", "LV", "mean"], rows), "")
+    rep.add("### 5.2 By phase and by pathology group", "")
+    for key, title in (("summary_by_phase", "Phase"), ("summary_by_group", "Group")):
+        rows = []
+        for arch, res in models.items():
+            for part, summ in res.get(key, {}).items():
+                rows.append([name(arch), part, summ["cases"],
+                             *[fmt(summ["dice"][s]) for s in (*STRUCTURES, "mean")],
+                             fmt(summ["hd95_mm"]["mean"], 2),
+                             fmt(summ["precision"]["mean"]), fmt(summ["recall"]["mean"])])
+        rep.add(md_table(["Model", title, "Volumes", "Dice RV", "Dice Myo", "Dice LV",
+                          "Dice mean", "HD95 mean (mm)", "Precision", "Recall"], rows), "")
+    rep.add("### 5.3 Clinical agreement", "")
+    rows = []
+    for arch, res in clin["models"].items():
+        for key, stats in res["indices"].items():
+            label, unit = INDICES[key]
+            rows.append([name(arch), f"{label} ({unit})", stats["n"], fmt(stats["r"]),
+                         fmt(stats["bias"], 2), fmt(stats["sd"], 2),
+                         f"[{fmt(stats['loa_low'], 2)}, {fmt(stats['loa_high'], 2)}]",
+                         fmt(stats["mean_abs"], 2), fmt(stats["mean_reference"], 1)])
+    rep.add("Predicted against manual indices per patient (ED and ES frames; volumes by "
+            "slice summation, mass = ED myocardium x 1.05 g/mL). Bias is the mean of "
+            "predicted - manual, the 95 % limits of agreement are bias ± 1.96 SD, r is "
+            "Pearson's correlation (`bench.agreement`).", "",
+            md_table(["Model", "Index", "Patients", "r", "Bias", "SD", "95% LoA",
+                      "Mean |diff|", "Manual mean"], rows), "")
+    from bench.clinical import bland_altman_figure, scatter_figure
+
+    for arch in models:
+        rep.figure(bland_altman_figure(acc, rep.figures / f"bland_altman_{arch}.png", arch),
+                   f"Bland-Altman plots of {name(arch)}: LV EDV, ESV, EF and myocardial "
+                   "mass.", f"bland_altman_{arch}")
+    rep.figure(scatter_figure(acc, rep.figures / "clinical_scatter.png"),
+               "Predicted vs manual clinical indices (dashed: identity).", "clinical_scatter")
+    section_speed(rep, results)
+    section_robustness(rep, results)
+    section_examples(rep, args, specs, results)
+
+
+def section_speed(rep: Report, results: dict) -> None:
+    from bench import figures
+
+    rep.add("### 5.4 Speed", "")
+    spd = results.get("speed")
+    if not spd or not spd.get("models"):
+        rep.add("Speed was not measured in this run (`--skip-speed`, or no model).", "")
+        return
+    env = spd.get("environment", {})
+    vols = ", ".join(f"{v['name']} ({'x'.join(map(str, v['shape']))})"
+                     for v in spd.get("volumes", []))
+    rep.add(f"On {env.get('device')} ({env.get('cpu_count')} logical CPUs), "
+            f"median of {spd.get('repeats')} runs after {spd.get('warmup')} warm-up, volumes "
+            f"{vols}. *s / volume* is `Segmenter.segment` (preprocess, network, restore, "
+            "post-process; file reading excluded). The baseline is what a user would write "
+            "otherwise: the same network called slice by slice in a Python loop, no "
+            "batching; *speed-up* = baseline time / LVSeg time in the same run. Peak memory "
+            "is the process's peak resident set"
+            + (" (one process per model)" if spd.get("isolated") else
+               " (all models in one process: cumulative)") + ".", "")
+    rows = []
+    for arch, r in spd["models"].items():
+        rows.append([name(arch), f"{r['parameters'] / 1e6:.2f} M", fmt(r["load_s"], 3),
+                     fmt(r["first_inference_s"], 3), fmt(r["seconds_per_volume"], 3),
+                     fmt(r["slices_per_second"], 1),
+                     fmt(r.get("slice_loop_seconds_per_volume"), 3),
+                     fmt(r.get("speedup"), 2, "x") if r.get("speedup") else
+                     "n/a (3D, one pass)" if r.get("spatial_dims") == 3 else "n/a",
+                     fmt(r["peak_rss_mb"], 0),
+                     fmt(r.get("cuda_peak_mb"), 0) if r.get("cuda_peak_mb") else "-"])
+    rep.add(md_table(["Model", "Parameters", "Cold load (s)", "First call (s)", "s / volume",
+                      "Slices / s", "Slice loop s / volume", "Speed-up", "Peak RSS (MB)",
+                      "GPU peak (MB)"], rows), "")
+    rep.figure(figures.speed(spd["models"], rep.figures / "speed.png"),
+               "Seconds per volume, LVSeg's batched inference vs the slice-by-slice loop.",
+               "speed")
+
+
+def section_robustness(rep: Report, results: dict) -> None:
+    from bench import figures
+
+    rep.add("### 5.5 Robustness to acquisition differences", "")
+    rob = results.get("robustness")
+    if not rob or not rob.get("models"):
+        rep.add("Robustness was not measured in this run (`--skip-robustness`, or no "
+                "model).", "")
+        return
+    rep.add(f"A stand-in for other scanners until a second dataset is available: "
+            f"{len(rob['volumes'])} validation volume{'s' if len(rob['volumes']) != 1 else ''} "
+            f"({', '.join(rob['volumes'])}) "
+            "perturbed with MONAI transforms, each at two strengths (`bench.robustness`): a "
+            "smooth bias field, Gaussian noise, a gamma change, a lower in-plane resolution "
+            "(down- then up-sampled), and a different voxel spacing (image and labels "
+            "resampled, affine updated, so the model's preprocessing must cope). Mean Dice "
+            "over RV, Myo, LV, and its change from the clean volumes:", "")
+    first = next(iter(rob["models"].values()))
+    keys = list(first["perturbed"])
+    header = ["Condition", *[name(a) for a in rob["models"]]]
+    rows = [["clean", *[fmt(r["clean"]["mean"]) for r in rob["models"].values()]]]
+    for k in keys:
+        label = first["perturbed"][k]["label"]
+        cells = []
+        for r in rob["models"].values():
+            p = r["perturbed"].get(k)
+            cells.append(f"{fmt(p['dice']['mean'])} ({fmt(p['delta']['mean'], 3)})"
+                         if p else "n/a")
+        rows.append([f"{label} ({first['perturbed'][k]['strength']})", *cells])
+    rep.add(md_table(header, rows), "")
+    rep.figure(figures.robustness(rob["models"], rep.figures / "robustness.png"),
+               "Change of mean Dice under each simulated acquisition difference.",
+               "robustness")
+
+
+# ---------------------------------------------------------------- example figures
+
+
+def _case_index(data: Path) -> dict:
+    from lvseg_core.data import find_cases
+
+    return {c.name: c for c in find_cases(data, require_labels=True)}
+
+
+def _load_case(case):
+    from lvseg_core.io import load_label, load_nifti
+
+    scan = load_nifti(case.image).require_3d()
+    return scan, load_label(case.label, scan)
+
+
+def _mask(results: dict, specs: Sequence[ModelSpec], arch: str, case, scan) -> np.ndarray:
+    """The predicted mask saved by the accuracy run, or a new segmentation."""
+    path = Path(results.get("masks", "")) / arch / f"{case.name}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            mask = data["mask"]
+        if mask.shape == scan.shape3d:
+            return mask
+    spec = next(s for s in specs if s.arch == arch)
+    return spec.segmenter().segment(scan).mask
+
+
+def pick_slices(result: dict, masks: dict, minimum: int = 5) -> list[tuple[str, int, str]]:
+    """``(case, slice, reason)`` for the example figures: the worst volumes, RV at ES,
+    the worst basal and apical slices, a typical and the best volume."""
+    per_case = sorted(result["per_case"], key=_mean_dice)
+    slices = result.get("per_slice", [])
+    picks: list[tuple[str, int, str]] = []
+
+    def add(case: str, k: int, reason: str) -> None:
+        if all((case, k) != (c, s) for c, s, _ in picks):
+            picks.append((case, k, reason))
+
+    def most_errors(case: str) -> int | None:
+        pred, gt = masks.get(case, (None, None))
+        if pred is None:
+            return None
+        errors = [(int(((pred[..., k] != gt[..., k]) & ((pred[..., k] > 0) | (gt[..., k] > 0)))
+                        .sum()), k) for k in range(gt.shape[2])]
+        return max(errors)[1] if errors else None
+
+    def middle(case: str) -> int | None:
+        rows = [r for r in slices if r["case"] == case and r["position"] == "mid"]
+        return rows[len(rows) // 2]["slice"] if rows else None
+
+    for i, case in enumerate(per_case[:2]):
+        k = most_errors(case["name"])
+        if k is not None:
+            add(case["name"], k, "worst volume" if i == 0 else "second-worst volume")
+    es = [r for r in slices if r["phase"] == "ES" and _finite(r["dice"]["RV"])
+          and r["position"] != "outside"]
+    if es:
+        r = min(es, key=lambda r: r["dice"]["RV"])
+        add(r["case"], r["slice"], "worst RV slice at ES")
+    for position in ("basal", "apical"):
+        rows = [r for r in slices if r["position"] == position and _finite(r["dice"]["mean"])]
+        if rows:
+            r = min(rows, key=lambda r: r["dice"]["mean"])
+            add(r["case"], r["slice"], f"worst {position} slice")
+    if per_case:
+        typical = per_case[len(per_case) // 2]
+        k = middle(typical["name"])
+        if k is not None:
+            add(typical["name"], k, "typical volume (median Dice), mid slice")
+        k = middle(per_case[-1]["name"])
+        if k is not None:
+            add(per_case[-1]["name"], k, "best volume, mid slice")
+    for r in sorted((r for r in slices if _finite(r["dice"]["mean"])),
+                    key=lambda r: r["dice"]["mean"]):
+        if len(picks) >= minimum:
+            break
+        add(r["case"], r["slice"], f"low-Dice {r['position']} slice")
+    return picks
+
+
+def section_examples(rep: Report, args, specs: Sequence[ModelSpec], results: dict) -> None:
+    from bench import figures
+
+    acc = results["accuracy"]
+    best = _best_model(acc)
+    rep.add("### 5.6 Example segmentations", "")
+    if best is None:
+        rep.add("No model was evaluated.", "")
+        return
+    result = acc["models"][best]
+    index = _case_index(args.data)
+    loaded: dict[str, tuple] = {}
+    masks: dict[str, tuple] = {}
+    for case in result["per_case"]:
+        source = index.get(case["name"])
+        if source is None:
+            continue
+        scan, gt = _load_case(source)
+        loaded[case["name"]] = (source, scan, gt)
+        masks[case["name"]] = (_mask(results, specs, best, source, scan), gt)
+    picks = pick_slices(result, masks, minimum=max(5, args.examples))
+    rep.add(f"Real validation slices segmented by the model with the best mean Dice, "
+            f"**{name(best)}**: image, expert labels, prediction and error map (amber: "
+            "false positive, magenta: false negative). They include the worst volumes and "
+            "slices, not only good ones.", "")
+    per_slice = {(r["case"], r["slice"]): r for r in result.get("per_slice", [])}
+    shown = []
+    for i, (case_name, k, reason) in enumerate(picks, start=1):
+        source, scan, gt = loaded[case_name]
+        pred = masks[case_name][0]
+        row = per_slice.get((case_name, k))
+        dice = ("; slice Dice " + ", ".join(f"{s} {fmt(row['dice'][s], 2)}" for s in STRUCTURES)
+                if row else "")
+        position = row["position"] if row else "?"
+        title = (f"{name(best)}: {case_name} ({source.group}, {source.phase}), slice "
+                 f"{k + 1}/{gt.shape[2]} ({position}) - {reason}{dice}")
+        path = figures.segmentation_panel(scan.array[..., k], gt[..., k], pred[..., k],
+                                          scan.spacing, title, rep.figures / f"seg_{i:02d}.png",
+                                          volume=scan.array, box=figures.heart_box(gt))
+        rep.figure(path, title, f"seg_{i:02d}")
+        shown.append(path)
+    rep.facts["examples"] = shown
+    if len(acc["models"]) > 1 and picks:
+        case_name, k, reason = picks[0]
+        source, scan, gt = loaded[case_name]
+        preds = {a: _mask(results, specs, a, source, scan)[..., k] for a in acc["models"]}
+        title = f"{case_name} ({source.group}, {source.phase}), slice {k + 1}: every model"
+        rep.figure(figures.models_panel(scan.array[..., k], gt[..., k], preds, scan.spacing,
+                                        title, rep.figures / "seg_models.png",
+                                        volume=scan.array, box=figures.heart_box(gt)),
+                   f"The {reason} ({case_name}, slice {k + 1}) segmented by every model.",
+                   "seg_models")
+
+
+# ---------------------------------------------------------------- failure analysis
+
+
+def section_failures(rep: Report, args, results: dict) -> None:
+    from bench import figures
+    from bench.accuracy import OUTSIDE, POSITIONS
+
+    rep.add(SECTIONS[5], "")
+    acc = results.get("accuracy")
+    if not acc or not acc.get("models"):
+        rep.add("No measurement: see section 5.", "")
+        return
+    models = acc["models"]
+    rep.add("### 6.1 Slice position", "",
+            "2D Dice of each labelled slice, grouped by its position in the heart (thirds of "
+            "the labelled slices from base to apex); *outside* counts predictions on slices "
+            "the expert left empty (their Dice is 0):", "")
+    rows = []
+    panels: dict[str, dict] = {s: {} for s in (*STRUCTURES, "mean")}
+    for arch, res in models.items():
+        for position in (*POSITIONS, OUTSIDE):
+            entry = res.get("by_position", {}).get(position)
+            if not entry:
+                continue
+            rows.append([name(arch), position, entry["slices"],
+                         *[fmt(entry["dice"][s]) for s in (*STRUCTURES, "mean")]])
+            for s in panels:
+                panels[s].setdefault(arch, {})[position] = entry["dice"][s]
+    rep.add(md_table(["Model", "Position", "Slices", "Dice RV", "Dice Myo", "Dice LV",
+                      "Dice mean"], rows), "")
+    rep.figure(figures.small_multiples({s: panels[s] for s in STRUCTURES}, list(POSITIONS),
+                                       rep.figures / "failure_position.png", "slice Dice",
+                                       "Dice by slice position"),
+               "Slice Dice by position, base to apex.", "failure_position")
+    rep.add("### 6.2 RV at end-systole", "")
+    rows = []
+    phase_panels: dict[str, dict] = {s: {} for s in STRUCTURES}
+    for arch, res in models.items():
+        phases = res.get("summary_by_phase", {})
+        pos_es = res.get("by_position_phase", {}).get("ES", {})
+        rows.append([name(arch), fmt(phases.get("ED", {}).get("dice", {}).get("RV")),
+                     fmt(phases.get("ES", {}).get("dice", {}).get("RV")),
+                     *[fmt(pos_es.get(p, {}).get("dice", {}).get("RV")) for p in POSITIONS],
+                     fmt(phases.get("ES", {}).get("hd95_mm", {}).get("RV"), 2)])
+        for s in STRUCTURES:
+            for phase, summ in phases.items():
+                phase_panels[s].setdefault(arch, {})[phase] = summ["dice"][s]
+    rep.add("The RV is thin-walled and crescent-shaped, and at ES it is smallest, so each "
+            "wrong voxel weighs most:", "",
+            md_table(["Model", "RV Dice ED", "RV Dice ES", "RV ES basal (slice)",
+                      "RV ES mid (slice)", "RV ES apical (slice)", "RV HD95 ES (mm)"], rows),
+            "")
+    phases = sorted({p for v in phase_panels["RV"].values() for p in v})
+    rep.figure(figures.small_multiples(phase_panels, phases, rep.figures / "failure_phase.png",
+                                       "volume Dice", "Dice by phase"),
+               "Volume Dice by cardiac phase.", "failure_phase")
+    rep.add("### 6.3 Pathology groups", "")
+    group_panels: dict[str, dict] = {s: {} for s in STRUCTURES}
+    for arch, res in models.items():
+        for group, summ in res.get("summary_by_group", {}).items():
+            for s in STRUCTURES:
+                group_panels[s].setdefault(arch, {})[group] = summ["dice"][s]
+    groups = sorted({g for v in group_panels["RV"].values() for g in v})
+    rep.add("Dice per group is in the table of section 5.2 (the validation split holds "
+            "two patients per group, so group means rest on four volumes each).", "")
+    rep.figure(figures.small_multiples(group_panels, groups, rep.figures / "failure_group.png",
+                                       "volume Dice", "Dice by pathology group"),
+               "Volume Dice by pathology group.", "failure_group")
+    best = _best_model(acc)
+    rep.add("### 6.4 Worst volumes", "", f"The five volumes with the lowest mean Dice for "
+            f"{name(best)}:", "")
+    rows = []
+    for case in sorted(models[best]["per_case"], key=_mean_dice)[:5]:
+        m = case["metrics"]
+        rows.append([case["name"], case["group"], case["phase"],
+                     *[fmt(m["dice"][s]) for s in (*STRUCTURES, "mean")],
+                     fmt(m["hd95_mm"]["mean"], 2)])
+    rep.add(md_table(["Volume", "Group", "Phase", "Dice RV", "Dice Myo", "Dice LV",
+                      "Dice mean", "HD95 mean (mm)"], rows), "")
+    rep.facts["failures"] = failure_findings(acc)
+
+
+def failure_findings(acc: dict) -> dict[str, Any]:
+    """Measured facts behind the failure analysis and the next steps."""
+    best = _best_model(acc)
+    res = acc["models"][best]
+    findings: dict[str, Any] = {"model": best}
+    pos = res.get("by_position", {})
+    mean = {p: num(pos.get(p, {}).get("dice", {}).get("mean")) for p in ("basal", "mid",
+                                                                          "apical")}
+    findings["position_mean"] = mean
+    worst_cell = None
+    for p, entry in pos.items():
+        if p == "outside":
+            continue
+        for s in STRUCTURES:
+            v = num(entry["dice"][s])
+            if math.isfinite(v) and (worst_cell is None or v < worst_cell[2]):
+                worst_cell = (p, s, v)
+    findings["worst_position_structure"] = worst_cell
+    phases = res.get("summary_by_phase", {})
+    cells = [(ph, s, num(summ["dice"][s])) for ph, summ in phases.items() for s in STRUCTURES]
+    cells = [c for c in cells if math.isfinite(c[2])]
+    findings["worst_phase_structure"] = min(cells, key=lambda c: c[2]) if cells else None
+    groups = res.get("summary_by_group", {})
+    g = [(name_, num(summ["dice"]["mean"])) for name_, summ in groups.items()]
+    g = [x for x in g if math.isfinite(x[1])]
+    findings["worst_group"] = min(g, key=lambda x: x[1]) if g else None
+    findings["outside_slices"] = pos.get("outside", {}).get("slices", 0)
+    return findings
+
+
+# ---------------------------------------------------------------- next steps
+
+
+def section_next(rep: Report, results: dict) -> None:
+    rep.add(SECTIONS[6], "")
+    acc = results.get("accuracy")
+    bullets = []
+    if acc and acc.get("models"):
+        f = rep.facts.get("failures") or failure_findings(acc)
+        model = name(f["model"])
+        mean = f["position_mean"]
+        if all(math.isfinite(v) for v in mean.values()):
+            ends = min(mean["basal"], mean["apical"])
+            which = "basal" if mean["basal"] <= mean["apical"] else "apical"
+            bullets.append(
+                f"**{which.capitalize()} slices** score lowest for {model} (slice Dice "
+                f"{fmt(mean[which])} vs {fmt(mean['mid'])} mid-ventricle, a gap of "
+                f"{fmt(mean['mid'] - ends)}): give the 2D models neighbouring slices as extra "
+                "channels (2.5D), oversample base and apex in training, and add the "
+                "challenge's rule for the basal slice (LV cavity enclosed by myocardium).")
+        if f.get("worst_phase_structure"):
+            ph, s, v = f["worst_phase_structure"]
+            bullets.append(
+                f"The weakest structure/phase is **{s} at {ph}** (Dice {fmt(v)}): weight "
+                f"{s} more in the loss (class-weighted Dice/CE or a boundary loss) and train "
+                "with more ES frames from the full cine sequence.")
+        if f.get("worst_group"):
+            gname, v = f["worst_group"]
+            bullets.append(
+                f"The hardest pathology group is **{gname}** (mean Dice {fmt(v)}): with two "
+                "validation patients per group this is noisy; cross-validation over all 80 "
+                "patients (5 folds) would make group comparisons reliable.")
+        if f.get("outside_slices"):
+            bullets.append(
+                f"{f['outside_slices']} slices without expert labels received a prediction "
+                f"({model}): a slice-level heart/no-heart check or 3D connectivity over the "
+                "stack would remove them.")
+        clin = results.get("clinical") or {}
+        ef = clin.get("models", {}).get(f["model"], {}).get("indices", {}).get("LV_EF_pct")
+        if ef and _finite(ef.get("bias")):
+            bullets.append(
+                f"LV EF agreement for {model}: bias {fmt(ef['bias'], 2)} pp, 95 % limits "
+                f"[{fmt(ef['loa_low'], 1)}, {fmt(ef['loa_high'], 1)}] pp; inter-observer "
+                "limits in the literature are about ±5-8 pp, the target to beat.")
+    rob = results.get("robustness")
+    if rob and rob.get("models"):
+        worst = None
+        for arch, res in rob["models"].items():
+            for p in res["perturbed"].values():
+                d = num(p["delta"]["mean"])
+                if math.isfinite(d) and (worst is None or d < worst[2]):
+                    worst = (arch, p["label"], d)
+        if worst:
+            bullets.append(
+                f"The largest robustness loss is **{worst[1]}** for {name(worst[0])} "
+                f"(mean Dice {fmt(worst[2], 3)}): widen that augmentation in "
+                "`train/transforms.py`, and test on a second dataset with other vendors "
+                "(e.g. M&Ms) instead of simulations.")
+    bullets += [
+        "Ensemble the three models (average probabilities) and add test-time flips; both "
+        "are cheap at inference and usually gain Dice on the hard slices.",
+        "Train longer on a GPU: the CPU runs of this report stop on a wall-time budget, and "
+        "the learning curves show whether validation Dice was still rising.",
+    ]
+    rep.add(*[f"- {b}" for b in bullets], "")
+
+
+def section_reproduce(rep: Report, args) -> None:
+    rep.add(SECTIONS[7], "", "```bash",
+            "python -m bench.report                      # this report, slides and README "
+            "results",
+            "python -m bench.accuracy --json bench/results/accuracy.json",
+            "python -m bench.clinical --accuracy bench/results/accuracy.json --figures "
+            "docs/figures",
+            "python -m bench.speed --json bench/results/speed.json",
+            "python -m bench.robustness --json bench/results/robustness.json",
+            "python -m bench.bench_inference --random-init --volumes 3   # quick speed check",
+            "```", "")
+
+
+# ---------------------------------------------------------------- README
+
+
+def readme_block(rep: Report, readme: Path, results: dict) -> str:
+    lines = [README_START, ""]
+    comparison = rep.facts.get("comparison")
+    if comparison:
+        acc = results["accuracy"]
+        lines.append(f"Validation patients of the standard split ({len(acc['patients'])} "
+                     f"patients, {next(iter(acc['models'].values()))['cases']} volumes, "
+                     "scored in 3D), from the last run of the report command:")
+        lines += ["", md_table(comparison["header"], comparison["rows"]), ""]
+        fig = rep.facts["figures"].get("seg_01") or rep.facts["figures"].get("results_dice")
+        if fig:
+            rel = os.path.relpath(fig, readme.parent).replace(os.sep, "/")
+            lines += [f"![Example segmentation]({rel})", ""]
+    else:
+        lines += ["No measurement yet (no trained weights or no data when the report was "
+                  "last generated).", ""]
+    report_rel = os.path.relpath(rep.out / "REPORT.md", readme.parent).replace(os.sep, "/")
+    lines += [f"Full report with figures, clinical agreement, speed, robustness and failure "
+              f"analysis: [{report_rel}]({report_rel}); slides: `"
+              f"{os.path.relpath(rep.out / 'LVSeg.pptx', readme.parent)}`. Regenerate all "
+              "of it with `python -m bench.report`.", "", README_END]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the block between the markers; False (and nothing written) without them."""
+    try:
+        text = readme.read_text()
+    except OSError:
+        return False
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    new = text[:start] + block + text[end + len(README_END):]
+    if new != text:
+        readme.write_text(new)
+    return True
+
+
+# ---------------------------------------------------------------- main
+
+
+def clean_figures(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for path in folder.glob("*.png"):
+        if path.name.startswith(FIGURE_PREFIXES):
+            path.unlink()
+
+
+def build(args) -> Path:
+    """Measure and write the report; returns the path of REPORT.md."""
+    from bench import figures
+
+    figures.DPI = 70 if args.quick else 110
+    specs = resolve_models(args.models, args.weights_dir, args.runs)
+    results = measure(args, specs)
+    rep = Report(args.out)
+    clean_figures(rep.figures)
+    rep.figures.mkdir(parents=True, exist_ok=True)
+    section_header(rep, args, specs, results)
+    section_problem(rep)
+    section_data(rep, args, results)
+    section_method(rep, args, specs)
+    section_experiments(rep, args, specs)
+    section_results(rep, args, specs, results)
+    section_failures(rep, args, results)
+    section_next(rep, results)
+    section_reproduce(rep, args)
+    path = args.out / "REPORT.md"
+    path.write_text(rep.text())
+    log(f"report: {path}")
+    from bench import slides
+
+    deck = slides.build_deck(rep, results, args, args.out / "LVSeg.pptx")
+    log(f"slides: {deck}")
+    if args.readme is not None:
+        if update_readme(args.readme, readme_block(rep, args.readme, results)):
+            log(f"README results refreshed: {args.readme}")
+        else:
+            log(f"README not changed: no {README_START} ... {README_END} block in "
+                f"{args.readme}")
+    return path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.report",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=default_data(),
+                        help="ACDC-layout folder (default: $LVSEG_DATA or ../shared/data/acdc)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs",
+                        help="where REPORT.md, figures/ and LVSeg.pptx go (default: docs/)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
+                        help="measurement JSON (and predicted masks) folder "
+                             "(default: bench/results/)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse measurements in --results when their settings and "
+                             "weights match, instead of measuring again")
+    parser.add_argument("--models", nargs="+", choices=ARCHS, default=list(ARCHS))
+    parser.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
+                        help="weights in DIR/<architecture>/ (default: bundled weights, "
+                             "then <runs>/<architecture>-main/model)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs",
+                        help="training runs: configs, learning curves, LR test, search "
+                             "(default: runs/)")
+    parser.add_argument("--split", choices=("validation", "all"), default="validation")
+    parser.add_argument("--cases", type=int, default=None, metavar="N",
+                        help="evaluate at most N volumes (default: the whole split; "
+                             "--quick: 4)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: few volumes, one timing run, one robustness "
+                             "volume, everything in one process")
+    parser.add_argument("--speed-cases", type=int, default=None, help="volumes timed (3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per volume (3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (1)")
+    parser.add_argument("--robustness-cases", type=int, default=None,
+                        help="volumes perturbed (6)")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-robustness", action="store_true")
+    parser.add_argument("--examples", type=int, default=6,
+                        help="example segmentation figures (at least 5)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                        help="README whose results block is refreshed (default: README.md)")
+    parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    quick = args.quick
+    if args.cases is None and quick:
+        args.cases = 4
+    args.speed_cases = args.speed_cases or (1 if quick else 3)
+    args.repeats = args.repeats or (1 if quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (0 if quick else 1)
+    args.robustness_cases = args.robustness_cases or (1 if quick else 6)
+    args.isolate = not quick
+    if args.no_readme:
+        args.readme = None
+    if args.cases is not None and args.cases < 1:
+        parser.error("--cases must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_torch(args.threads)
+    try:
+        build(args)
+    except KeyboardInterrupt:
+        log("error: interrupted")
+        return 1
+    except (LVSegError, OSError) as err:
+        log(f"error: {' '.join(str(err).split())}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
