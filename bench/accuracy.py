@@ -208,7 +208,9 @@ def run(data: Path, specs: Sequence[ModelSpec], split: str = "validation",
             continue
         log(f"{spec.arch}: evaluating {len(patients)} patients ({spec.source}) ...")
         try:
-            report["models"][spec.arch] = evaluate_model(spec, data, patients, dev, masks_dir)
+            report["models"][spec.arch] = evaluate_model(
+                spec, data, patients, dev, masks_dir,
+                progress=lambda done, total, case, a=spec.arch: log(f"{a}: {done}/{total} {case}"))
         except LVSegError as err:
             report["skipped"][spec.arch] = f"evaluation failed: {' '.join(str(err).split())}"
             log(f"{spec.arch}: {report['skipped'][spec.arch]}")

@@ -157,6 +157,7 @@ def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
         data = fn()
         data["settings"] = settings
         data["seconds"] = time.time() - start
+        log(f"{kind}: done in {data['seconds']:.0f} s")
         write_json(data, path)
         return data
 
@@ -395,6 +396,10 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
                    f"{', '.join(intensity)} (MONAI)")
     except Exception as err:  # the training package is optional for the report
         augment = f"(train.transforms not importable: {type(err).__name__})"
+    schedules = sorted({str(r[6]) for r in rows if r[6]})
+    rep.facts["recipe"] = ("Dice + cross-entropy loss, AdamW"
+                           + (f", {'/'.join(schedules)} LR schedule" if schedules else "")
+                           + f"; augmentation: {augment}")
     rep.add("Training (`python -m train fit`, PyTorch Lightning): loss Dice + cross-entropy "
             "(MONAI `DiceCELoss`), AdamW, gradient-norm clipping, early stopping on the "
             "validation Dice (3D, mean of RV, Myo, LV), best checkpoint exported. "
@@ -449,6 +454,10 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             continue
         curves[arch] = epochs
         best = best_epoch(events) or {}
+        cfg = _run_config(args.runs, arch) or {}
+        rep.facts.setdefault("curves", {})[arch] = {
+            "best": best.get("epoch"), "last": epochs[-1].get("epoch", len(epochs) - 1),
+            "max_time": cfg.get("max_time")}
         end = next((e for e in reversed(events) if e.get("event") == "end"), None)
         error = next((e for e in reversed(events) if e.get("event") == "error"), None)
         status = "finished" if end else ("stopped: " + error.get("message", "")[:60]
@@ -480,7 +489,8 @@ def _best_model(acc: dict) -> str | None:
 
 def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict) -> None:
     from bench import figures
-    from bench.agreement import INDICES
+    from bench.agreement import INDICES, LOA_Z
+    from lvseg_core.clinical import MYOCARDIAL_DENSITY_G_PER_ML
 
     rep.add(SECTIONS[4], "")
     acc = results.get("accuracy")
@@ -554,9 +564,9 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
                          f"[{fmt(stats['loa_low'], 2)}, {fmt(stats['loa_high'], 2)}]",
                          fmt(stats["mean_abs"], 2), fmt(stats["mean_reference"], 1)])
     rep.add("Predicted against manual indices per patient (ED and ES frames; volumes by "
-            "slice summation, mass = ED myocardium x 1.05 g/mL). Bias is the mean of "
-            "predicted - manual, the 95 % limits of agreement are bias ± 1.96 SD, r is "
-            "Pearson's correlation (`bench.agreement`).", "",
+            f"slice summation, mass = ED myocardium x {MYOCARDIAL_DENSITY_G_PER_ML:g} g/mL). "
+            "Bias is the mean of predicted - manual, the 95 % limits of agreement are "
+            f"bias ± {LOA_Z:g} SD, r is Pearson's correlation (`bench.agreement`).", "",
             md_table(["Model", "Index", "Patients", "r", "Bias", "SD", "95% LoA",
                       "Mean |diff|", "Manual mean"], rows), "")
     from bench.clinical import bland_altman_figure, scatter_figure
@@ -843,8 +853,15 @@ def section_failures(rep: Report, args, results: dict) -> None:
             for s in STRUCTURES:
                 group_panels[s].setdefault(arch, {})[group] = summ["dice"][s]
     groups = sorted({g for v in group_panels["RV"].values() for g in v})
-    rep.add("Dice per group is in the table of section 5.2 (the validation split holds "
-            "two patients per group, so group means rest on four volumes each).", "")
+    best_cases = models[_best_model(acc)]["per_case"]
+    per_group: dict[str, set] = {}
+    for case in best_cases:
+        per_group.setdefault(case["group"] or "?", set()).add(case["patient"])
+    sizes = sorted({len(v) for v in per_group.values()})
+    size_text = (f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}")
+    rep.add(f"Dice per group is in the table of section 5.2; each group mean rests on "
+            f"{size_text} evaluated patient{'s' if sizes[-1] != 1 else ''}, so differences "
+            "between groups are indicative only.", "")
     rep.figure(figures.small_multiples(group_panels, groups, rep.figures / "failure_group.png",
                                        "volume Dice", "Dice by pathology group"),
                "Volume Dice by pathology group.", "failure_group")
@@ -920,10 +937,12 @@ def section_next(rep: Report, results: dict) -> None:
                 "with more ES frames from the full cine sequence.")
         if f.get("worst_group"):
             gname, v = f["worst_group"]
+            total = (rep.facts.get("data") or {}).get("patients")
             bullets.append(
-                f"The hardest pathology group is **{gname}** (mean Dice {fmt(v)}): with two "
-                "validation patients per group this is noisy; cross-validation over all 80 "
-                "patients (5 folds) would make group comparisons reliable.")
+                f"The hardest pathology group is **{gname}** (mean Dice {fmt(v)}), on few "
+                "validation patients per group; cross-validation over all "
+                + (f"{total} " if total else "") + "patients would make group comparisons "
+                "reliable.")
         if f.get("outside_slices"):
             bullets.append(
                 f"{f['outside_slices']} slices without expert labels received a prediction "
@@ -934,8 +953,9 @@ def section_next(rep: Report, results: dict) -> None:
         if ef and _finite(ef.get("bias")):
             bullets.append(
                 f"LV EF agreement for {model}: bias {fmt(ef['bias'], 2)} pp, 95 % limits "
-                f"[{fmt(ef['loa_low'], 1)}, {fmt(ef['loa_high'], 1)}] pp; inter-observer "
-                "limits in the literature are about ±5-8 pp, the target to beat.")
+                f"[{fmt(ef['loa_low'], 1)}, {fmt(ef['loa_high'], 1)}] pp; compare these limits "
+                "with the inter-observer limits of agreement published for ACDC before "
+                "trusting single-patient EF values.")
     rob = results.get("robustness")
     if rob and rob.get("models"):
         worst = None
@@ -950,12 +970,15 @@ def section_next(rep: Report, results: dict) -> None:
                 f"(mean Dice {fmt(worst[2], 3)}): widen that augmentation in "
                 "`train/transforms.py`, and test on a second dataset with other vendors "
                 "(e.g. M&Ms) instead of simulations.")
-    bullets += [
-        "Ensemble the three models (average probabilities) and add test-time flips; both "
-        "are cheap at inference and usually gain Dice on the hard slices.",
-        "Train longer on a GPU: the CPU runs of this report stop on a wall-time budget, and "
-        "the learning curves show whether validation Dice was still rising.",
-    ]
+    for arch, c in (rep.facts.get("curves") or {}).items():
+        if c["best"] is not None and c["best"] >= c["last"] - 1:
+            bullets.append(
+                f"{name(arch)} was still improving when its run ended (best validation Dice "
+                f"at epoch {c['best'] + 1} of {c['last'] + 1}"
+                + (f", wall-time limit {c['max_time']}" if c.get("max_time") else "")
+                + "): train it longer, e.g. on a GPU (`--accelerator gpu`).")
+    bullets.append("Ensemble the three models (average probabilities) and add test-time "
+                   "flips; both are cheap at inference and target the hard slices.")
     rep.add(*[f"- {b}" for b in bullets], "")
 
 

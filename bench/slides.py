@@ -142,8 +142,7 @@ def build_deck(rep, results: dict, args, path: Path) -> Path:
              Inches(3.8))
     _bullets(slide, [", ".join(f"{name(f['arch'])} {f['parameters'] / 1e6:.2f} M parameters"
                                for f in arch),
-                     "Dice + cross-entropy loss, AdamW, one-cycle LR, MONAI augmentation "
-                     "(bias field, gamma, noise, low resolution, affine)",
+                     rep.facts.get("recipe", "Dice + cross-entropy loss, AdamW"),
                      "Inference: normalise, resample to the training spacing, pad; restore "
                      "to the input grid; keep the largest components"],
              Inches(0.6), Inches(5.2), body_w, Inches(2.0), 15)

@@ -48,9 +48,20 @@ from lvseg_core.errors import LVSegError  # noqa: E402
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux: KB units)."""
+    """Peak resident memory of this process so far, in MB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status`` (it starts afresh in a new
+    program, unlike ``ru_maxrss``, which a child started by a bigger parent
+    inherits); elsewhere ``resource.getrusage``.
+    """
     import resource
 
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 if sys.platform != "darwin" else peak / 1024.0 / 1024.0
 
@@ -95,6 +106,7 @@ def measure_model(spec: ModelSpec, scans: Sequence, device, repeats: int = 3,
         "weights_id": spec.fingerprint(), "weights_source": spec.source,
         "parameters": model.num_parameters, "spatial_dims": model.spatial_dims,
         "batch_size": segmenter.batch_size, "device": segmenter.device_label,
+        "precision": getattr(segmenter, "precision", "auto"),
         "load_s": load_s, "first_inference_s": first_s,
         "seconds_per_volume": batched / len(rows),
         "slices_per_second": slices / batched if batched > 0 else None,
