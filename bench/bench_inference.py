@@ -12,7 +12,7 @@ a Python loop (batch of 1) instead of one batched pass; its masks are checked
 against the batched ones. The baseline does not apply to V-Net (one
 volumetric pass).
 
-    python bench/bench_inference.py --random-init --models unet --volumes 3 \
+    python -m bench.bench_inference --random-init --models unet --volumes 3 \
         --json bench/results/inference.json
 
 Timings vary with machine load; the JSON records device, threads and versions.

@@ -174,10 +174,12 @@ def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
 def split_patients(data: Path, split: str = "validation", cases: int | None = None
                    ) -> list[str]:
     """Patients to evaluate: the validation split (or all), at most ``cases`` volumes
-    as whole patients (``cases // 2`` patients, at least one)."""
+    as whole patients (``cases // 2`` patients, at least one), taken in turn from
+    each pathology group so that a small subset still covers the groups."""
     from lvseg_core.data import VALIDATION_PATIENTS, find_cases
 
-    present = sorted({c.patient for c in find_cases(data, require_labels=True)})
+    labelled = find_cases(data, require_labels=True)
+    present = sorted({c.patient for c in labelled})
     if split == "validation":
         wanted = [p for p in VALIDATION_PATIENTS if p in present]
         if not wanted:
@@ -185,9 +187,19 @@ def split_patients(data: Path, split: str = "validation", cases: int | None = No
                              f"({', '.join(VALIDATION_PATIENTS)}) is there; use --split all")
     else:
         wanted = present
-    if cases is not None:
-        wanted = wanted[:max(1, int(cases) // 2)]
-    return wanted
+    if cases is None:
+        return wanted
+    count = max(1, int(cases) // 2)
+    group = {c.patient: c.group or "?" for c in labelled}
+    queues: dict[str, list[str]] = {}
+    for patient in wanted:
+        queues.setdefault(group[patient], []).append(patient)
+    chosen: list[str] = []
+    while len(chosen) < min(count, len(wanted)):
+        for queue in queues.values():
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return sorted(chosen, key=wanted.index)
 
 
 def select_cases(data: Path, patients: Sequence[str]):

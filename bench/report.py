@@ -776,6 +776,7 @@ def section_examples(rep: Report, args, specs: Sequence[ModelSpec], results: dic
                                           scan.spacing, title, rep.figures / f"seg_{i:02d}.png",
                                           volume=scan.array, box=figures.heart_box(gt))
         rep.figure(path, title, f"seg_{i:02d}")
+        rep.facts.setdefault("example_reasons", {})[f"seg_{i:02d}"] = reason
         shown.append(path)
     rep.facts["examples"] = shown
     if len(acc["models"]) > 1 and picks:
@@ -1007,7 +1008,9 @@ def readme_block(rep: Report, readme: Path, results: dict) -> str:
                      f"patients, {next(iter(acc['models'].values()))['cases']} volumes, "
                      "scored in 3D), from the last run of the report command:")
         lines += ["", md_table(comparison["header"], comparison["rows"]), ""]
-        fig = rep.facts["figures"].get("seg_01") or rep.facts["figures"].get("results_dice")
+        reasons = rep.facts.get("example_reasons", {})
+        typical = next((k for k, r in reasons.items() if r.startswith("typical")), "seg_01")
+        fig = rep.facts["figures"].get(typical) or rep.facts["figures"].get("results_dice")
         if fig:
             rel = os.path.relpath(fig, readme.parent).replace(os.sep, "/")
             lines += [f"![Example segmentation]({rel})", ""]
