@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from bench.common import (ModelSpec, add_common_options, data_problem, environment, log,  # noqa: E402
                           pick_device, resolve_models, run_main, setup_torch, split_patients,
-                          write_json)
+                          write_json, reason)
 from lvseg_core.errors import LVSegError  # noqa: E402
 from lvseg_core.labels import LABEL_OF, STRUCTURES  # noqa: E402
 
@@ -211,8 +211,8 @@ def run(data: Path, specs: Sequence[ModelSpec], split: str = "validation",
             report["models"][spec.arch] = evaluate_model(
                 spec, data, patients, dev, masks_dir,
                 progress=lambda done, total, case, a=spec.arch: log(f"{a}: {done}/{total} {case}"))
-        except LVSegError as err:
-            report["skipped"][spec.arch] = f"evaluation failed: {' '.join(str(err).split())}"
+        except Exception as err:  # one model failing must not stop the others
+            report["skipped"][spec.arch] = f"evaluation failed: {reason(err)}"
             log(f"{spec.arch}: {report['skipped'][spec.arch]}")
     return report
 

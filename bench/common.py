@@ -261,6 +261,14 @@ def fmt(value: Any, digits: int = 3, unit: str = "") -> str:
     return f"{value:.{digits}f}{unit}"
 
 
+def reason(err: BaseException) -> str:
+    """One line for an error: the message of an LVSegError, else type and message."""
+    text = " ".join(str(err).split())
+    if isinstance(err, LVSegError):
+        return text or type(err).__name__
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

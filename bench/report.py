@@ -33,8 +33,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,  # noqa: E402
-                          log, num, read_json, resolve_models, setup_torch, split_patients,
-                          write_json)
+                          log, num, read_json, reason, resolve_models, setup_torch,
+                          split_patients, write_json)
 from lvseg_core.errors import LVSegError  # noqa: E402
 from lvseg_core.labels import STRUCTURES  # noqa: E402
 
@@ -763,7 +763,7 @@ def section_examples(rep: Report, args, specs: Sequence[ModelSpec], results: dic
             "slices, not only good ones.", "")
     per_slice = {(r["case"], r["slice"]): r for r in result.get("per_slice", [])}
     shown = []
-    for i, (case_name, k, reason) in enumerate(picks, start=1):
+    for i, (case_name, k, why) in enumerate(picks, start=1):
         source, scan, gt = loaded[case_name]
         pred = masks[case_name][0]
         row = per_slice.get((case_name, k))
@@ -771,23 +771,23 @@ def section_examples(rep: Report, args, specs: Sequence[ModelSpec], results: dic
                 if row else "")
         position = row["position"] if row else "?"
         title = (f"{name(best)}: {case_name} ({source.group}, {source.phase}), slice "
-                 f"{k + 1}/{gt.shape[2]} ({position}) - {reason}{dice}")
+                 f"{k + 1}/{gt.shape[2]} ({position}) - {why}{dice}")
         path = figures.segmentation_panel(scan.array[..., k], gt[..., k], pred[..., k],
                                           scan.spacing, title, rep.figures / f"seg_{i:02d}.png",
                                           volume=scan.array, box=figures.heart_box(gt))
         rep.figure(path, title, f"seg_{i:02d}")
-        rep.facts.setdefault("example_reasons", {})[f"seg_{i:02d}"] = reason
+        rep.facts.setdefault("example_reasons", {})[f"seg_{i:02d}"] = why
         shown.append(path)
     rep.facts["examples"] = shown
     if len(acc["models"]) > 1 and picks:
-        case_name, k, reason = picks[0]
+        case_name, k, why = picks[0]
         source, scan, gt = loaded[case_name]
         preds = {a: _mask(results, specs, a, source, scan)[..., k] for a in acc["models"]}
         title = f"{case_name} ({source.group}, {source.phase}), slice {k + 1}: every model"
         rep.figure(figures.models_panel(scan.array[..., k], gt[..., k], preds, scan.spacing,
                                         title, rep.figures / "seg_models.png",
                                         volume=scan.array, box=figures.heart_box(gt)),
-                   f"The {reason} ({case_name}, slice {k + 1}) segmented by every model.",
+                   f"The {why} ({case_name}, slice {k + 1}) segmented by every model.",
                    "seg_models")
 
 
@@ -1043,6 +1043,22 @@ def update_readme(readme: Path, block: str) -> bool:
 # ---------------------------------------------------------------- main
 
 
+#: Marker of a part of the report that failed (tests look for it).
+FAILED_PART = "**This part of the report could not be generated:**"
+
+
+def guarded(rep: Report, section, *args) -> None:
+    """Run one section; an unexpected error becomes a line in the report (and a
+    traceback on stderr) instead of losing the whole report after a long run."""
+    try:
+        section(*args)
+    except Exception as err:
+        import traceback
+
+        traceback.print_exc()
+        rep.add("", f"{FAILED_PART} {reason(err)}", "")
+
+
 def clean_figures(folder: Path) -> None:
     if not folder.is_dir():
         return
@@ -1061,22 +1077,28 @@ def build(args) -> Path:
     rep = Report(args.out)
     clean_figures(rep.figures)
     rep.figures.mkdir(parents=True, exist_ok=True)
-    section_header(rep, args, specs, results)
-    section_problem(rep)
-    section_data(rep, args, results)
-    section_method(rep, args, specs)
-    section_experiments(rep, args, specs)
-    section_results(rep, args, specs, results)
-    section_failures(rep, args, results)
-    section_next(rep, results)
-    section_reproduce(rep, args)
+    guarded(rep, section_header, rep, args, specs, results)
+    guarded(rep, section_problem, rep)
+    guarded(rep, section_data, rep, args, results)
+    guarded(rep, section_method, rep, args, specs)
+    guarded(rep, section_experiments, rep, args, specs)
+    guarded(rep, section_results, rep, args, specs, results)
+    guarded(rep, section_failures, rep, args, results)
+    guarded(rep, section_next, rep, results)
+    guarded(rep, section_reproduce, rep, args)
     path = args.out / "REPORT.md"
     path.write_text(rep.text())
     log(f"report: {path}")
     from bench import slides
 
-    deck = slides.build_deck(rep, results, args, args.out / "LVSeg.pptx")
-    log(f"slides: {deck}")
+    try:
+        deck = slides.build_deck(rep, results, args, args.out / "LVSeg.pptx")
+        log(f"slides: {deck}")
+    except Exception as err:
+        import traceback
+
+        traceback.print_exc()
+        log(f"slides not written: {reason(err)}")
     if args.readme is not None:
         if update_readme(args.readme, readme_block(rep, args.readme, results)):
             log(f"README results refreshed: {args.readme}")

@@ -39,7 +39,7 @@ if __package__ in (None, ""):
 
 from bench.common import (ModelSpec, add_common_options, data_problem, environment, fmt,  # noqa: E402
                           log, pick_device, resolve_models, run_main, select_cases,
-                          setup_torch, split_patients, write_json)
+                          setup_torch, split_patients, write_json, reason)
 from lvseg_core.errors import LVSegError  # noqa: E402
 from lvseg_core.labels import LABEL_OF, STRUCTURES  # noqa: E402
 from lvseg_core.scan import Scan  # noqa: E402
@@ -209,8 +209,8 @@ def run(data: Path, specs: Sequence[ModelSpec], split: str = "validation", cases
             continue
         try:
             report["models"][spec.arch] = evaluate_model(spec, frames, dev)
-        except LVSegError as err:
-            report["skipped"][spec.arch] = f"failed: {' '.join(str(err).split())}"
+        except Exception as err:  # one model failing must not stop the others
+            report["skipped"][spec.arch] = f"failed: {reason(err)}"
             log(f"{spec.arch}: {report['skipped'][spec.arch]}")
     return report
 

@@ -43,7 +43,7 @@ if __package__ in (None, ""):
 from bench.bench_inference import pick_volumes, slice_loop, timed  # noqa: E402
 from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, environment,  # noqa: E402
                           fmt, log, pick_device, resolve_models, run_main, setup_torch,
-                          write_json)
+                          write_json, reason)
 from lvseg_core.errors import LVSegError  # noqa: E402
 
 
@@ -188,8 +188,8 @@ def run(data: Path, specs: Sequence[ModelSpec], cases: int = 3, repeats: int = 3
                 report["models"][spec.arch] = measure_model(spec, scans, dev, repeats, warmup,
                                                             baseline)
                 report["models"][spec.arch]["isolated"] = False
-        except LVSegError as err:
-            report["skipped"][spec.arch] = f"timing failed: {' '.join(str(err).split())}"
+        except Exception as err:  # one model failing must not stop the others
+            report["skipped"][spec.arch] = f"timing failed: {reason(err)}"
             log(f"{spec.arch}: {report['skipped'][spec.arch]}")
     return report
 

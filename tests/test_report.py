@@ -84,6 +84,7 @@ def test_report_has_every_section(quick_report):
     assert "| **U-Net** | 4 |" in text and "| **Attention U-Net** | 4 |" in text
     assert "| V-Net | **skipped** | no trained weights found" in text
     assert "| 0.002 | 0.0001 | 0.7000 |" in text                # the search table
+    assert report.FAILED_PART not in text
     assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
 
 
@@ -143,6 +144,7 @@ def test_report_without_data_weights_or_runs_says_so(tmp_path):
     assert "No measurement was made" in text
     assert "No search results found" in text and "No LR range test found" in text
     assert "no trained weights found" in text
+    assert report.FAILED_PART not in text
     from pptx import Presentation
 
     assert len(list(Presentation(str(tmp_path / "docs" / "LVSeg.pptx")).slides)) >= 5
