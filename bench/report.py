@@ -454,19 +454,22 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             continue
         curves[arch] = epochs
         best = best_epoch(events) or {}
+        end = next((e for e in reversed(events) if e.get("event") == "end"), None)
         cfg = _run_config(args.runs, arch) or {}
         rep.facts.setdefault("curves", {})[arch] = {
             "best": best.get("epoch"), "last": epochs[-1].get("epoch", len(epochs) - 1),
-            "max_time": cfg.get("max_time")}
-        end = next((e for e in reversed(events) if e.get("event") == "end"), None)
+            "max_time": cfg.get("max_time"), "finished": end is not None}
         error = next((e for e in reversed(events) if e.get("event") == "error"), None)
         status = "finished" if end else ("stopped: " + error.get("message", "")[:60]
                                          if error else "in progress when the report was made")
         elapsed = epochs[-1].get("elapsed")
         rows.append([name(arch), str(len(epochs)),
-                     str(best.get("epoch", "n/a")), fmt(best.get("val_dice"), 4),
+                     str(best["epoch"] + 1) if isinstance(best.get("epoch"), int) else "n/a",
+                     fmt(best.get("val_dice"), 4),
                      fmt(elapsed / 3600 if elapsed else None, 2), status])
-    rep.add(md_table(["Model", "Epochs run", "Best epoch", "Best val Dice", "Hours", "Status"],
+    rep.add("Epochs are counted from 1; *Best val Dice* is the 3D validation Dice (mean of RV, "
+            "Myo, LV) logged during training, the checkpoint that was exported.", "",
+            md_table(["Model", "Epochs run", "Best epoch", "Best val Dice", "Hours", "Status"],
                      rows), "")
     if curves:
         rep.figure(figures.learning_curves(curves, rep.figures / "learning_curves.png"),
@@ -972,7 +975,7 @@ def section_next(rep: Report, results: dict) -> None:
                 "`train/transforms.py`, and test on a second dataset with other vendors "
                 "(e.g. M&Ms) instead of simulations.")
     for arch, c in (rep.facts.get("curves") or {}).items():
-        if c["best"] is not None and c["best"] >= c["last"] - 1:
+        if c.get("finished") and c["best"] is not None and c["best"] >= c["last"] - 1:
             bullets.append(
                 f"{name(arch)} was still improving when its run ended (best validation Dice "
                 f"at epoch {c['best'] + 1} of {c['last'] + 1}"
@@ -1004,9 +1007,11 @@ def readme_block(rep: Report, readme: Path, results: dict) -> str:
     comparison = rep.facts.get("comparison")
     if comparison:
         acc = results["accuracy"]
-        lines.append(f"Validation patients of the standard split ({len(acc['patients'])} "
-                     f"patients, {next(iter(acc['models'].values()))['cases']} volumes, "
-                     "scored in 3D), from the last run of the report command:")
+        which = ("Validation patients of the standard split" if acc.get("split") == "validation"
+                 else "All labelled patients")
+        lines.append(f"{which} ({len(acc['patients'])} patients, "
+                     f"{next(iter(acc['models'].values()))['cases']} volumes, scored in 3D), "
+                     "from the last run of the report command:")
         lines += ["", md_table(comparison["header"], comparison["rows"]), ""]
         reasons = rep.facts.get("example_reasons", {})
         typical = next((k for k, r in reasons.items() if r.startswith("typical")), "seg_01")
