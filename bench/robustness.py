@@ -96,7 +96,7 @@ def perturb(scan: Scan, labels: np.ndarray, p: Perturbation, seed: int = 0
         out = _slices_last(t(_slices_first(image)))       # one in-plane field, all slices
     elif p.kind == "noise":
         scale = float(np.percentile(image, 99.5)) or 1.0
-        t = RandGaussianNoise(prob=1.0, mean=0.0, std=p.value * scale)
+        t = RandGaussianNoise(prob=1.0, mean=0.0, std=p.value * scale, sample_std=False)
         t.set_random_state(seed)
         out = np.asarray(t(image[None]), dtype=np.float32)[0]
     elif p.kind == "gamma":

@@ -229,3 +229,11 @@ def test_markdown_table_and_readme_block(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     assert not update_readme(plain, "x") and plain.read_text() == "no markers\n"
+
+
+def test_noise_has_the_stated_strength(heart):
+    scan, labels = heart
+    scale = float(np.percentile(scan.array, 99.5))
+    for p in (p for p in PERTURBATIONS if p.kind == "noise"):
+        out, _ = perturb(scan, labels, p, seed=0)
+        assert np.std(out.array - scan.array) == pytest.approx(p.value * scale, rel=0.05)
