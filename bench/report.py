@@ -267,7 +267,10 @@ def section_data(rep: Report, args, results: dict) -> None:
     rep.add(f"Models are trained on the other patients and evaluated on the "
             f"{len(val_present)} patients of the standard validation split "
             f"({', '.join(p.removeprefix('patient') for p in val_present)}), never mixed "
-            "by slice. Labels: 0 background, 1 RV, 2 Myo, 3 LV.", "")
+            "by slice. Labels: 0 background, 1 RV, 2 Myo, 3 LV. Data: O. Bernard, A. Lalande, "
+            "C. Zotti, F. Cervenansky, et al., \"Deep Learning Techniques for Automatic MRI "
+            "Cardiac Multi-structures Segmentation and Diagnosis: Is the Problem Solved?\", "
+            "IEEE TMI 37(11), 2514-2525, 2018 (research and teaching use only).", "")
     rep.figure(figures.group_counts(counts, rep.figures / "eda_groups.png"),
                "Patients per pathology group (DCM dilated, HCM hypertrophic, MINF previous "
                "infarction, NOR normal, RV abnormal right ventricle).", "eda_groups")
