@@ -360,7 +360,7 @@ def volume_curve(lv_ml: Sequence[float], rv_ml: Sequence[float] | None = None, *
 def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *,
                  structures: Sequence[str] = STRUCTURES, step_size: int = 1,
                  opacity: float | Mapping[str, float] | None = None,
-                 height: int | None = 520) -> go.Figure:
+                 max_faces: int = 60_000, height: int | None = 520) -> go.Figure:
     """3D surfaces of the segmented structures (marching cubes) in millimetres.
 
     Args:
@@ -370,6 +370,9 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *,
         structures: structures drawn.
         step_size: marching-cubes step in voxels (2 or more: coarser, lighter).
         opacity: one value or one per structure (default: Myo 0.5, others 0.9).
+        max_faces: triangle budget of the figure, shared by the structures; a
+            structure over its share is redone with a larger step, so that a
+            ragged mask cannot produce a figure too heavy for the browser.
         height: figure height in pixels.
 
     Returns:
@@ -389,10 +392,19 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float], *,
             continue
         # Pad so that surfaces touching the volume border are closed.
         padded = np.pad(region, 1).astype(np.float32)
-        try:
-            verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=spacing3,
-                                                step_size=max(1, int(step_size)))
-        except (RuntimeError, ValueError):   # no surface at this step size
+        budget = max(1000, int(max_faces) // max(1, len(structures)))
+        step, verts, faces = max(1, int(step_size)), None, None
+        while step <= 8:
+            try:
+                verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=spacing3,
+                                                    step_size=step)
+            except (RuntimeError, ValueError):   # no surface at this step size
+                verts = faces = None
+                break
+            if len(faces) <= budget:
+                break
+            step += 1
+        if faces is None or len(faces) == 0:
             continue
         verts -= np.asarray(spacing3)
         alpha = (opacity.get(name, 0.8) if isinstance(opacity, Mapping)

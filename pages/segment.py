@@ -70,6 +70,7 @@ def input_panel() -> None:
                           width="stretch"):
             sample = patients[labels.index(picked)]
             run_analysis(lambda: an.load_sample(sample, view))
+            st.session_state["segment_source"] = "sample"
         return
 
     cols = st.columns(2)
@@ -86,6 +87,9 @@ def input_panel() -> None:
         truth_frame = int(opts[1].number_input("Ground truth is frame (cine scans, from 0)", 0,
                                                1000, 0, key="segment_gt_frame"))
     if scan_file is None:
+        if st.session_state.get("segment_source") == "upload":
+            _store(None)                   # the upload was removed: so are its results
+            st.session_state["segment_upload_key"] = None
         st.caption("Drop a scan to segment it; files stay in this session and are not kept.")
         return
     choice = current_choice()
@@ -110,6 +114,7 @@ def input_panel() -> None:
 
     try:
         run_analysis(load, truth_frame)
+        st.session_state["segment_source"] = "upload"
     except Exception as err:
         st.session_state["segment_upload_error"] = error_message(err, "reading the upload")
         raise
@@ -265,7 +270,9 @@ def results(a: an.Analysis, aid: int) -> None:
 
     # ---- 3D
     st.subheader("3D surface")
-    if st.toggle("Show the 3D surface of this frame", True, key="segment_show_3d"):
+    if st.toggle("Show the 3D surface of this frame", False, key="segment_show_3d",
+                 help="Marching-cubes surfaces in mm; off by default because a 3D view "
+                      "is heavy for browsers without a graphics card."):
         fig = _cached(f"mesh_{t}_{','.join(shown)}",
                       lambda: viz.surface_mesh(a.mask_at(t), scan.spacing, structures=shown,
                                                step_size=2))

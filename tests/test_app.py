@@ -127,8 +127,13 @@ def test_segment_sample_shows_metrics_and_indices(app):
     assert ((metrics["Dice"] >= 0) & (metrics["Dice"] <= 1)).all()
     indices = next(t for t in tables if "predicted" in t.columns and "manual" in t.columns)
     assert "LV ejection fraction (%)" in indices.index
-    # Overlay, probability map, error map, volume curve and 3D surface are drawn.
-    assert len(app.get("plotly_chart")) >= 5
+    # Overlay, probability map, error map and volume curve are drawn; the 3D
+    # surface on request.
+    assert len(app.get("plotly_chart")) == 4
+    app.toggle(key="segment_show_3d").set_value(True).run()
+    no_problems(app)
+    assert len(app.get("plotly_chart")) == 5
+    assert "mesh3d" in json.dumps([c.proto.spec for c in app.get("plotly_chart")]).lower()
     downloads = app.get("download_button")
     assert len(downloads) == 2
     # Moving through the slices and frames redraws without an error.

@@ -131,3 +131,11 @@ def test_tables_and_training_figures():
     assert [t.name for t in fig.data] == ["ED", "ES"]
     fig = viz.histograms({"ED": (np.linspace(0, 1, 5), np.ones(4))})
     assert len(fig.data[0].x) == 4
+
+
+def test_surface_mesh_keeps_a_face_budget():
+    rng = np.random.default_rng(0)
+    ragged = rng.integers(0, 4, size=(64, 64, 8)).astype(np.uint8)   # noise: huge surfaces
+    fig = viz.surface_mesh(ragged, (1.5, 1.5, 8.0), max_faces=9000)
+    faces = sum(len(t.i) for t in fig.data)
+    assert 0 < faces <= 9000

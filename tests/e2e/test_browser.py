@@ -6,7 +6,8 @@ or the ``playwright`` package is missing. The app is started in a fixture
 with a temporary sample folder (one real ACDC patient when the data is
 present, else synthetic hearts), a temporary runs folder, and U-Net weights:
 the bundled ones (or ``$LVSEG_WEIGHTS_DIR``) when present, else random-init
-weights of the same size (the network's timing is the same). Screenshots go to ``test-output/`` (git-ignored).
+weights of the same size (the network's timing is the same). Screenshots go
+to ``test-output/`` (git-ignored).
 
 The upload-to-result time of a 10-slice scan with the U-Net is measured from
 handing the file to the browser's upload control until the results are on
@@ -169,35 +170,65 @@ def test_segment_sample_scan(page):
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
         ".length >= 4")
-    assert page.get_by_text("Dice LV").count() >= 1
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 2
+    page.get_by_text("Dice LV").first.wait_for()
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2")
     page.wait_for_timeout(1500)                  # let Plotly finish drawing
     page.screenshot(path=str(OUT / "segment.png"), full_page=True)
     no_exception_box(page)
+    # The 3D surface (off by default) renders on request.
+    page.get_by_text("Show the 3D surface of this frame").click()
+    page.locator('[data-testid="stPlotlyChart"] .gl-container canvas').first.wait_for()
+    wait_idle(page)
+    no_exception_box(page)
 
 
-def test_upload_to_result_time(page, server):
-    scan = ten_slice_scan(server["tmp"])
-    page.get_by_text("Upload", exact=True).click()
+def wait_charts_drawn(page, settle_ms: int = 1000) -> None:
+    """Wait until every Plotly chart on the page has been drawn (the 3D surface
+    takes seconds in a headless browser that renders WebGL on the CPU)."""
+    page.wait_for_function(
+        """() => {
+            const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
+            return charts.length > 0 && [...charts].every(c => c.querySelector('.main-svg'));
+        }""")
+    page.wait_for_timeout(settle_ms)
+
+
+def _upload_and_wait(page, path: Path) -> float:
+    """Seconds from handing ``path`` to the upload control to the results on screen."""
     upload = page.locator('[data-testid="stFileUploader"] input[type="file"]').first
     upload.wait_for(state="attached")
     start = time.perf_counter()
-    upload.set_input_files(str(scan))
-    page.get_by_role("heading", name="upload_10_slices").wait_for()
+    upload.set_input_files(str(path))
+    page.get_by_role("heading", name=path.name.removesuffix(".nii.gz"), exact=True).wait_for()
     page.get_by_text("Clinical indices").wait_for()
     seconds = time.perf_counter() - start
     wait_idle(page)
+    return seconds
+
+
+def test_upload_to_result_time(page, server):
+    """A 10-slice scan with the U-Net: the first upload (model loaded on first
+    use) and a second one (model cached: what a visitor sees from then on)."""
+    scan = ten_slice_scan(server["tmp"])
+    again = scan.with_name("upload_10_slices_again.nii.gz")
+    shutil.copyfile(scan, again)
+    page.get_by_text("Upload", exact=True).click()
+    first = _upload_and_wait(page, scan)
+    wait_charts_drawn(page)
+    seconds = _upload_and_wait(page, again)
     inference = page.locator('[data-testid="stMetric"]', has_text="Inference time") \
         .locator('[data-testid="stMetricValue"]').inner_text()
     page.screenshot(path=str(OUT / "upload.png"), full_page=True)
     no_exception_box(page)
-    report = {"upload_to_result_s": round(seconds, 2), "server_inference": inference,
-              "scan": scan.name, "shape": list(nib.load(str(scan)).shape), "model": "unet",
+    report = {"upload_to_result_s": round(seconds, 2), "first_upload_s": round(first, 2),
+              "server_inference": inference, "scan": scan.name,
+              "shape": list(nib.load(str(scan)).shape), "model": "unet",
               "cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
     (OUT / "upload_timing.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nupload-to-result, 10-slice scan, U-Net: {seconds:.2f} s "
-          f"(inference {inference}; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs)")
+          f"(first upload, model loading included: {first:.2f} s; inference {inference}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     assert seconds < RESULT_MS / 1000
 
 
