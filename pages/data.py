@@ -84,8 +84,10 @@ def main() -> None:
         st.info("No labelled frames among these patients.")
     else:
         left, right = st.columns(2)
+        unit = left.radio("Size in", ["ml", "voxels"], horizontal=True, key="data_unit",
+                          format_func={"ml": "mL", "voxels": "voxels"}.get)
         left.plotly_chart(viz.class_balance(balance[balance["structure"] != "background"],
-                                            value="ml"), key="data_balance")
+                                            value=unit), key="data_balance")
         share = balance.pivot_table(index="structure", columns="phase", values="fraction",
                                     aggfunc="mean") * 100
         right.markdown("**Share of the voxels (%)**, mean over frames")

@@ -381,3 +381,30 @@ def test_training_can_be_switched_off(app, monkeypatch):
     assert app.button(key="train_start").disabled
     assert app.button(key="train_lr_find").disabled and app.button(key="train_overfit").disabled
     assert any("LVSEG_ALLOW_TRAINING" in i.value for i in app.info)
+
+
+def test_train_page_starts_a_real_background_run(app, env):
+    """The Start button launches ``python -m train fit`` (1 epoch on the synthetic
+    sample folder); the page shows it in progress, then in the table of runs."""
+    import time
+
+    app.switch_page("pages/train.py").run()
+    for key, value in (("train_data", str(env / "samples")), ("train_name", "page-run")):
+        app.text_input(key=key).set_value(value)
+    for key, value in (("train_epochs", 1), ("train_crop", 64), ("train_batch", 4),
+                       ("train_threads", 1), ("train_patience", 0)):
+        app.number_input(key=key).set_value(value)
+    app.run()
+    app.button(key="train_start").click().run()
+    no_problems(app)
+    assert any("page-run" in s.value for s in app.success)
+    run = env / "runs" / "page-run"
+    assert runs.read_process(run)["command"][2:4] == ["train", "fit"]
+    deadline = time.time() + 240
+    while time.time() < deadline and runs.is_running(run):
+        time.sleep(1)
+    app.run()
+    no_problems(app)
+    table = app.dataframe[0].value
+    assert table.loc["page-run", "status"] == "finished", runs.log_tail(run)
+    assert table.loc["page-run", "weights"] == "model/"
