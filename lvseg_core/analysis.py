@@ -27,7 +27,7 @@ from .data import Case, find_cases, is_acdc_folder
 from .errors import LVSegError, ScanReadError
 from .inference import Segmentation
 from .io import load_label, load_nifti, load_scan, save_mask
-from .labels import STRUCTURES
+from .labels import LABELS, STRUCTURES
 from .metrics import evaluate_segmentation
 from .models import DISPLAY_NAMES
 from .scan import Scan
@@ -215,9 +215,10 @@ def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None) 
 
 
 def load_uploaded_label(name: str, data: bytes, like: Scan) -> np.ndarray:
-    """Read an uploaded ground-truth label map for ``like`` (uint8 ``(x, y, z)``).
+    """Read an uploaded ground-truth label map for ``like``.
 
-    For a cine scan the label map covers one frame (same ``(x, y, z)``).
+    Returns uint8 labels ``(x, y, z)``; for a cine scan either one frame
+    ``(x, y, z)`` or the whole series ``(x, y, z, t)`` (same shape as the scan).
 
     Raises:
         ScanReadError: unreadable, wrong shape or label values outside 0..3.
@@ -227,8 +228,23 @@ def load_uploaded_label(name: str, data: bytes, like: Scan) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="lvseg-upload-") as tmp:
         path = Path(tmp) / clean
         path.write_bytes(data)
+        if like.is_cine:
+            series = load_nifti(path)
+            if series.array.shape == like.array.shape:
+                return _label_values(series.array, clean)
         frame = like.frame(0) if like.is_cine else like
         return load_label(path, frame)
+
+
+def _label_values(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as uint8 labels, or raise unless every value is an integer 0..3."""
+    values = np.unique(array)
+    if not np.isfinite(values).all() or not np.array_equal(values, np.round(values)) \
+            or values.min() < 0 or values.max() > max(LABELS):
+        shown = ", ".join(f"{v:g}" for v in values[:5].tolist())
+        raise ScanReadError(f"{name}: label values must be integers 0..{max(LABELS)}; "
+                            f"found {shown}")
+    return array.astype(np.uint8)
 
 
 # ---------------------------------------------------------------- analysis

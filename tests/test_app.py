@@ -408,3 +408,28 @@ def test_train_page_starts_a_real_background_run(app, env):
     table = app.dataframe[0].value
     assert table.loc["page-run", "status"] == "finished", runs.log_tail(run)
     assert table.loc["page-run", "weights"] == "model/"
+
+
+def test_cine_ground_truth_for_every_frame(app):
+    from lvseg_core import analysis
+
+    scan, labels = make_heart()
+    cine = np.stack([scan.array] * 3, axis=-1)
+    truth = np.stack([labels] * 3, axis=-1)
+    like = analysis.load_uploaded_scan("cine.nii.gz", _nifti_bytes(cine, scan.affine))
+    got = analysis.load_uploaded_label("cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), like)
+    assert got.shape == cine.shape and got.dtype == np.uint8
+    with pytest.raises(analysis.ScanReadError, match="label values"):
+        analysis.load_uploaded_label("bad_gt.nii.gz",
+                                     _nifti_bytes(truth.astype(np.float32) * 1.5, scan.affine),
+                                     like)
+    _upload_mode(app)
+    app.file_uploader(key="segment_upload").upload(
+        "cine.nii.gz", _nifti_bytes(cine, scan.affine), "application/gzip")
+    app.file_uploader(key="segment_upload_gt").upload(
+        "cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), "application/gzip")
+    app.run()
+    no_problems(app)
+    assert "LV EF" in {m.label for m in app.metric}
+    indices = next(d.value for d in app.dataframe if "manual" in d.value.columns)
+    assert "difference" in indices.columns        # manual indices from the 4D labels
