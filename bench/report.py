@@ -934,8 +934,12 @@ def section_next(rep: Report, results: dict) -> None:
                 f"**{which.capitalize()} slices** score lowest for {model} (slice Dice "
                 f"{fmt(mean[which])} vs {fmt(mean['mid'])} mid-ventricle, a gap of "
                 f"{fmt(mean['mid'] - ends)}): give the 2D models neighbouring slices as extra "
-                "channels (2.5D), oversample base and apex in training, and add the "
-                "challenge's rule for the basal slice (LV cavity enclosed by myocardium).")
+                "channels (2.5D) and oversample base and apex in training; "
+                + ("at the base, apply the usual rule for the basal slice (LV cavity "
+                   "enclosed by myocardium) and check the RV against the atria."
+                   if which == "basal" else
+                   "at the apex the structures are a few voxels wide, so train at a finer "
+                   "in-plane spacing or weight small structures more in the loss."))
         if f.get("worst_phase_structure"):
             ph, s, v = f["worst_phase_structure"]
             bullets.append(
