@@ -433,3 +433,11 @@ def test_cine_ground_truth_for_every_frame(app):
     assert "LV EF" in {m.label for m in app.metric}
     indices = next(d.value for d in app.dataframe if "manual" in d.value.columns)
     assert "difference" in indices.columns        # manual indices from the 4D labels
+
+
+def test_precision_choice_reaches_the_segmenter(app):
+    app.selectbox(key="precision").set_value("bf16").run()
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    assert "precision bf16" in texts(app)
+    assert "bf16" in app.session_state["segment_analysis"].precision
