@@ -163,7 +163,14 @@ def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
             break
         if spec is None:
             where = " or ".join(str(f) for f, _ in candidates)
-            spec = ModelSpec(arch, None, "", f"no trained weights found ({where})")
+            note = f"no trained weights found ({where})"
+            run = Path(runs) / f"{arch}-main" if runs is not None and weights_dir is None \
+                else None
+            if run is not None and run.is_dir():
+                note += (f"; the run {run.name} has no exported model (unfinished or "
+                         f"stopped): 'python -m train export {run} --out weights/{arch}' "
+                         "exports its best checkpoint")
+            spec = ModelSpec(arch, None, "", note)
         specs.append(spec)
     return specs
 

@@ -617,10 +617,24 @@ def section_speed(rep: Report, results: dict) -> None:
                      fmt(r.get("speedup"), 2, "x") if r.get("speedup") else
                      "n/a (3D, one pass)" if r.get("spatial_dims") == 3 else "n/a",
                      fmt(r["peak_rss_mb"], 0),
+                     fmt(r["peak_rss_mb"] - r["rss_before_load_mb"], 0)
+                     if r.get("isolated") and _finite(r.get("rss_before_load_mb")) else "-",
                      fmt(r.get("cuda_peak_mb"), 0) if r.get("cuda_peak_mb") else "-"])
     rep.add(md_table(["Model", "Parameters", "Cold load (s)", "First call (s)", "s / volume",
                       "Slices / s", "Slice loop s / volume", "Speed-up", "Peak RSS (MB)",
-                      "GPU peak (MB)"], rows), "")
+                      "Peak over imports (MB)", "GPU peak (MB)"], rows), "")
+    slower = [a for a, r in spd["models"].items() if _finite(r.get("speedup"))
+              and num(r["speedup"]) < 1]
+    faster = [a for a, r in spd["models"].items() if _finite(r.get("speedup"))
+              and num(r["speedup"]) >= 1]
+    if slower:
+        rep.add(f"On this machine the slice loop is *faster* than the batched pass for "
+                f"{', '.join(name(a) for a in slower)} (speed-up below 1); likely, with few "
+                "CPU cores a batch of slices does not use more parallelism and its larger "
+                "activations leave the caches.", "")
+    if faster:
+        rep.add(f"Batching pays off for {', '.join(name(a) for a in faster)}.", "")
+    rep.facts["slower_batched"] = slower
     rep.figure(figures.speed(spd["models"], rep.figures / "speed.png"),
                "Seconds per volume, LVSeg's batched inference vs the slice-by-slice loop.",
                "speed")
@@ -981,6 +995,13 @@ def section_next(rep: Report, results: dict) -> None:
                 f"(mean Dice {fmt(worst[2], 3)}): widen that augmentation in "
                 "`train/transforms.py`, and test on a second dataset with other vendors "
                 "(e.g. M&Ms) instead of simulations.")
+    slower = rep.facts.get("slower_batched")
+    if slower:
+        bullets.append(
+            f"Batched inference was slower than a slice-by-slice loop for "
+            f"{', '.join(name(a) for a in slower)} on this CPU: pick the Segmenter's "
+            "`batch_size` per device (small on a CPU, large on a GPU) from "
+            "`python -m bench.speed`.")
     for arch, c in (rep.facts.get("curves") or {}).items():
         if c.get("finished") and c["best"] is not None and c["best"] >= c["last"] - 1:
             bullets.append(
