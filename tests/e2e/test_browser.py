@@ -186,11 +186,14 @@ def test_segment_sample_scan(page):
 def wait_charts_drawn(page, settle_ms: int = 1000) -> None:
     """Wait until every Plotly chart on the page has been drawn (the 3D surface
     takes seconds in a headless browser that renders WebGL on the CPU)."""
-    page.wait_for_function(
-        """() => {
-            const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
-            return charts.length > 0 && [...charts].every(c => c.querySelector('.main-svg'));
-        }""")
+    try:
+        page.wait_for_function(
+            """() => {
+                const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
+                return charts.length > 0 && [...charts].every(c => c.querySelector('.main-svg'));
+            }""", timeout=30_000)
+    except sync_api.TimeoutError:
+        pass                 # only a pause between timed uploads: never a failure
     page.wait_for_timeout(settle_ms)
 
 
