@@ -2,7 +2,12 @@
 
 This script declares the pages and draws what they share: the model and
 weights picker and the device, in the sidebar. Each page script in
-``pages/`` draws; the work is done in :mod:`lvseg_core`.
+``app_pages/`` draws; the work is done in :mod:`lvseg_core`.
+
+The folder is deliberately not called ``pages/``: Streamlit treats a
+``pages/`` folder beside the main script as an old-style multipage app until
+``st.navigation`` has run once in the process, so a first visitor arriving on
+``/train`` would get that page alone, without this script around it.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ import streamlit as st
 st.set_page_config(page_title="LVSeg · cardiac MRI segmentation", page_icon="🫀",
                    layout="wide")
 
-from pages.common import draw_sidebar, mark_shell_drawn  # noqa: E402  (after set_page_config)
+from app_pages.common import draw_sidebar, mark_shell_drawn  # noqa: E402  (after set_page_config)
 
 PAGES = [
-    st.Page("pages/segment.py", title="Segment", icon=":material/favorite:", default=True),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
-    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
+    st.Page("app_pages/segment.py", title="Segment", icon=":material/favorite:", default=True),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),
+    st.Page("app_pages/models.py", title="Models", icon=":material/deployed_code:"),
 ]
 
 page = st.navigation(PAGES)

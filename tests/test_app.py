@@ -25,8 +25,8 @@ from tests.conftest import ROOT, make_heart
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
-PAGES = ("pages/segment.py", "pages/compare.py", "pages/train.py", "pages/data.py",
-         "pages/models.py")
+PAGES = ("app_pages/segment.py", "app_pages/compare.py", "app_pages/train.py", "app_pages/data.py",
+         "app_pages/models.py")
 SMALL_UNET = {"encoder_depth": 3, "decoder_channels": (16, 8, 8)}
 TIMEOUT = 120
 
@@ -98,9 +98,9 @@ def test_every_page_opens(app):
         app.switch_page(page).run()
         assert not app.exception, (page, [e.value for e in app.exception])
         titles[page] = [t.value for t in app.title]
-    assert titles == {"pages/segment.py": ["Segment"], "pages/compare.py": ["Compare"],
-                      "pages/train.py": ["Train"], "pages/data.py": ["Data"],
-                      "pages/models.py": ["Models"]}
+    assert titles == {"app_pages/segment.py": ["Segment"], "app_pages/compare.py": ["Compare"],
+                      "app_pages/train.py": ["Train"], "app_pages/data.py": ["Data"],
+                      "app_pages/models.py": ["Models"]}
     # The shared sidebar is on every page: model, weights source and device.
     assert app.selectbox(key="arch").value == "unet"
     assert app.radio(key="weights_kind").value == "Bundled"
@@ -176,7 +176,7 @@ def test_bad_upload_shows_one_line_error(app):
     message = app.error[0].value
     assert "broken.nii.gz" in message and "\n" not in message and "Traceback" not in message
     # The app keeps working: the other pages still open.
-    app.switch_page("pages/models.py").run()
+    app.switch_page("app_pages/models.py").run()
     assert not app.exception
 
 
@@ -222,7 +222,7 @@ def test_missing_weights_gives_clear_message(app, env, monkeypatch):
 
 
 def test_compare_runs_available_models(app):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/compare.py").run()
     warnings = " ".join(w.value for w in app.warning)
     assert "Attention U-Net: no weights" in warnings and "V-Net: no weights" in warnings
     app.button(key="compare_run").click().run()
@@ -233,7 +233,7 @@ def test_compare_runs_available_models(app):
 
 def test_compare_folder_evaluation(app):
     pytest.importorskip("lvseg_core.workflows")
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/compare.py").run()
     app.button(key="compare_evaluate").click().run()
     no_problems(app)
     summary = app.dataframe[0].value
@@ -242,7 +242,7 @@ def test_compare_folder_evaluation(app):
 
 
 def test_data_page_summarises_the_folder(app):
-    app.switch_page("pages/data.py").run()
+    app.switch_page("app_pages/data.py").run()
     no_problems(app)
     values = {m.label: m.value for m in app.metric}
     assert values["Patients"] == "2" and values["Labelled frames"] == "4"
@@ -250,7 +250,7 @@ def test_data_page_summarises_the_folder(app):
 
 
 def test_models_page_shows_card(app):
-    app.switch_page("pages/models.py").run()
+    app.switch_page("app_pages/models.py").run()
     no_problems(app)
     assert "U-Net (bundled)" in texts(app)
     params = {m.label: m.value for m in app.metric}["Parameters"]
@@ -270,7 +270,7 @@ def test_train_page_lists_runs_and_selects_weights(app, env):
                "val_loss": 0.9, "val_dice": 0.6},
               {"event": "end", "time": 2.0, "epochs": 2, "interrupted": False}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    app.switch_page("pages/train.py").run()
+    app.switch_page("app_pages/train.py").run()
     no_problems(app)
     table = app.dataframe[0].value
     assert table.loc["unet-test", "status"] == "finished"
@@ -281,14 +281,14 @@ def test_train_page_lists_runs_and_selects_weights(app, env):
     assert app.radio(key="weights_kind").value == "Training run"
     assert app.selectbox(key="weights_run").value == "unet-test"
     # The run's weights segment the sample.
-    app.switch_page("pages/segment.py").run()
+    app.switch_page("app_pages/segment.py").run()
     app.button(key="segment_sample_run").click().run()
     no_problems(app)
     assert {m.label: m.value for m in app.metric}["Weights"] == "local"
 
 
 def test_train_page_refuses_a_missing_data_folder(app, env):
-    app.switch_page("pages/train.py").run()
+    app.switch_page("app_pages/train.py").run()
     app.text_input(key="train_data").set_value(str(env / "nowhere")).run()
     app.button(key="train_start").click().run()
     assert not app.exception
@@ -376,7 +376,7 @@ def test_hub_unreachable_falls_back_to_bundled(app, monkeypatch):
 
 def test_training_can_be_switched_off(app, monkeypatch):
     monkeypatch.setenv("LVSEG_ALLOW_TRAINING", "0")
-    app.switch_page("pages/train.py").run()
+    app.switch_page("app_pages/train.py").run()
     no_problems(app)
     assert app.button(key="train_start").disabled
     assert app.button(key="train_lr_find").disabled and app.button(key="train_overfit").disabled
@@ -388,7 +388,7 @@ def test_train_page_starts_a_real_background_run(app, env):
     sample folder); the page shows it in progress, then in the table of runs."""
     import time
 
-    app.switch_page("pages/train.py").run()
+    app.switch_page("app_pages/train.py").run()
     for key, value in (("train_data", str(env / "samples")), ("train_name", "page-run")):
         app.text_input(key=key).set_value(value)
     for key, value in (("train_epochs", 1), ("train_crop", 64), ("train_batch", 4),

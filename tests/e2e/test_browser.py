@@ -17,6 +17,7 @@ to ``test-output/upload_timing.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,9 +81,44 @@ def sample_folder(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def streamlit_server(env: dict, log_name: str = "streamlit.log"):
     """``streamlit run app.py`` on a free localhost port; yields its URL."""
+    port = free_port()
+    log = open(OUT / log_name, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + STARTUP_SECONDS
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited ({proc.returncode}); see {OUT / log_name}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"streamlit did not answer within {STARTUP_SECONDS} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server_env(tmp_path_factory):
+    """Environment of the app: temporary samples, runs and (if needed) weights."""
     tmp = tmp_path_factory.mktemp("browser")
     OUT.mkdir(exist_ok=True)
     env = dict(os.environ, LVSEG_SAMPLES=str(sample_folder(tmp / "samples")),
@@ -96,36 +132,15 @@ def server(tmp_path_factory):
         torch.manual_seed(0)
         create_model("unet").save_pretrained(tmp / "weights" / "unet")
         env["LVSEG_WEIGHTS_DIR"] = str(tmp / "weights")
-    port = free_port()
-    log = open(OUT / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + STARTUP_SECONDS
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited ({proc.returncode}); see {OUT / 'streamlit.log'}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"streamlit did not answer within {STARTUP_SECONDS} s")
-            time.sleep(0.5)
+    return env, tmp
+
+
+@pytest.fixture(scope="module")
+def server(server_env):
+    """The app server shared by the tests of this module."""
+    env, tmp = server_env
+    with streamlit_server(env) as url:
         yield {"url": url, "tmp": tmp}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -293,3 +308,28 @@ def test_sidebar_choice_survives_page_changes(page):
     wait_idle(page)
     assert page.get_by_label("Hub repo id").count() == 1
     no_exception_box(page)
+
+
+def test_first_visit_on_a_deep_link_gets_the_whole_app(browser, server_env):
+    """A fresh server whose first visitor opens /train directly: the page runs
+    inside app.py (navigation of the five pages, shared sidebar)."""
+    env, _ = server_env
+    with streamlit_server(env, "streamlit-deep-link.log") as url:
+        context = browser.new_context(viewport={"width": 1440, "height": 1200})
+        page = context.new_page()
+        page.set_default_timeout(RESULT_MS)
+        try:
+            page.goto(f"{url}/train")
+            page.get_by_role("heading", name="Train").first.wait_for()
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            sidebar.locator('[data-testid="stSelectbox"]', has_text="Architecture") \
+                .first.wait_for()
+            wait_idle(page)
+            links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+            # Each link reads "<icon name>\n\n<title>".
+            assert [t.strip().splitlines()[-1] for t in links] == list(PAGES)
+            assert sidebar.locator('[data-testid="stSelectbox"]',
+                                   has_text="Architecture").count() == 1
+            no_exception_box(page)
+        finally:
+            context.close()

@@ -7,7 +7,7 @@ import streamlit as st
 from lvseg_core import catalog
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.models import DISPLAY_NAMES
-from pages.common import fmt, get_segmenter, guard, missing_weights_message, page_setup
+from app_pages.common import fmt, get_segmenter, guard, missing_weights_message, page_setup
 
 SPEED_STATE = "models_speed"     # {card title: seconds per volume}
 

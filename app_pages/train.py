@@ -9,7 +9,7 @@ import streamlit as st
 from lvseg_core import runs, viz
 from lvseg_core.analysis import default_samples_dir
 from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
-from pages.common import error_message, fmt, guard, page_setup, use_run_as_weights
+from app_pages.common import error_message, fmt, guard, page_setup, use_run_as_weights
 
 POLL_SECONDS = 5
 

@@ -8,7 +8,7 @@ from lvseg_core import explore, viz
 from lvseg_core.analysis import default_samples_dir
 from lvseg_core.data import find_cases
 from lvseg_core.errors import LVSegError
-from pages.common import guard, page_setup
+from app_pages.common import guard, page_setup
 
 
 @st.cache_data(show_spinner="Reading the headers…", ttl=600)

@@ -12,7 +12,7 @@ from lvseg_core import viz
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
-from pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
+from app_pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
                           page_setup, samples, weights_sources)
 
 SCAN_STATE = "compare_scan"        # {"scan", "truth", "results": {arch: Analysis | str}}

@@ -8,7 +8,7 @@ import streamlit as st
 from lvseg_core import analysis as an
 from lvseg_core import viz
 from lvseg_core.labels import STRUCTURES
-from pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
+from app_pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
                           page_setup, samples)
 
 STATE = "segment_analysis"       # the current Analysis
