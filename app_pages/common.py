@@ -188,8 +188,8 @@ def mark_shell_drawn() -> None:
 
 def page_setup() -> None:
     """Called first by every page: draws the shared sidebar when the page runs
-    without ``app.py`` around it (``streamlit run pages/x.py``, or a test
-    harness that runs the page script directly)."""
+    without ``app.py`` around it (a test harness that runs the page script
+    directly)."""
     if not st.session_state.pop(SHELL_FLAG, False):
         draw_sidebar()
 
