@@ -18,15 +18,26 @@ def card(c: catalog.WeightsCard, i: int) -> None:
         cols = st.columns(4)
         cols[0].metric("Parameters", f"{c.parameters / 1e6:.2f} M")
         cols[1].metric("Size", f"{c.size_mb:.1f} MB")
-        dice = c.metrics.get("val_dice")
+        evaluated = c.metrics.get("eval_dice_mean") is not None
+        dice = c.metrics.get("eval_dice_mean" if evaluated else "val_dice")
         cols[2].metric("Validation Dice", fmt(dice) if dice is not None else "n/a")
         speed = st.session_state.get(SPEED_STATE, {}).get(c.title)
         cols[3].metric("Speed", f"{speed:.2f} s / volume" if speed else "not measured")
         left, right = st.columns(2)
         with left:
             st.markdown("**Validation metrics**")
-            rows = {s: c.metrics.get(f"val_dice_{s}") for s in STRUCTURES}
-            if any(v is not None for v in rows.values()):
+            if evaluated:
+                names = [*STRUCTURES, "mean"]
+                table = {"structure": names}
+                for figure, label in (("dice", "Dice"), ("iou", "IoU"), ("hd95_mm", "HD95 (mm)")):
+                    table[label] = [fmt(c.metrics.get(f"eval_{figure}_{s}")) for s in names]
+                st.dataframe(table, hide_index=True)
+                m = c.metrics
+                st.caption(f"`python -m lvseg_core evaluate` on {fmt(m.get('eval_cases'), 0)} "
+                           f"{m.get('eval_split', '')} volume(s), post-processed, original grids;"
+                           f" LV EF error {fmt(m.get('eval_ef_abs_error'), 1)} points.")
+            elif any(c.metrics.get(f"val_dice_{s}") is not None for s in STRUCTURES):
+                rows = {s: c.metrics.get(f"val_dice_{s}") for s in STRUCTURES}
                 st.dataframe({"structure": list(rows), "Dice": [fmt(v) for v in rows.values()]},
                              hide_index=True)
             else:

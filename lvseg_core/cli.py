@@ -199,6 +199,7 @@ def cmd_evaluate(args) -> int:
     segmenter = _segmenter(args)
     with _bar(len(cases), "evaluating") as bar:
         result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients)
+    result["split"] = args.split
     path = write_json(result, out)
     for failure in result["failed"]:
         print(f"skipped {failure['name']}: {failure['error']}", file=sys.stderr)

@@ -89,7 +89,27 @@ def test_default_plan_matches_dimensions():
     plan2d = PreprocessPlan.from_dict(create_model("unet").preprocess)
     plan3d = PreprocessPlan.from_dict(create_model("vnet").preprocess)
     assert plan2d.z_divisor == 1
-    assert plan3d.z_divisor == 8 and plan3d.divisor == 8
+    assert plan3d.z_divisor == 2 and plan3d.divisor == 8
+    iso = PreprocessPlan.from_dict(create_model("vnet", z_strides=(2, 2, 2)).preprocess)
+    assert iso.z_divisor == 8
+
+
+@pytest.mark.parametrize("z_strides, depth", [((1, 1, 2), 6), ((2, 2, 2), 8), ((1, 2, 2), 4)])
+def test_vnet_z_strides_keep_shape(z_strides, depth):
+    torch.manual_seed(0)
+    net = create_model("vnet", base_channels=4, z_strides=z_strides).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, depth, 16, 24))
+    assert out.shape == (1, 4, depth, 16, 24)
+    strides = [stage.down_conv.stride for stage in net.net.down]
+    assert [s[0] for s in strides] == list(z_strides) and all(s[1:] == (2, 2) for s in strides)
+
+
+def test_vnet_bad_z_strides():
+    with pytest.raises(ValueError, match="z_strides"):
+        create_model("vnet", z_strides=(1, 3, 2))
+    with pytest.raises(ValueError, match="z_strides"):
+        create_model("vnet", z_strides=(1, 2))
 
 
 # --------------------------------------------------------------------------- #

@@ -232,6 +232,32 @@ def test_export_reload_and_segment(fitted, tmp_path, capsys):
     assert "no such run folder" in one_error_line(capsys.readouterr().err)
 
 
+def test_export_stores_an_evaluation_report(fitted, tmp_path, capsys):
+    run = fitted("unet")
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({
+        "model": "unet", "cases": 4, "split": "validation", "ef_abs_error": 3.25,
+        "seconds_per_volume": 0.4,
+        "dice": {"RV": 0.81, "Myo": 0.82, "LV": 0.93, "mean": 0.853},
+        "hd95_mm": {"RV": 9.0, "Myo": 3.0, "LV": 2.5, "mean": 4.83}}))
+    out = tmp_path / "w"
+    assert main(["export", str(run), "--out", str(out), "--evaluation", str(report)]) == 0
+    metrics = json.loads((out / "config.json").read_text())["metrics"]
+    assert metrics["eval_dice_LV"] == 0.93 and metrics["eval_hd95_mm_mean"] == 4.83
+    assert metrics["eval_ef_abs_error"] == 3.25 and metrics["eval_split"] == "validation"
+    assert "val_dice" in metrics                       # the run's own figures stay
+    card = (out / "README.md").read_text()
+    assert "name: Dice LV (lvseg_core evaluate, validation)" in card
+    assert "value: 0.9300" in card and "value: 0.8530" in card
+
+    report.write_text("[1, 2]")
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "w2"),
+                 "--evaluation", str(report)]) == 1
+    assert "not an evaluation report" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "w2").exists()
+
+
 # --- 4. resume ---------------------------------------------------------------------------
 
 

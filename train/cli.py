@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--out", required=True, help="weights folder, e.g. weights/unet")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--evaluation", metavar="JSON", default=None,
+                   help="a 'python -m lvseg_core evaluate' report to store with the weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                    help="also upload to this Hub repo (token from HF_TOKEN)")
     return parser
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         print((Path(args.out) / "results.md").read_text())
         print(f"best: lr {rows[0]['lr']:g}, weight decay {rows[0]['weight_decay']:g}")
     elif args.command == "export":
-        out = export_run(args.run, args.out, overwrite=args.overwrite)
+        out = export_run(args.run, args.out, overwrite=args.overwrite,
+                         evaluation=args.evaluation)
         print(f"exported to {out}")
         if args.push_to_hub:
             print(f"pushed: {push_to_hub(out, args.push_to_hub)}")

@@ -24,14 +24,42 @@ def checkpoint_of(run: Path) -> Path:
     raise LVSegError(f"{run}: no checkpoint in {run / 'checkpoints'} (was the run started?)")
 
 
+#: Figures of an ``lvseg_core evaluate`` JSON kept in the weights' metrics, as
+#: ``eval_<figure>_<structure>`` (or ``eval_<figure>`` for scalars).
+EVALUATION_FIGURES = ("dice", "iou", "precision", "recall", "hd95_mm")
+EVALUATION_SCALARS = ("ef_abs_error", "cases", "seconds_per_volume")
+
+
+def evaluation_metrics(report: dict) -> dict[str, float]:
+    """Flatten an ``evaluate`` report (see :func:`lvseg_core.workflows.evaluate_dataset`)
+    into ``eval_*`` metrics; ``eval_split`` says which patients were scored."""
+    flat: dict = {}
+    for figure in EVALUATION_FIGURES:
+        for key, value in (report.get(figure) or {}).items():
+            if isinstance(value, (int, float)):
+                flat[f"eval_{figure}_{key}"] = float(value)
+    for key in EVALUATION_SCALARS:
+        if isinstance(report.get(key), (int, float)):
+            flat[f"eval_{key}"] = float(report[key])
+    if not flat:
+        raise LVSegError("the evaluation file holds no figures of 'python -m lvseg_core evaluate'")
+    flat["eval_split"] = str(report.get("split") or "unknown")
+    return flat
+
+
 def model_card(model: LVSegModel) -> str:
     """A Hugging Face model card (README.md) with ``model-index`` metrics."""
     metrics = model.metrics
     name = DISPLAY_NAMES.get(model.architecture, model.architecture)
+    # Prefer the post-processed evaluation on the original grids; else the
+    # training run's own validation Dice.
+    evaluated = metrics.get("eval_dice_mean") is not None
+    key, where = (("eval_dice_{}", "lvseg_core evaluate, validation") if evaluated
+                  else ("val_dice_{}", "training validation, 3D"))
     results = "\n".join(
-        f"          - type: dice\n            name: Dice {s} (validation, 3D)\n"
-        f"            value: {metrics[f'val_dice_{s}']:.4f}"
-        for s in STRUCTURES if metrics.get(f"val_dice_{s}") is not None
+        f"          - type: dice\n            name: Dice {s} ({where})\n"
+        f"            value: {metrics[key.format(s)]:.4f}"
+        for s in (*STRUCTURES, "mean") if metrics.get(key.format(s)) is not None
     )
     training = model.training_info
     lines = [
@@ -74,13 +102,25 @@ def model_card(model: LVSegModel) -> str:
     return "\n".join(lines)
 
 
-def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
+               evaluation: str | Path | None = None) -> Path:
     """Write the best model of ``run`` to ``out`` (config.json, model.safetensors, README.md).
 
+    ``evaluation``: a JSON report of ``python -m lvseg_core evaluate`` for this
+    model, whose figures are stored with the weights (``eval_*`` metrics).
+
     Raises:
-        LVSegError: no checkpoint, or ``out`` holds other files and not ``overwrite``.
+        LVSegError: no checkpoint, ``out`` holds other files and not ``overwrite``,
+            or an unreadable evaluation file.
     """
     run, out = Path(run), Path(out)
+    extra = {}
+    if evaluation is not None:
+        try:
+            extra = evaluation_metrics(json.loads(Path(evaluation).read_text()))
+        except (OSError, ValueError, AttributeError) as err:
+            raise LVSegError(f"{evaluation}: not an evaluation report "
+                             f"({type(err).__name__})") from None
     if not run.is_dir():
         raise LVSegError(f"{run}: no such run folder")
     ckpt = checkpoint_of(run)
@@ -92,6 +132,7 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
     best = best_epoch(events) or {}
     model.metrics = {k: best[k] for k in ("val_dice", *[f"val_dice_{s}" for s in STRUCTURES],
                                           "val_loss") if best.get(k) is not None}
+    model.metrics.update(extra)
     config = {}
     if (run / "config.json").is_file():
         config = json.loads((run / "config.json").read_text())

@@ -74,7 +74,7 @@ def model_plan(cfg: TrainConfig) -> PreprocessPlan:
     if cfg.init_weights:
         folder = resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder
         return PreprocessPlan.from_dict(read_config(folder).get("preprocess"))
-    return PreprocessPlan.from_dict(default_plan(cfg.model))
+    return PreprocessPlan.from_dict(default_plan(cfg.model, cfg.arch_args))
 
 
 def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:

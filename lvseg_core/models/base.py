@@ -23,7 +23,7 @@ from ..errors import WeightsError
 from ..labels import LABELS
 from .attention_unet import build_attention_unet
 from .unet import build_unet
-from .vnet import build_vnet
+from .vnet import build_vnet, vnet_divisors
 
 #: Architecture name -> (builder, spatial dimensions of its input).
 ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], int]] = {
@@ -48,12 +48,14 @@ def check_architecture(name: str) -> str:
     return name
 
 
-def default_plan(architecture: str) -> dict[str, Any]:
-    """The preprocessing plan used when training ``architecture`` from scratch."""
+def default_plan(architecture: str, arch_args: dict | None = None) -> dict[str, Any]:
+    """The preprocessing plan used when training ``architecture`` (with ``arch_args``)
+    from scratch."""
     from ..preprocess import PreprocessPlan
 
     if ARCHITECTURES[check_architecture(architecture)][1] == 3:
-        return PreprocessPlan(divisor=8, z_divisor=8).to_dict()
+        divisor, z_divisor = vnet_divisors(**(arch_args or {}))
+        return PreprocessPlan(divisor=divisor, z_divisor=z_divisor).to_dict()
     return PreprocessPlan().to_dict()
 
 
@@ -92,7 +94,7 @@ class LVSegModel(
         self.architecture = architecture
         self.labels = list(labels or LABELS.values())
         self.arch_args = dict(arch_args or {})
-        self.preprocess = dict(preprocess or default_plan(architecture))
+        self.preprocess = dict(preprocess or default_plan(architecture, self.arch_args))
         self.metrics = dict(metrics or {})
         self.training_info = dict(training or {})
         self.net = builder(in_channels=1, out_channels=len(self.labels), **self.arch_args)

@@ -7,6 +7,7 @@ transposed-convolution up) with a chosen base width and depth.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from monai.networks.nets.vnet import (
     DownTransition,
@@ -29,6 +30,11 @@ class VNet3D(nn.Module):
             the number of down-sampling steps, so D, H, W must be multiples of
             ``2 ** len(convs_per_level)``).
         dropout: dropout of the deepest stages and of the skip connections.
+        z_strides: down-sampling factor along D at each down stage (1 or 2).
+            Short-axis cine is ~6 times coarser through-plane than in-plane,
+            so by default D is halved only at the deepest stage, as nnU-Net
+            does for anisotropic data; ``(2, 2, 2)`` is Milletari's isotropic
+            V-Net. See :func:`vnet_divisors` for the input sizes it needs.
     """
 
     def __init__(
@@ -38,8 +44,10 @@ class VNet3D(nn.Module):
         base_channels: int = 8,
         convs_per_level: tuple[int, ...] = (1, 2, 1),
         dropout: float = 0.0,
+        z_strides: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        z_strides = _z_strides(convs_per_level, z_strides)
         act = ("elu", {"inplace": True})
         levels = len(convs_per_level)
         widths = [base_channels * 2**i for i in range(levels + 1)]
@@ -58,6 +66,12 @@ class VNet3D(nn.Module):
             ups.append(UpTransition(3, widths[i + 2], widths[i + 1], up_convs[k], act,
                                     dropout_prob=(None, dropout)))
         self.up = nn.ModuleList(ups)
+        # In-plane-only stages: MONAI's blocks resample by 2 in every axis.
+        for i, stride in enumerate(z_strides):
+            if stride == 1:
+                down, up = self.down[i], self.up[levels - 1 - i]
+                down.down_conv = _resampler(nn.Conv3d, down.down_conv, bias=False)
+                up.up_conv = _resampler(nn.ConvTranspose3d, up.up_conv, bias=True)
         self.output = OutputTransition(3, widths[1], out_channels, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,12 +84,36 @@ class VNet3D(nn.Module):
         return self.output(out)
 
 
+def _z_strides(convs_per_level: tuple[int, ...], z_strides: tuple[int, ...] | None,
+               ) -> tuple[int, ...]:
+    levels = len(convs_per_level)
+    strides = tuple(z_strides) if z_strides is not None else (1,) * (levels - 1) + (2,)
+    if len(strides) != levels or set(strides) - {1, 2}:
+        raise ValueError("z_strides needs one factor of 1 or 2 per down stage")
+    return strides
+
+
+def vnet_divisors(convs_per_level: tuple[int, ...] = (1, 2, 1),
+                  z_strides: tuple[int, ...] | None = None, **_: object) -> tuple[int, int]:
+    """``(in-plane, through-plane)`` sizes that H, W and D must be multiples of."""
+    strides = _z_strides(tuple(convs_per_level), z_strides)
+    return 2 ** len(convs_per_level), int(np.prod(strides))
+
+
+def _resampler(kind: type[nn.Module], like: nn.Module, bias: bool) -> nn.Module:
+    """A (1, 2, 2) strided (transposed) convolution with the channels of ``like``."""
+    return kind(like.in_channels, like.out_channels, kernel_size=(1, 2, 2),
+                stride=(1, 2, 2), bias=bias)
+
+
 def build_vnet(
     in_channels: int = 1,
     out_channels: int = 4,
     base_channels: int = 8,
     convs_per_level: tuple[int, ...] = (1, 2, 1),
     dropout: float = 0.0,
+    z_strides: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """Build a :class:`VNet3D` (see there for the arguments)."""
-    return VNet3D(in_channels, out_channels, base_channels, tuple(convs_per_level), dropout)
+    return VNet3D(in_channels, out_channels, base_channels, tuple(convs_per_level), dropout,
+                  z_strides)
