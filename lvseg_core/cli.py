@@ -59,8 +59,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="keep every connected component (default: keep the largest "
                              "one per structure)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto: float16 on CUDA, float32 on the CPU; bf16: bfloat16, "
-                             "faster on recent CPUs")
+                        help="auto: float16 on CUDA, bfloat16 on CPUs that compute it "
+                             "natively (AVX-512 BF16, AMX), else float32")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvseg_core.inference import Segmentation, Segmenter, device_name
+from lvseg_core.inference import (Segmentation, Segmenter, autocast_dtype, cpu_has_native_bf16,
+                                  device_name)
 from lvseg_core.labels import NUM_CLASSES
 from lvseg_core.models import create_model
 from lvseg_core.postprocess import keep_largest_components, largest_component
@@ -214,6 +215,15 @@ def test_trained_unet_segments_synthetic_heart():
     mask = Segmenter(model, device="cpu").segment(test_scan).mask
     scores = {v: dice(mask == v, test_labels == v) for v in (1, 2, 3)}
     assert all(score > 0.8 for score in scores.values()), scores
+
+
+def test_autocast_dtype_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype(cpu, "fp32") is None and autocast_dtype(cuda, "fp32") is None
+    assert autocast_dtype(cpu, "bf16") == torch.bfloat16
+    assert autocast_dtype(cuda, "auto") == torch.float16
+    native = cpu_has_native_bf16()
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)
 
 
 def test_bf16_precision_matches_fp32_labels(unet, small_heart):
