@@ -409,3 +409,20 @@ def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_pa
                  "--limit-train-batches", "1", "--init-weights", str(out),
                  "--run-dir", str(run)]) == 0
     assert json.loads((run / "config.json").read_text())["init_weights"] == str(out)
+
+
+def test_bf16_volumetric_training_on_the_cpu_warns(tmp_path):
+    import warnings
+
+    from train import runner
+    from train.config import TrainConfig
+
+    with pytest.warns(RuntimeWarning, match="32-true"):
+        runner._trainer(TrainConfig(model="vnet", precision="bf16-mixed", accelerator="cpu"),
+                        tmp_path, [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        runner._trainer(TrainConfig(model="unet", precision="bf16-mixed", accelerator="cpu"),
+                        tmp_path, [])
+        runner._trainer(TrainConfig(model="vnet", precision="32-true", accelerator="cpu"),
+                        tmp_path, [])
