@@ -324,8 +324,34 @@ def _model_facts(specs: Sequence[ModelSpec]) -> list[dict]:
     return facts
 
 
-def _run_config(runs: Path, arch: str) -> dict | None:
-    return read_json(runs / f"{arch}-main" / "config.json")
+def run_chain(runs: Path, spec: ModelSpec) -> list[Path]:
+    """The training runs behind ``spec``'s weights, oldest first.
+
+    The last is the run named in the weights' config (``training.run``), else
+    ``<runs>/<arch>-main``; before it come the runs whose exported model it was
+    fine-tuned from (``init_weights`` pointing at ``<runs>/<run>/model``).
+    """
+    weights_cfg = read_json(spec.folder / "config.json") if spec.folder else None
+    named = ((weights_cfg or {}).get("training") or {}).get("run")
+    last = runs / named if named and (runs / named).is_dir() else runs / f"{spec.arch}-main"
+    if not last.is_dir():
+        return []
+    chain = [last]
+    while len(chain) < 20:
+        init = (read_json(chain[0] / "config.json") or {}).get("init_weights")
+        model = Path(init) if init else None
+        if model is None or model.name != "model":
+            break
+        run = runs / model.parent.name
+        same = model.parent.parent.name == runs.name or model.parent.resolve() == run.resolve()
+        if not (same and run.is_dir()) or run in chain:
+            break
+        chain.insert(0, run)
+    return chain
+
+
+def _run_config(run: Path) -> dict | None:
+    return read_json(run / "config.json")
 
 
 def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
@@ -376,20 +402,25 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             "component of each structure (`lvseg_core.postprocess`).", "")
     rep.add("### 3.3 Training recipe", "")
     rows = []
-    for arch in [s.arch for s in specs]:
-        cfg = _run_config(args.runs, arch)
-        if not cfg:
+    for spec in specs:
+        arch = spec.arch
+        chain = run_chain(args.runs, spec)
+        if not chain:
             rows.append([name(arch), "no run `" + f"{args.runs.name}/{arch}-main" + "` found",
                          "", "", "", "", "", ""])
             continue
-        crop = "x".join(str(c) for c in cfg.get("crop", []))
-        if arch == "vnet":
-            crop += f"x{cfg.get('depth')}"
-        rows.append([name(arch), f"{cfg.get('epochs')} (max {cfg.get('max_time') or '-'}; "
-                     f"patience {cfg.get('patience')})",
-                     f"{cfg.get('lr'):g}", f"{cfg.get('weight_decay'):g}",
-                     str(cfg.get("batch_size")), crop, cfg.get("schedule"),
-                     cfg.get("precision") or "default"])
+        for k, run in enumerate(chain):
+            cfg = _run_config(run) or {}
+            crop = "x".join(str(c) for c in cfg.get("crop", []))
+            if arch == "vnet":
+                crop += f"x{cfg.get('depth')}"
+            label = f"{name(arch)} `{run.name}`" + (", fine-tuned from the run above" if k
+                                                     else "")
+            rows.append([label, f"{cfg.get('epochs')} (max {cfg.get('max_time') or '-'}; "
+                         f"patience {cfg.get('patience')})",
+                         f"{num(cfg.get('lr')):g}", f"{num(cfg.get('weight_decay')):g}",
+                         str(cfg.get("batch_size")), crop, cfg.get("schedule"),
+                         cfg.get("precision") or "default"])
     try:
         from train.transforms import intensity_augment, spatial_augment
 
@@ -406,8 +437,9 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     rep.add("Training (`python -m train fit`, PyTorch Lightning): loss Dice + cross-entropy "
             "(MONAI `DiceCELoss`), AdamW, gradient-norm clipping, early stopping on the "
             "validation Dice (3D, mean of RV, Myo, LV), best checkpoint exported. "
-            f"Augmentation: {augment}. The runs of this report (from "
-            f"`{args.runs.name}/<model>-main/config.json`):", "",
+            f"Augmentation: {augment}. The runs behind the weights of this report (their "
+            f"`{args.runs.name}/<run>/config.json`; a fine-tuning run starts from the model "
+            "exported by the run above it):", "",
             md_table(["Model", "Epochs", "Peak LR", "Weight decay", "Batch", "Patch",
                       "Schedule", "Precision"], rows), "")
     lr = read_lr_find(args.runs / "lr_find_unet")
@@ -448,17 +480,29 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
                 "1e-4 1e-5 --epochs 3 --out runs/search_unet` writes one.", "")
     rep.add("### 4.2 Learning curves", "")
     curves, rows = {}, []
-    for arch in [s.arch for s in specs]:
-        run = args.runs / f"{arch}-main"
-        events = read_events(run)
-        epochs = epoch_events(events)
+    for spec in specs:
+        arch = spec.arch
+        chain = run_chain(args.runs, spec)
+        # Epochs of a fine-tuning chain follow each other; so do their times.
+        epochs, offset, seconds = [], 0, 0.0
+        for run in chain:
+            part = epoch_events(read_events(run))
+            epochs += [{**e, "epoch": offset + e.get("epoch", i),
+                        "elapsed": seconds + (e.get("elapsed") or 0)}
+                       for i, e in enumerate(part)]
+            if part:
+                offset, seconds = epochs[-1]["epoch"] + 1, epochs[-1]["elapsed"]
         if not epochs:
             rows.append([name(arch), "no `metrics.jsonl` epochs", "", "", "", ""])
             continue
         curves[arch] = epochs
-        best = best_epoch(events) or {}
+        events = read_events(chain[-1])
+        last = epoch_events(events)
+        best = dict(best_epoch(events) or {})
+        if isinstance(best.get("epoch"), int):
+            best["epoch"] += offset - len(last)
         end = next((e for e in reversed(events) if e.get("event") == "end"), None)
-        cfg = _run_config(args.runs, arch) or {}
+        cfg = _run_config(chain[-1]) or {}
         rep.facts.setdefault("curves", {})[arch] = {
             "best": best.get("epoch"), "last": epochs[-1].get("epoch", len(epochs) - 1),
             "max_time": cfg.get("max_time"), "finished": end is not None}

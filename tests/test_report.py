@@ -148,3 +148,29 @@ def test_report_without_data_weights_or_runs_says_so(tmp_path):
     from pptx import Presentation
 
     assert len(list(Presentation(str(tmp_path / "docs" / "LVSeg.pptx")).slides)) >= 5
+
+
+def test_run_chain_follows_fine_tuning(tmp_path):
+    from bench.common import ModelSpec
+    from bench.report import run_chain
+
+    runs = tmp_path / "runs"
+    for name, init in (("attention_unet-main", None),
+                       ("attention_unet-ft", "runs/attention_unet-main/model"),
+                       ("attention_unet-ft2", "elsewhere/attention_unet-ft/model"),
+                       ("attention_unet-ft3", "runs/attention_unet-ft/model")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"init_weights": init}))
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({"training": {"run": "attention_unet-ft3"}}))
+    spec = ModelSpec("attention_unet", weights)
+    assert [p.name for p in run_chain(runs, spec)] == [
+        "attention_unet-main", "attention_unet-ft", "attention_unet-ft3"]
+    # Not from runs/: the chain stops there.
+    (weights / "config.json").write_text(json.dumps({"training": {"run": "attention_unet-ft2"}}))
+    assert [p.name for p in run_chain(runs, spec)] == ["attention_unet-ft2"]
+    # Weights without a run name: the <arch>-main run; none at all: empty.
+    assert [p.name for p in run_chain(runs, ModelSpec("attention_unet", None))] == [
+        "attention_unet-main"]
+    assert run_chain(runs, ModelSpec("vnet", None)) == []
