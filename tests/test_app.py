@@ -258,6 +258,22 @@ def test_models_page_shows_card(app):
     assert any("No bundled V-Net weights" in i.value for i in app.info)
 
 
+def test_models_page_shows_evaluation_figures(app, env):
+    folder = env / "weights" / "unet"
+    config = json.loads((folder / "config.json").read_text())
+    config["metrics"] = {"val_dice": 0.5, "eval_dice_RV": 0.81, "eval_dice_Myo": 0.82,
+                         "eval_dice_LV": 0.93, "eval_dice_mean": 0.853, "eval_hd95_mm_mean": 4.8,
+                         "eval_cases": 20.0, "eval_ef_abs_error": 2.6, "eval_split": "validation"}
+    (folder / "config.json").write_text(json.dumps(config))
+    app.switch_page("app_pages/models.py").run()
+    no_problems(app)
+    assert {m.label: m.value for m in app.metric}["Validation Dice"] == "0.853"
+    table = app.dataframe[0].value
+    assert list(table["Dice"]) == ["0.810", "0.820", "0.930", "0.853"]
+    assert any("20 validation volume(s)" in c.value and "2.6 points" in c.value
+               for c in app.caption)
+
+
 def test_train_page_lists_runs_and_selects_weights(app, env):
     run = env / "runs" / "unet-test"
     (run / "model").mkdir(parents=True)
