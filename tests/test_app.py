@@ -260,12 +260,16 @@ def test_models_page_shows_card(app):
 
 def test_models_page_shows_evaluation_figures(app, env):
     folder = env / "weights" / "unet"
-    config = json.loads((folder / "config.json").read_text())
+    original = (folder / "config.json").read_text()
+    config = json.loads(original)
     config["metrics"] = {"val_dice": 0.5, "eval_dice_RV": 0.81, "eval_dice_Myo": 0.82,
                          "eval_dice_LV": 0.93, "eval_dice_mean": 0.853, "eval_hd95_mm_mean": 4.8,
                          "eval_cases": 20.0, "eval_ef_abs_error": 2.6, "eval_split": "validation"}
     (folder / "config.json").write_text(json.dumps(config))
-    app.switch_page("app_pages/models.py").run()
+    try:
+        app.switch_page("app_pages/models.py").run()
+    finally:                                   # the weights folder is shared by the module
+        (folder / "config.json").write_text(original)
     no_problems(app)
     assert {m.label: m.value for m in app.metric}["Validation Dice"] == "0.853"
     table = app.dataframe[0].value
