@@ -272,7 +272,8 @@ class Analysis:
         manual_indices: the same from the ground truth when ED and ES are labelled.
         architecture, weights: which model produced it.
         notes: remarks for the user (assumed spacing, dropped probabilities).
-        precision: the segmenter's inference precision (``auto``, ``fp32``, ``bf16``).
+        precision: what the network computed in (``fp32``, ``bf16`` or ``fp16``;
+            ``auto`` resolves to one of them on the device).
     """
 
     scan: Scan
@@ -288,7 +289,7 @@ class Analysis:
     indices: dict | None = None
     manual_indices: dict | None = None
     notes: list[str] = field(default_factory=list)
-    precision: str = "auto"
+    precision: str = "fp32"
 
     @property
     def mask(self) -> np.ndarray:
@@ -391,7 +392,7 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
     analysis = Analysis(scan=scan, segmentation=result, architecture=segmenter.architecture,
                         weights=weights.description if weights is not None else "in-memory",
                         truth=truth, probabilities=quantised, truth_frames=truth_frames,
-                        precision=str(getattr(segmenter, "precision", "auto")))
+                        precision=str(getattr(segmenter, "precision_label", "fp32")))
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):

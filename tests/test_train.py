@@ -192,6 +192,19 @@ def test_max_steps_mid_epoch_still_validates(acdc, cache, tmp_path):
     assert (run / "model" / "model.safetensors").is_file()
 
 
+def test_val_every_leaves_unvalidated_epochs_blank(acdc, cache, tmp_path):
+    # Validating every 2nd epoch: the epochs in between carry no (stale) val figures,
+    # and the best checkpoint still comes from a validated epoch.
+    run = tmp_path / "every2"
+    assert main(["fit", *data_args("vnet", acdc, cache), "--epochs", "4", "--val-every", "2",
+                 "--limit-train-batches", "1", "--run-dir", str(run)]) == 0
+    epochs = of_kind(run, "epoch")
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
+    assert [e["val_dice"] is not None for e in epochs] == [False, True, False, True]
+    assert json.loads((run / "config.json").read_text())["val_every"] == 2
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+
+
 # --- 3. export, and the exported weights through lvseg_core -------------------------------
 
 

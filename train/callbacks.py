@@ -41,6 +41,11 @@ class MetricsLog(L.Callback):
         self.path = Path(path)
         self.start = time.time()
         self.epoch_start = self.start
+        self.validated_epoch = -1
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
@@ -56,6 +61,9 @@ class MetricsLog(L.Callback):
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         m = trainer.callback_metrics
+        if self.validated_epoch != trainer.current_epoch:
+            # No validation this epoch (--val-every): leave the old figures out.
+            m = {k: v for k, v in m.items() if not k.startswith("val_")}
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         record = {
             "event": "epoch",

@@ -67,7 +67,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         model=args.model, data=args.data, run_dir=getattr(args, "run_dir", "") or "",
         arch_args=args.arch_args, epochs=args.epochs, max_time=args.max_time, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, crop=tuple(args.crop),
-        depth=args.depth, patience=getattr(args, "patience", 10), schedule=args.schedule,
+        depth=args.depth, patience=getattr(args, "patience", 10),
+        val_every=max(1, getattr(args, "val_every", 1)), schedule=args.schedule,
         grad_clip=args.grad_clip, init_weights=args.init_weights,
         augment=not args.no_augment, seed=args.seed, val_patients=args.val_patients,
         overfit_batches=getattr(args, "overfit_batches", 0.0) or 0.0,
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="", help="run folder (default: runs/<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
+    p.add_argument("--val-every", type=int, default=1, metavar="N",
+                   help="validate every N epochs (V-Net epochs are short: one patch per volume)")
     p.add_argument("--overfit-batches", type=_limit, default=0.0,
                    help="train on N batches only, no augmentation (sanity check)")
 

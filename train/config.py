@@ -27,7 +27,8 @@ class TrainConfig:
     batch_size: int = 16
     crop: tuple[int, int] = (176, 176)
     depth: int = 8
-    patience: int = 10
+    patience: int = 10                     # early-stopping patience in epochs
+    val_every: int = 1                     # validate every N epochs
     schedule: str = "onecycle"            # onecycle | cosine | constant
     grad_clip: float = 1.0                 # gradient-norm clipping (0: off)
     init_weights: str | None = None        # start from these weights (fine-tuning)

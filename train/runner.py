@@ -127,6 +127,7 @@ def _trainer(cfg: TrainConfig, run: Path, callbacks: list, **overrides) -> L.Tra
         default_root_dir=str(run), overfit_batches=cfg.overfit_batches,
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_val_batches,
         log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False,
+        check_val_every_n_epoch=cfg.val_every,
         gradient_clip_val=cfg.grad_clip or None,
     )
     args.update(overrides)
@@ -185,7 +186,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         StopOnNonFiniteLoss(),
     ]
     if cfg.patience and not cfg.overfit_batches:
-        callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience))
+        # EarlyStopping counts validation checks, ``patience`` counts epochs.
+        checks = max(1, math.ceil(cfg.patience / cfg.val_every))
+        callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=checks))
     trainer = _trainer(cfg, run, callbacks)
     try:
         trainer.fit(task, train, val, ckpt_path=str(last) if resume else None)

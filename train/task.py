@@ -49,8 +49,12 @@ class SegmentationTask(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_fit_start(self) -> None:
+        self.model.to(memory_format=self.model.memory_format)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         image, label = batch
+        image = image.contiguous(memory_format=self.model.memory_format)
         loss = self.loss(self.model(image), label)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=image.shape[0], sync_dist=True)

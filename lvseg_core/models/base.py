@@ -103,6 +103,12 @@ class LVSegModel(
         return self.net(x)
 
     @property
+    def memory_format(self) -> torch.memory_format:
+        """Channels-last layout for this model's rank: ~1.3-1.6x faster convolutions
+        on CPUs (oneDNN) and the layout tensor cores want; values are unchanged."""
+        return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
+
+    @property
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

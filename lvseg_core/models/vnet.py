@@ -73,6 +73,12 @@ class VNet3D(nn.Module):
                 down.down_conv = _resampler(nn.Conv3d, down.down_conv, bias=False)
                 up.up_conv = _resampler(nn.ConvTranspose3d, up.up_conv, bias=True)
         self.output = OutputTransition(3, widths[1], out_channels, act)
+        # The last 1x1x1 convolution starts small, so a fresh model predicts
+        # near-uniform probabilities (cross-entropy ~ ln C, the first check of
+        # the training recipe) instead of the O(1) logits of default init.
+        with torch.no_grad():
+            self.output.conv2.weight.mul_(0.1)
+            self.output.conv2.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.input(x)]
