@@ -16,7 +16,7 @@ import torch
 from .hub import Weights, load_model
 from .models import LVSegModel
 from .postprocess import keep_largest_components
-from .preprocess import PreprocessPlan, prepare, restore
+from .preprocess import PreprocessPlan, prepare, restore, slice_axis
 from .scan import Scan
 
 
@@ -144,10 +144,20 @@ class Segmenter:
             return torch.cat(outs)
 
     def predict_probabilities(self, volume: np.ndarray, spacing) -> torch.Tensor:
-        """Class probabilities ``(C, x, y, z)`` (CPU, float32) of one frame ``(x, y, z)``."""
+        """Class probabilities ``(C, x, y, z)`` (CPU, float32) of one frame ``(x, y, z)``.
+
+        A stack stored with its slice axis first or second (see
+        :func:`~lvseg_core.preprocess.slice_axis`) is segmented slice by
+        slice all the same, and the result is on the input's axes.
+        """
+        axis = slice_axis(spacing)
+        if axis != 2:
+            volume = np.moveaxis(volume, axis, 2)
+            spacing = tuple(spacing[i] for i in range(3) if i != axis) + (spacing[axis],)
         prepared = prepare(volume, spacing, self.plan)
         probs = torch.softmax(self._logits(prepared.image), dim=1).cpu()
-        return restore(probs, prepared)
+        probs = restore(probs, prepared)
+        return probs if axis == 2 else torch.movedim(probs, 3, axis + 1).contiguous()
 
     def segment_volume(self, volume: np.ndarray, spacing, probabilities: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None]:

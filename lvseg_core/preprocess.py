@@ -153,6 +153,27 @@ def fit_to_grid(slices: torch.Tensor, offsets: list[tuple[int, int]], target: tu
     return out
 
 
+#: A voxel axis is taken as the through-plane (slice) axis when its spacing is
+#: at least this many times that of both other axes.
+SLICE_AXIS_RATIO = 1.5
+
+
+def slice_axis(spacing: tuple[float, ...]) -> int:
+    """The through-plane axis of a short-axis stack with voxel size ``spacing`` (mm).
+
+    Scanners and converters do not all store the slice axis last: a stack
+    written as ``(x, z, y)`` has its coarse axis first or second. The axis
+    whose spacing is clearly the largest (:data:`SLICE_AXIS_RATIO`) is the
+    slice axis; otherwise (near-isotropic data) axis 2 is kept.
+    """
+    sp = [float(s) for s in spacing[:3]]
+    if len(sp) < 3:
+        return 2
+    ax = int(np.argmax(sp))
+    others = [s for i, s in enumerate(sp) if i != ax]
+    return ax if all(sp[ax] >= SLICE_AXIS_RATIO * s for s in others) else 2
+
+
 def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan) -> Prepared:
     """Apply ``plan`` to one frame.
 

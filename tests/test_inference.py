@@ -12,7 +12,7 @@ from lvseg_core.inference import (Segmentation, Segmenter, autocast_dtype, cpu_h
 from lvseg_core.labels import NUM_CLASSES
 from lvseg_core.models import create_model
 from lvseg_core.postprocess import keep_largest_components, largest_component
-from lvseg_core.preprocess import PreprocessPlan, prepare
+from lvseg_core.preprocess import PreprocessPlan, prepare, slice_axis
 from lvseg_core.scan import Scan
 from tests.conftest import make_heart
 
@@ -236,3 +236,26 @@ def test_bf16_precision_matches_fp32_labels(unet, small_heart):
     assert (bf16.mask == fp32.mask).mean() > 0.95
     with pytest.raises(ValueError):
         Segmenter(unet, device="cpu", precision="fp8")
+
+
+@pytest.mark.parametrize("order", [(2, 0, 1), (0, 2, 1)])
+def test_slice_axis_stored_first_or_second(unet, small_heart, order):
+    # The same stack written with its slice axis elsewhere gets the same labels,
+    # on its own axes.
+    scan, _ = small_heart
+    seg = Segmenter(unet, device="cpu")
+    reference = seg.predict_probabilities(scan.array, scan.spacing)
+    spacing = tuple(np.asarray(scan.spacing)[list(order)])
+    assert slice_axis(spacing) == order.index(2)
+    moved = seg.predict_probabilities(scan.array.transpose(order), spacing)
+    assert moved.shape == (NUM_CLASSES, *scan.array.transpose(order).shape)
+    expected = reference.permute(0, *(1 + i for i in order))
+    torch.testing.assert_close(moved, expected, atol=1e-5, rtol=0)
+
+
+def test_slice_axis_keeps_near_isotropic_volumes():
+    assert slice_axis((1.5, 1.5, 8.0)) == 2
+    assert slice_axis((1.2, 1.0, 1.1)) == 2       # no clearly coarse axis
+    assert slice_axis((1.0, 1.4, 1.0)) == 2       # below the ratio
+    assert slice_axis((1.25, 10.0, 1.25)) == 1
+    assert slice_axis((1.0, 1.0)) == 2
