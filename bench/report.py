@@ -324,17 +324,30 @@ def _model_facts(specs: Sequence[ModelSpec]) -> list[dict]:
     return facts
 
 
-def run_chain(runs: Path, spec: ModelSpec) -> list[Path]:
+def run_roots(args) -> list[Path]:
+    """Where runs are looked for: ``--runs`` (this machine), then ``--records``."""
+    return [Path(p) for p in (args.runs, getattr(args, "records", None)) if p is not None]
+
+
+def find_run(roots: Sequence[Path], name: str) -> Path | None:
+    """The first ``<root>/<name>`` folder of ``roots``."""
+    return next((root / name for root in roots if (root / name).is_dir()), None)
+
+
+def run_chain(runs: Path | Sequence[Path], spec: ModelSpec) -> list[Path]:
     """The training runs behind ``spec``'s weights, oldest first.
 
     The last is the run named in the weights' config (``training.run``), else
-    ``<runs>/<arch>-main``; before it come the runs whose exported model it was
-    fine-tuned from (``init_weights`` pointing at ``<runs>/<run>/model``).
+    ``<arch>-main``; before it come the runs whose exported model it was
+    fine-tuned from (``init_weights`` pointing at ``runs/<run>/model``). Each
+    run is looked for in ``runs`` (one folder, or several in order: the runs
+    of this machine, then the kept records of ``python -m train archive``).
     """
+    roots = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     weights_cfg = read_json(spec.folder / "config.json") if spec.folder else None
     named = ((weights_cfg or {}).get("training") or {}).get("run")
-    last = runs / named if named and (runs / named).is_dir() else runs / f"{spec.arch}-main"
-    if not last.is_dir():
+    last = (find_run(roots, named) if named else None) or find_run(roots, f"{spec.arch}-main")
+    if last is None:
         return []
     chain = [last]
     while len(chain) < 20:
@@ -342,9 +355,12 @@ def run_chain(runs: Path, spec: ModelSpec) -> list[Path]:
         model = Path(init) if init else None
         if model is None or model.name != "model":
             break
-        run = runs / model.parent.name
-        same = model.parent.parent.name == runs.name or model.parent.resolve() == run.resolve()
-        if not (same and run.is_dir()) or run in chain:
+        run = find_run(roots, model.parent.name)
+        if run is None or run in chain:
+            break
+        same = model.parent.parent.name == run.parent.name or \
+            model.parent.resolve() == run.resolve()
+        if not same:
             break
         chain.insert(0, run)
     return chain
@@ -404,7 +420,7 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     rows = []
     for spec in specs:
         arch = spec.arch
-        chain = run_chain(args.runs, spec)
+        chain = run_chain(run_roots(args), spec)
         if not chain:
             rows.append([name(arch), "no run `" + f"{args.runs.name}/{arch}-main" + "` found",
                          "", "", "", "", "", ""])
@@ -416,6 +432,9 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
                 crop += f"x{cfg.get('depth')}"
             label = f"{name(arch)} `{run.name}`" + (", fine-tuned from the run above" if k
                                                      else "")
+            if not k and cfg.get("init_weights"):
+                label += f", fine-tuned from weights `{cfg['init_weights']}` (earlier runs " \
+                         "not kept)"
             rows.append([label, f"{cfg.get('epochs')} (max {cfg.get('max_time') or '-'}; "
                          f"patience {cfg.get('patience')})",
                          f"{num(cfg.get('lr')):g}", f"{num(cfg.get('weight_decay')):g}",
@@ -442,7 +461,8 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             "exported by the run above it):", "",
             md_table(["Model", "Epochs", "Peak LR", "Weight decay", "Batch", "Patch",
                       "Schedule", "Precision"], rows), "")
-    lr = read_lr_find(args.runs / "lr_find_unet")
+    lr_dir = find_run(run_roots(args), "lr_find_unet") or args.runs / "lr_find_unet"
+    lr = read_lr_find(lr_dir)
     if lr:
         path = figures.lr_find(lr["lr"], lr["loss"], lr.get("suggestion"),
                                lr.get("model", "unet"), rep.figures / "lr_find.png")
@@ -452,10 +472,10 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
                 "table above.", "")
         rep.figure(path, "LR range test: training loss while the learning rate grows "
                    "exponentially.", "lr_find")
-    elif (args.runs / "lr_find_unet" / "lr_find.png").is_file():
+    elif (lr_dir / "lr_find.png").is_file():
         target = rep.figures / "lr_find.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.runs / "lr_find_unet" / "lr_find.png", target)
+        shutil.copyfile(lr_dir / "lr_find.png", target)
         rep.figure(target, "LR range test (copied from the run folder).", "lr_find")
     else:
         rep.add(f"No LR range test found (`{args.runs.name}/lr_find_unet/lr_find.json`); "
@@ -468,7 +488,11 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     from bench import figures
 
     rep.add(SECTIONS[3], "", "### 4.1 Hyper-parameter search", "")
-    searches = sorted(args.runs.glob("search_*/results.md")) if args.runs.is_dir() else []
+    found: dict[str, Path] = {}
+    for root in run_roots(args):
+        for path in sorted(root.glob("search_*/results.md")) if root.is_dir() else []:
+            found.setdefault(path.parent.name, path)
+    searches = list(found.values())
     if searches:
         for path in searches:
             rep.add(f"`python -m train search` in `{path.parent.name}` (short trainings, best "
@@ -482,7 +506,7 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     curves, rows = {}, []
     for spec in specs:
         arch = spec.arch
-        chain = run_chain(args.runs, spec)
+        chain = run_chain(run_roots(args), spec)
         # Epochs of a fine-tuning chain follow each other; so do their times.
         epochs, offset, seconds = [], 0, 0.0
         for run in chain:
@@ -1205,6 +1229,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs",
                         help="training runs: configs, learning curves, LR test, search "
                              "(default: runs/)")
+    parser.add_argument("--records", type=Path, default=ROOT / "docs" / "runs",
+                        help="kept run records ('python -m train archive'), read when a run "
+                             "is not in --runs (default: docs/runs/)")
     parser.add_argument("--split", choices=("validation", "all"), default="validation")
     parser.add_argument("--cases", type=int, default=None, metavar="N",
                         help="evaluate at most N volumes (default: the whole split; "

@@ -655,6 +655,36 @@ def weights_runs(architecture: str | None = None,
             if r.has_model and not r.running and (architecture is None or r.model == architecture)]
 
 
+#: The small files that record what a run did (no checkpoints, no weights).
+RECORD_FILES = ("config.json", "metrics.jsonl", "lr_find.json", "lr_find.png",
+                "results.md", "results.csv")
+
+
+def keep_record(run_dir: str | Path, records_dir: str | Path, overwrite: bool = False) -> Path:
+    """Copy the record of a run (:data:`RECORD_FILES`) to ``records_dir/<run name>/``.
+
+    ``runs/`` is not versioned; the records let the report show the learning
+    curves, the LR range test and the search of the shipped weights on any
+    machine. Returns the record folder. Raises :class:`LVSegError` for a
+    folder that is no run, or an existing record without ``overwrite``.
+    """
+    run = Path(run_dir)
+    files = [run / name for name in RECORD_FILES if (run / name).is_file()]
+    if not run.is_dir() or not files:
+        raise LVSegError(f"{run}: not a run folder (none of {', '.join(RECORD_FILES)})")
+    dest = Path(records_dir) / run.name
+    if dest.resolve() == run.resolve():
+        raise LVSegError(f"{run}: the record folder is the run itself")
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise LVSegError(f"{dest} already holds a record; pass --overwrite to replace it")
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        tmp = dest / f".{path.name}.tmp"
+        tmp.write_bytes(path.read_bytes())
+        tmp.replace(dest / path.name)
+    return dest
+
+
 def read_lr_find(run_dir: str | Path) -> dict | None:
     """``lr_find.json`` of an LR range test (``lr``, ``loss``, ``suggestion``), or None."""
     data = _read_json(Path(run_dir) / "lr_find.json")

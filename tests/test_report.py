@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -57,6 +58,11 @@ def quick_report(tmp_path_factory, acdc_dir):
     create_model("attention_unet", channels=(4, 8, 16, 32, 64)).save_pretrained(
         weights / "attention_unet")
     runs = fake_runs(tmp / "runs")
+    # The search is read from the kept records (python -m train archive), not runs/.
+    from lvseg_core.runs import keep_record
+
+    keep_record(runs / "search_unet", tmp / "records")
+    shutil.rmtree(runs / "search_unet")
     readme = tmp / "README.md"
     readme.write_text(f"# LVSeg\n\n## Results\n\n{report.README_START}\nold\n"
                       f"{report.README_END}\n")
@@ -65,6 +71,7 @@ def quick_report(tmp_path_factory, acdc_dir):
     try:
         code = report.main(["--quick", "--data", str(data), "--out", str(tmp / "docs"),
                             "--results", str(tmp / "results"), "--runs", str(runs),
+                            "--records", str(tmp / "records"),
                             "--readme", str(readme), "--examples", "5"])
     finally:
         hub.WEIGHTS_DIR = before
@@ -134,7 +141,8 @@ def test_report_refreshes_readme_and_keeps_measurements(quick_report):
 def test_report_without_data_weights_or_runs_says_so(tmp_path):
     code = report.main(["--quick", "--data", str(tmp_path / "absent"),
                         "--out", str(tmp_path / "docs"), "--results", str(tmp_path / "res"),
-                        "--runs", str(tmp_path / "no-runs"), "--weights-dir",
+                        "--runs", str(tmp_path / "no-runs"), "--records",
+                        str(tmp_path / "no-records"), "--weights-dir",
                         str(tmp_path / "no-weights"), "--no-readme"])
     assert code == 0
     text = (tmp_path / "docs" / "REPORT.md").read_text()
@@ -174,3 +182,42 @@ def test_run_chain_follows_fine_tuning(tmp_path):
     assert [p.name for p in run_chain(runs, ModelSpec("attention_unet", None))] == [
         "attention_unet-main"]
     assert run_chain(runs, ModelSpec("vnet", None)) == []
+
+
+def test_keep_record_copies_the_small_files_only(tmp_path, capsys):
+    from lvseg_core.errors import LVSegError
+    from lvseg_core.runs import keep_record
+    from train.cli import main as train_main
+
+    run = fake_runs(tmp_path / "runs") / "unet-main"
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"x" * 10)
+    kept = keep_record(run, tmp_path / "records")
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert (kept / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    with pytest.raises(LVSegError, match="already holds a record"):
+        keep_record(run, tmp_path / "records")
+    with pytest.raises(LVSegError, match="not a run folder"):
+        keep_record(tmp_path / "runs" / "absent", tmp_path / "records")
+    # The command line: one line per run, a one-line error for a second copy.
+    assert train_main(["archive", str(run), "--out", str(tmp_path / "r2")]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert train_main(["archive", str(run), "--out", str(tmp_path / "r2")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_run_chain_reads_kept_records(tmp_path):
+    from bench.common import ModelSpec
+    from bench.report import run_chain
+
+    runs, records = tmp_path / "runs", tmp_path / "docs" / "runs"
+    for root, name, init in ((records, "unet-main", None),
+                             (runs, "unet-ft", "runs/unet-main/model")):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text(json.dumps({"init_weights": init}))
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({"training": {"run": "unet-ft"}}))
+    chain = run_chain([runs, records], ModelSpec("unet", weights))
+    assert chain == [records / "unet-main", runs / "unet-ft"]
+    assert run_chain(runs, ModelSpec("unet", weights)) == [runs / "unet-ft"]

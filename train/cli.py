@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a 'python -m lvseg_core evaluate' report to store with the weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                    help="also upload to this Hub repo (token from HF_TOKEN)")
+
+    p = sub.add_parser("archive", help="keep the record of runs (config, metrics, LR test, "
+                                       "search) in a versioned folder for the report")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--out", default="docs/runs", help="records folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing records")
     return parser
 
 
@@ -138,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
         rows = runner.search(_config(args), args.lrs, args.weight_decays, args.out)
         print((Path(args.out) / "results.md").read_text())
         print(f"best: lr {rows[0]['lr']:g}, weight decay {rows[0]['weight_decay']:g}")
+    elif args.command == "archive":
+        from lvseg_core.runs import keep_record
+
+        for run_dir in args.runs:
+            print(f"kept {keep_record(run_dir, args.out, args.overwrite)}")
     elif args.command == "export":
         out = export_run(args.run, args.out, overwrite=args.overwrite,
                          evaluation=args.evaluation)
