@@ -344,6 +344,22 @@ def test_lr_find(acdc, cache, tmp_path, capsys):
     assert "--num-training" in one_error_line(capsys.readouterr().err)
 
 
+def test_steepest_descent_on_the_log_axis():
+    from train.runner import steepest_descent
+
+    lrs = np.logspace(-6, 0, 61)                     # 10 points per decade
+    x = np.log10(lrs)
+    # An early bump of the smoothed loss, then a fall that is steepest at 1e-3
+    # (on the log axis), then divergence at the largest rates.
+    losses = 2.0 + 0.3 * np.exp(-((x + 5.4) ** 2) / 0.05) - np.tanh(2 * (x + 3)) \
+        + np.where(x > -0.5, 20 * (x + 0.5) ** 2, 0)
+    best = steepest_descent(lrs, losses)
+    assert lrs[best] == pytest.approx(1e-3, rel=0.3)
+    assert steepest_descent(lrs[:3], losses[:3]) is None
+    losses[12:] = np.nan                             # diverged early: too few finite points
+    assert steepest_descent(lrs, losses) is None
+
+
 def test_search(acdc, cache, tmp_path, capsys):
     out = tmp_path / "search"
     assert main(["search", *data_args("unet", acdc, cache), "--out", str(out),

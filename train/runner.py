@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import (
     EarlyStopping,
@@ -206,6 +207,30 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     return run
 
 
+def steepest_descent(lrs: np.ndarray, losses: np.ndarray, skip_end: int = 1) -> int | None:
+    """Index of the steepest fall of the (smoothed) loss against log10(lr).
+
+    The slope is taken on the log axis the test sweeps (Lightning's own
+    suggestion differentiates by the linear rate, which favours the smallest
+    rates). Skipped: the first 10 points (a fifth of a short test), the
+    early part where the smoothed loss still rises to its peak, and the last
+    ``skip_end`` points. None when fewer than 3 finite points remain.
+    """
+    n = len(losses)
+    finite = np.isfinite(losses)
+    if finite.sum() < 3:
+        return None
+    head = losses[: max(1, n // 2)]
+    peak = int(np.nanargmax(np.where(np.isfinite(head), head, -np.inf)))
+    begin = max(min(10, n // 5), peak)
+    idx = np.arange(begin, n - skip_end)
+    idx = idx[finite[idx]]
+    if len(idx) < 3:
+        return None
+    slope = np.gradient(losses[idx], np.log10(lrs[idx]))
+    return int(idx[int(np.argmin(slope))])
+
+
 def lr_find(cfg: TrainConfig, out: str | Path, num_training: int = 100) -> dict:
     """Lightning's learning-rate range test; saves ``lr_find.png`` and ``lr_find.json``."""
     import matplotlib
@@ -228,12 +253,15 @@ def lr_find(cfg: TrainConfig, out: str | Path, num_training: int = 100) -> dict:
                                     update_attr=False)
     if finder is None:
         raise LVSegError("the LR range test returned no result")
-    # Lightning skips the first 10 points; short tests (< 50 steps) skip a fifth.
-    suggestion = finder.suggestion(skip_begin=min(10, len(finder.results["lr"]) // 5))
-    if suggestion is None:
+    lrs = np.asarray(finder.results["lr"], float)
+    losses = np.asarray(finder.results["loss"], float)
+    best = steepest_descent(lrs, losses)
+    if best is None:
         raise LVSegError(f"the LR range test gave too few finite losses for a suggestion "
-                         f"({len(finder.results['lr'])} steps); raise --num-training")
-    fig = finder.plot(suggest=True)
+                         f"({len(lrs)} steps); raise --num-training")
+    suggestion = float(lrs[best])
+    fig = finder.plot(suggest=False)
+    fig.axes[0].plot(lrs[best], losses[best], "o", color="red", markersize=10)
     fig.axes[0].set_title(f"LR range test, {cfg.model} (suggested {suggestion:.2e})")
     fig.savefig(out / "lr_find.png", dpi=120, bbox_inches="tight")
     result = {"model": cfg.model, "suggestion": suggestion,
