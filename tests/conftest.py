@@ -15,8 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def acdc_path() -> Path:
-    """The ACDC folder: ``$LVSEG_DATA`` or ``../shared/data/acdc`` beside the repo."""
-    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc"))
+    """The ACDC folder: ``$LVSEG_DATA`` or ``../shared/data/acdc`` beside the repo.
+
+    Made absolute, so that tests may link to it from temporary folders.
+    """
+    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc")).resolve()
 
 
 @pytest.fixture(scope="session")
