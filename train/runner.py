@@ -157,8 +157,11 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume:
         if not last.is_file():
             raise LVSegError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
-        cfg = replace(TrainConfig.load(run / "config.json"), epochs=cfg.epochs,
-                      max_time=cfg.max_time, run_dir=str(run))
+        # The run is defined by its saved config; the length and the threads of
+        # this machine may change.
+        saved = TrainConfig.load(run / "config.json")
+        cfg = replace(saved, epochs=cfg.epochs, max_time=cfg.max_time, max_steps=cfg.max_steps,
+                      run_dir=str(run), threads=cfg.threads or saved.threads)
     elif is_zero and (run / "config.json").exists():
         raise LVSegError(f"{run} already holds a run; use --resume or another --run-dir")
     if cfg.threads:

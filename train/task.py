@@ -83,9 +83,10 @@ class SegmentationTask(L.LightningModule):
         self.log("val_dice", float(np.nanmean(list(scores.values()))), prog_bar=True, **log)
 
     def on_train_start(self) -> None:
-        # A run resumed with more epochs restores a schedule sized for the old total:
-        # OneCycleLR would raise after its last step and cosine would climb back up.
-        # Stretch the restored schedule to the new total instead.
+        # A run resumed with another number of epochs restores a schedule sized for
+        # the old total: with more, OneCycleLR would raise after its last step and
+        # cosine would climb back up; with fewer, the run would end before the rate
+        # has annealed. Fit the restored schedule to the new total instead.
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total >= 10**8:
             return
@@ -93,14 +94,16 @@ class SegmentationTask(L.LightningModule):
         schedulers = torch.optim.lr_scheduler
         for config in self.trainer.lr_scheduler_configs:
             sched = config.scheduler
-            if isinstance(sched, schedulers.OneCycleLR) and sched.total_steps < total:
+            if sched.last_epoch >= total:
+                continue
+            if isinstance(sched, schedulers.OneCycleLR) and sched.total_steps != total:
                 # The phases depend on the step counts only (lrs live in the param groups).
                 plan = schedulers.OneCycleLR(
                     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), max_lr=1.0,
                     total_steps=total, pct_start=one_cycle_pct(total))
                 sched.total_steps = total
                 sched._schedule_phases = plan._schedule_phases
-            elif isinstance(sched, schedulers.CosineAnnealingLR) and sched.T_max < total:
+            elif isinstance(sched, schedulers.CosineAnnealingLR) and sched.T_max != total:
                 sched.T_max = total
 
     def configure_optimizers(self):
