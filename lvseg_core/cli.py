@@ -61,6 +61,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: float16 on CUDA, bfloat16 on CPUs that compute it "
                              "natively (AVX-512 BF16, AMX), else float32")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average the image and its in-plane "
+                             "flips (4x slower)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +126,7 @@ def _segmenter(args):
 
     segmenter = Segmenter.from_source(args.model, args.weights, _device(args.device),
                                       postprocess=not args.no_postprocess,
-                                      precision=args.precision)
+                                      precision=args.precision, tta=args.tta)
     if segmenter.weights is not None and segmenter.weights.notice:
         _warn(segmenter.weights.notice)
     return segmenter

@@ -375,6 +375,7 @@ def test_evaluate_small_acdc(tmp_path, acdc_dir, weights, capsys):
                 "ef", "seconds_per_volume", "per_case", "by_phase", "by_group"):
         assert key in report, key
     assert report["model"] == "unet" and report["weights"].startswith("local:")
+    assert report["inference_precision"] in ("fp32", "bf16") and report["tta"] is False
     assert report["cases"] == 4 and len(report["per_case"]) == 4
     for key in METRIC_KEYS:
         assert set(report[key]) == {"RV", "Myo", "LV", "mean"}

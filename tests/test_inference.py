@@ -259,3 +259,20 @@ def test_slice_axis_keeps_near_isotropic_volumes():
     assert slice_axis((1.0, 1.4, 1.0)) == 2       # below the ratio
     assert slice_axis((1.25, 10.0, 1.25)) == 1
     assert slice_axis((1.0, 1.0)) == 2
+
+
+def test_tta_averages_the_flipped_predictions(unet, small_heart):
+    scan, _ = small_heart
+    plain = Segmenter(unet, device="cpu", precision="fp32")
+    tta = Segmenter(unet, device="cpu", precision="fp32", tta=True)
+    probs = tta.predict_probabilities(scan.array, scan.spacing)
+    assert probs.shape == (NUM_CLASSES, *scan.shape3d)
+    torch.testing.assert_close(probs.sum(0), torch.ones(scan.shape3d), atol=1e-5, rtol=0)
+    # By hand: the prepared slices, flipped in-plane, through the plain segmenter.
+    image = prepare(scan.array, scan.spacing, plain.plan).image
+    flips = [torch.softmax(plain._logits(image.flip(d)), 1).flip(d) for d in ((-2,), (-1,),
+                                                                             (-2, -1))]
+    expected = (torch.softmax(plain._logits(image), 1) + sum(flips)) / 4
+    torch.testing.assert_close(tta._probabilities(image), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(probs, plain.predict_probabilities(scan.array, scan.spacing),
+                              atol=1e-3)
