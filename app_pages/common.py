@@ -67,6 +67,7 @@ class ModelChoice:
         problem: why no weights can be used now ("" when fine).
         precision: ``auto``, ``fp32`` or ``bf16``
             (see :func:`lvseg_core.inference.autocast_dtype`).
+        tta: average the image and its in-plane flips (4x slower).
     """
 
     architecture: str
@@ -74,6 +75,7 @@ class ModelChoice:
     label: str
     problem: str = ""
     precision: str = "auto"
+    tta: bool = False
 
     @property
     def name(self) -> str:
@@ -93,7 +95,7 @@ def bundled_available(architecture: str) -> bool:
 
 
 #: Sidebar widget keys whose values are kept across pages (see :func:`_restore`).
-SIDEBAR_KEYS = ("arch", "weights_kind", "hub_repo", "weights_run", "precision")
+SIDEBAR_KEYS = ("arch", "weights_kind", "hub_repo", "weights_run", "precision", "tta")
 
 #: Inference precisions offered in the sidebar.
 PRECISIONS = {"auto": "auto (fastest this device computes natively)", "bf16": "bf16",
@@ -174,6 +176,10 @@ def draw_sidebar() -> ModelChoice:
                  "may change labels at a few voxels.")
         if precision != "auto":
             choice = replace(choice, precision=precision, label=f"{choice.label} · {precision}")
+        if st.checkbox("Test-time flips", key="tta", on_change=_keep, args=("tta",),
+                       help="Average the prediction of the image and of its three in-plane "
+                            "flips: smoother borders, about 4x the inference time."):
+            choice = replace(choice, tta=True, label=f"{choice.label} · flip TTA")
         st.caption(f"Device: **{device_label()}**")
     st.session_state["model_choice"] = choice
     return choice
@@ -230,10 +236,10 @@ def device_label() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=6, ttl=3600)
 def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float,
-                    precision: str = "auto"):
+                    precision: str = "auto", tta: bool = False):
     from lvseg_core.inference import Segmenter
 
-    return Segmenter.from_source(architecture, source, precision=precision)
+    return Segmenter.from_source(architecture, source, precision=precision, tta=tta)
 
 
 def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
@@ -250,7 +256,8 @@ def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
 
 
 def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = None,
-                  source: str | None = None, precision: str | None = None):
+                  source: str | None = None, precision: str | None = None,
+                  tta: bool | None = None):
     """The cached :class:`~lvseg_core.inference.Segmenter` of a choice (or of
     ``architecture`` + ``source``). Raises :class:`WeightsError` with a
     user-facing message when there are no weights."""
@@ -259,14 +266,17 @@ def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = 
             raise WeightsError(choice.problem)
         architecture, source = choice.architecture, choice.source
         precision = precision or choice.precision
+        tta = choice.tta if tta is None else tta
     if precision is None:
         precision = current_choice().precision
+    if tta is None:
+        tta = current_choice().tta
     if architecture is None:
         raise WeightsError("no model chosen")
     if source is None and not bundled_available(architecture):
         raise WeightsError(missing_weights_message(architecture))
     folder, stamp = _stamp(architecture, source)
-    return _load_segmenter(architecture, source, folder, stamp, precision)
+    return _load_segmenter(architecture, source, folder, stamp, precision, tta)
 
 
 def weights_sources(architecture: str) -> dict[str, str | None]:

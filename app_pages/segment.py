@@ -146,7 +146,7 @@ def results(a: an.Analysis, aid: int) -> None:
     shape = " × ".join(str(s) for s in scan.array.shape)
     st.caption(f"Shape {shape} voxels · spacing {sx:.2f} × {sy:.2f} × {sz:.2f} mm"
                + (f" · {scan.n_frames} frames" if scan.is_cine else "")
-               + f" · precision {a.precision}")
+               + f" · precision {a.precision}" + (" · flip TTA" if a.tta else ""))
     for note in a.notes:
         st.info(note, icon=":material/info:")
     made_with, now = st.session_state.get("segment_choice"), current_choice().label

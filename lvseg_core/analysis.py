@@ -274,6 +274,7 @@ class Analysis:
         notes: remarks for the user (assumed spacing, dropped probabilities).
         precision: what the network computed in (``fp32``, ``bf16`` or ``fp16``;
             ``auto`` resolves to one of them on the device).
+        tta: whether test-time flips were averaged.
     """
 
     scan: Scan
@@ -290,6 +291,7 @@ class Analysis:
     manual_indices: dict | None = None
     notes: list[str] = field(default_factory=list)
     precision: str = "fp32"
+    tta: bool = False
 
     @property
     def mask(self) -> np.ndarray:
@@ -392,7 +394,8 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
     analysis = Analysis(scan=scan, segmentation=result, architecture=segmenter.architecture,
                         weights=weights.description if weights is not None else "in-memory",
                         truth=truth, probabilities=quantised, truth_frames=truth_frames,
-                        precision=str(getattr(segmenter, "precision_label", "fp32")))
+                        precision=str(getattr(segmenter, "precision_label", "fp32")),
+                        tta=bool(getattr(segmenter, "tta", False)))
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):

@@ -461,3 +461,11 @@ def test_precision_choice_reaches_the_segmenter(app):
     no_problems(app)
     assert "precision bf16" in texts(app)
     assert "bf16" in app.session_state["segment_analysis"].precision
+
+
+def test_tta_choice_reaches_the_segmenter(app):
+    app.checkbox(key="tta").check().run()
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    assert "flip TTA" in texts(app)
+    assert app.session_state["segment_analysis"].tta is True
