@@ -370,6 +370,37 @@ def _run_config(run: Path) -> dict | None:
     return read_json(run / "config.json")
 
 
+def _planned_epochs(run: Path, cfg: dict) -> str:
+    """The epochs a run was (last) started for: a resumed run may have got more."""
+    from lvseg_core.runs import read_events
+
+    starts = [e for e in read_events(run) if e.get("event") == "start"]
+    planned = starts[-1].get("max_epochs") if starts else None
+    if planned and planned != cfg.get("epochs"):
+        return f"{planned} (resumed; {cfg.get('epochs')} at the start)"
+    return str(cfg.get("epochs"))
+
+
+def _weights_config(spec: ModelSpec) -> dict:
+    """The ``config.json`` of ``spec``'s weights ({} without weights)."""
+    return (read_json(spec.folder / "config.json") if spec.folder else None) or {}
+
+
+def _weights_training(spec: ModelSpec) -> list[str]:
+    """Learning-curve table cells from the weights' ``training`` block, for weights
+    whose run record was not kept: epochs, best epoch, best val Dice, hours, status."""
+    cfg = _weights_config(spec)
+    train_cfg, metrics = cfg.get("training") or {}, cfg.get("metrics") or {}
+    if not train_cfg:
+        return ["no `metrics.jsonl` epochs", "", "", "", ""]
+    best = train_cfg.get("best_epoch")
+    hours = num(train_cfg.get("seconds"))
+    return [str(train_cfg.get("epochs_run", "?")),
+            str(best + 1) if isinstance(best, int) else "n/a",
+            fmt(metrics.get("val_dice"), 4), fmt(hours / 3600 if hours else None, 2),
+            "finished (from the weights' config; no curve: run record not kept)"]
+
+
 def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     from lvseg_core.runs import read_lr_find
 
@@ -422,8 +453,20 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
         arch = spec.arch
         chain = run_chain(run_roots(args), spec)
         if not chain:
-            rows.append([name(arch), "no run `" + f"{args.runs.name}/{arch}-main" + "` found",
-                         "", "", "", "", "", ""])
+            train_cfg = _weights_config(spec).get("training") or {}
+            if not train_cfg:
+                rows.append([name(arch), "no run `" + f"{args.runs.name}/{arch}-main` found",
+                             "", "", "", "", "", ""])
+                continue
+            crop = "x".join(str(c) for c in train_cfg.get("crop", []))
+            rows.append([f"{name(arch)} `{train_cfg.get('run', '?')}` (run record not kept; "
+                         "from the weights' config)",
+                         f"{train_cfg.get('epochs_run', '?')} run",
+                         f"{num(train_cfg.get('lr')):g}" if train_cfg.get("lr") else "?",
+                         f"{num(train_cfg.get('weight_decay')):g}"
+                         if train_cfg.get("weight_decay") is not None else "?",
+                         str(train_cfg.get("batch_size", "?")), crop or "?",
+                         train_cfg.get("schedule", "?"), "not recorded"])
             continue
         for k, run in enumerate(chain):
             cfg = _run_config(run) or {}
@@ -435,7 +478,8 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             if not k and cfg.get("init_weights"):
                 label += f", fine-tuned from weights `{cfg['init_weights']}` (earlier runs " \
                          "not kept)"
-            rows.append([label, f"{cfg.get('epochs')} (max {cfg.get('max_time') or '-'}; "
+            rows.append([label, f"{_planned_epochs(run, cfg)} "
+                         f"(max {cfg.get('max_time') or '-'}; "
                          f"patience {cfg.get('patience')})",
                          f"{num(cfg.get('lr')):g}", f"{num(cfg.get('weight_decay')):g}",
                          str(cfg.get("batch_size")), crop, cfg.get("schedule"),
@@ -507,17 +551,19 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     for spec in specs:
         arch = spec.arch
         chain = run_chain(run_roots(args), spec)
-        # Epochs of a fine-tuning chain follow each other; so do their times.
+        # Epochs of a fine-tuning chain follow each other; times add up epoch by
+        # epoch (a resumed run restarts its own ``elapsed`` clock).
         epochs, offset, seconds = [], 0, 0.0
         for run in chain:
             part = epoch_events(read_events(run))
-            epochs += [{**e, "epoch": offset + e.get("epoch", i),
-                        "elapsed": seconds + (e.get("elapsed") or 0)}
-                       for i, e in enumerate(part)]
+            for i, e in enumerate(part):
+                took = num(e.get("seconds"))
+                seconds += took if math.isfinite(took) else 0.0
+                epochs.append({**e, "epoch": offset + e.get("epoch", i), "elapsed": seconds})
             if part:
-                offset, seconds = epochs[-1]["epoch"] + 1, epochs[-1]["elapsed"]
+                offset = epochs[-1]["epoch"] + 1
         if not epochs:
-            rows.append([name(arch), "no `metrics.jsonl` epochs", "", "", "", ""])
+            rows.append([name(arch), *_weights_training(spec)])
             continue
         curves[arch] = epochs
         events = read_events(chain[-1])
@@ -525,12 +571,15 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
         best = dict(best_epoch(events) or {})
         if isinstance(best.get("epoch"), int):
             best["epoch"] += offset - len(last)
-        end = next((e for e in reversed(events) if e.get("event") == "end"), None)
+        # Only what came after the last (re)start says how the run stands.
+        starts = [i for i, e in enumerate(events) if e.get("event") == "start"]
+        latest = events[starts[-1]:] if starts else events
+        end = next((e for e in reversed(latest) if e.get("event") == "end"), None)
         cfg = _run_config(chain[-1]) or {}
         rep.facts.setdefault("curves", {})[arch] = {
             "best": best.get("epoch"), "last": epochs[-1].get("epoch", len(epochs) - 1),
             "max_time": cfg.get("max_time"), "finished": end is not None}
-        error = next((e for e in reversed(events) if e.get("event") == "error"), None)
+        error = next((e for e in reversed(latest) if e.get("event") == "error"), None)
         status = "finished" if end else ("stopped: " + error.get("message", "")[:60]
                                          if error else "in progress when the report was made")
         elapsed = epochs[-1].get("elapsed")

@@ -221,3 +221,26 @@ def test_run_chain_reads_kept_records(tmp_path):
     chain = run_chain([runs, records], ModelSpec("unet", weights))
     assert chain == [records / "unet-main", runs / "unet-ft"]
     assert run_chain(runs, ModelSpec("unet", weights)) == [runs / "unet-ft"]
+
+
+def test_weights_without_a_run_record_use_their_training_block(tmp_path):
+    from bench.common import ModelSpec
+    from bench.report import _planned_epochs, _weights_training
+
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({
+        "training": {"epochs_run": 40, "best_epoch": 34, "seconds": 5400.0},
+        "metrics": {"val_dice": 0.873}}))
+    cells = _weights_training(ModelSpec("unet", weights))
+    assert cells[:4] == ["40", "35", "0.8730", "1.50"]
+    assert "run record not kept" in cells[4]
+    assert _weights_training(ModelSpec("unet", None))[0] == "no `metrics.jsonl` epochs"
+    # A run resumed for more epochs than its config says.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in (
+        {"event": "start", "max_epochs": 70}, {"event": "error", "message": "stopped"},
+        {"event": "start", "max_epochs": 76})) + "\n")
+    assert _planned_epochs(run, {"epochs": 70}).startswith("76 (resumed")
+    assert _planned_epochs(run, {"epochs": 76}) == "76"
