@@ -249,14 +249,15 @@ def learning_curves(curves: Mapping[str, Sequence[dict]], path: Path) -> Path:
     for arch, epochs in curves.items():
         colour = MODEL_COLOURS.get(arch)
         x = [e.get("epoch", i) + 1 for i, e in enumerate(epochs)]
+        # Epochs without a value (validated every N epochs) are skipped, not gaps.
         for key, ls in (("train_loss", "-"), ("val_loss", "--")):
-            y = [e.get(key) for e in epochs]
-            if any(v is not None for v in y):
-                axes[0].plot(x, [np.nan if v is None else v for v in y], ls, color=colour,
+            pts = [(xi, e[key]) for xi, e in zip(x, epochs) if e.get(key) is not None]
+            if pts:
+                axes[0].plot(*zip(*pts), ls, color=colour,
                              label=f"{_name(arch)} {key.split('_')[0]}")
-        y = [e.get("val_dice") for e in epochs]
-        axes[1].plot(x, [np.nan if v is None else v for v in y], "-o", ms=3, color=colour,
-                     label=_name(arch))
+        pts = [(xi, e["val_dice"]) for xi, e in zip(x, epochs) if e.get("val_dice") is not None]
+        if pts:
+            axes[1].plot(*zip(*pts), "-o", ms=3, color=colour, label=_name(arch))
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("Dice + CE loss")
     axes[0].set_title("Loss (solid: training, dashed: validation)", fontsize=10)
