@@ -372,10 +372,10 @@ def _run_config(run: Path) -> dict | None:
 
 def _planned_epochs(run: Path, cfg: dict) -> str:
     """The epochs a run was (last) started for: a resumed run may have got more."""
-    from lvseg_core.runs import read_events
+    from lvseg_core.runs import read_events, since_last_start
 
-    starts = [e for e in read_events(run) if e.get("event") == "start"]
-    planned = starts[-1].get("max_epochs") if starts else None
+    current = since_last_start(read_events(run))
+    planned = current[0].get("max_epochs") if current else None
     if planned and planned != cfg.get("epochs"):
         return f"{planned} (resumed; {cfg.get('epochs')} at the start)"
     return str(cfg.get("epochs"))
@@ -527,7 +527,7 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
 
 
 def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
-    from lvseg_core.runs import best_epoch, epoch_events, read_events
+    from lvseg_core.runs import best_epoch, epoch_events, read_events, since_last_start
 
     from bench import figures
 
@@ -572,8 +572,7 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
         if isinstance(best.get("epoch"), int):
             best["epoch"] += offset - len(last)
         # Only what came after the last (re)start says how the run stands.
-        starts = [i for i, e in enumerate(events) if e.get("event") == "start"]
-        latest = events[starts[-1]:] if starts else events
+        latest = since_last_start(events)
         end = next((e for e in reversed(latest) if e.get("event") == "end"), None)
         cfg = _run_config(chain[-1]) or {}
         rep.facts.setdefault("curves", {})[arch] = {

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -379,6 +380,19 @@ def epoch_events(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("event") == "epoch"]
 
 
+def since_last_start(events: list[dict]) -> list[dict]:
+    """The events from the last ``start`` on: the current part of a resumed run
+    (all events when there is no ``start``)."""
+    starts = [i for i, e in enumerate(events) if e.get("event") == "start"]
+    return events[starts[-1]:] if starts else events
+
+
+def training_seconds(events: list[dict]) -> float:
+    """Seconds spent in the epochs logged so far, over every resumed part (the
+    ``elapsed`` clock restarts at each ``start``, epoch ``seconds`` do not)."""
+    return float(sum(e["seconds"] for e in epoch_events(events) if _finite(e.get("seconds"))))
+
+
 def best_epoch(events: list[dict]) -> dict | None:
     """The epoch with the best validation Dice (or, without validation, the
     lowest training loss, as in an overfit check)."""
@@ -570,17 +584,20 @@ def run_info(run_dir: str | Path, now: float | None = None) -> RunInfo:
         alive = info.pid is not None
 
     epochs = epoch_events(events)
-    start = next((e for e in events if e.get("event") == "start"), None)
+    current = since_last_start(events)
+    start = current[0] if current and current[0].get("event") == "start" else None
     end = next((e for e in reversed(events) if e.get("event") in ("end", "error")), None)
     info.epochs_done = len(epochs)
     info.max_epochs = (epochs[-1].get("max_epochs") if epochs else None) or \
         (start.get("max_epochs") if start else None) or config.get("epochs")
     info.best = best_epoch(events)
     info.has_model = (run_dir / "model" / "model.safetensors").is_file()
-    if epochs and _finite(epochs[-1].get("elapsed")):
-        info.elapsed = float(epochs[-1]["elapsed"])
+    if epochs:
+        info.elapsed = training_seconds(events)
     if alive and start and _finite(start.get("time")):
-        info.elapsed = max(0.0, now - float(start["time"]))
+        # Earlier parts of a resumed run, then the running part so far.
+        earlier = training_seconds(events[:len(events) - len(current)])
+        info.elapsed = earlier + max(0.0, now - float(start["time"]))
 
     # Progress: finished epochs plus the share of the current one (progress bar).
     if info.max_epochs:
@@ -680,7 +697,7 @@ def keep_record(run_dir: str | Path, records_dir: str | Path, overwrite: bool = 
     dest.mkdir(parents=True, exist_ok=True)
     for path in files:
         tmp = dest / f".{path.name}.tmp"
-        tmp.write_bytes(path.read_bytes())
+        shutil.copyfile(path, tmp)
         tmp.replace(dest / path.name)
     return dest
 

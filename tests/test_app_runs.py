@@ -53,6 +53,22 @@ def test_finished_run_reports_best_epoch_and_weights(tmp_path):
     assert runs.weights_runs("vnet", tmp_path) == []
 
 
+def test_resumed_run_adds_up_its_parts(tmp_path):
+    # Stopped after 2 epochs, resumed for 12: time is the sum of epoch times (the
+    # elapsed clock restarted), the planned epochs are those of the last start.
+    run = tmp_path / "unet-resumed"
+    write_events(run, [{"event": "start", "time": 1000.0, "max_epochs": 10},
+                       epoch(0, 0.5, elapsed=60), epoch(1, 0.6, elapsed=120),
+                       {"event": "error", "message": "SIGTERMException"},
+                       {"event": "start", "time": 5000.0, "max_epochs": 12},
+                       {**epoch(2, 0.7, elapsed=60), "max_epochs": 12},
+                       {"event": "end", "time": 5100.0, "epochs": 12, "interrupted": False}])
+    info = runs.run_info(run)
+    assert info.status == "finished" and info.epochs_done == 3 and info.max_epochs == 12
+    assert info.elapsed == pytest.approx(180.0)
+    assert runs.since_last_start(runs.read_events(run))[0]["time"] == 5000.0
+
+
 def test_failed_and_lr_find_runs(tmp_path):
     failed = tmp_path / "bad"
     write_events(failed, [{"event": "start", "time": 1.0, "max_epochs": 10},
