@@ -339,7 +339,8 @@ def run_chain(runs: Path | Sequence[Path], spec: ModelSpec) -> list[Path]:
 
     The last is the run named in the weights' config (``training.run``), else
     ``<arch>-main``; before it come the runs whose exported model it was
-    fine-tuned from (``init_weights`` pointing at ``runs/<run>/model``). Each
+    fine-tuned from (``init_run`` in its config, or ``init_weights`` pointing
+    at ``runs/<run>/model``). Each
     run is looked for in ``runs`` (one folder, or several in order: the runs
     of this machine, then the kept records of ``python -m train archive``).
     """
@@ -351,7 +352,14 @@ def run_chain(runs: Path | Sequence[Path], spec: ModelSpec) -> list[Path]:
         return []
     chain = [last]
     while len(chain) < 20:
-        init = (read_json(chain[0] / "config.json") or {}).get("init_weights")
+        cfg = read_json(chain[0] / "config.json") or {}
+        if cfg.get("init_run"):  # recorded by train since fine-tunes may start from bundled
+            run = find_run(roots, cfg["init_run"])
+            if run is None or run in chain:
+                break
+            chain.insert(0, run)
+            continue
+        init = cfg.get("init_weights")
         model = Path(init) if init else None
         if model is None or model.name != "model":
             break

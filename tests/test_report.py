@@ -182,6 +182,15 @@ def test_run_chain_follows_fine_tuning(tmp_path):
     assert [p.name for p in run_chain(runs, ModelSpec("attention_unet", None))] == [
         "attention_unet-main"]
     assert run_chain(runs, ModelSpec("vnet", None)) == []
+    # A fine-tune of the bundled weights names its parent run in init_run.
+    (runs / "vnet-main").mkdir()
+    (runs / "vnet-main" / "config.json").write_text(json.dumps({"init_weights": None}))
+    (runs / "vnet-ft").mkdir()
+    (runs / "vnet-ft" / "config.json").write_text(
+        json.dumps({"init_weights": "bundled", "init_run": "vnet-main"}))
+    (weights / "config.json").write_text(json.dumps({"training": {"run": "vnet-ft"}}))
+    assert [p.name for p in run_chain(runs, ModelSpec("vnet", weights))] == [
+        "vnet-main", "vnet-ft"]
 
 
 def test_keep_record_copies_the_small_files_only(tmp_path, capsys):

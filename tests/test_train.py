@@ -437,7 +437,10 @@ def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_pa
     assert main(["fit", *data_args("unet", acdc, cache), "--epochs", "1",
                  "--limit-train-batches", "1", "--init-weights", str(out),
                  "--run-dir", str(run)]) == 0
-    assert json.loads((run / "config.json").read_text())["init_weights"] == str(out)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["init_weights"] == str(out)
+    # The run that trained the starting weights is recorded, for the report's chain.
+    assert saved["init_run"] == fitted("unet").name
 
 
 def test_bf16_volumetric_training_on_the_cpu_warns(tmp_path):

@@ -32,6 +32,7 @@ class TrainConfig:
     schedule: str = "onecycle"            # onecycle | cosine | constant
     grad_clip: float = 1.0                 # gradient-norm clipping (0: off)
     init_weights: str | None = None        # start from these weights (fine-tuning)
+    init_run: str | None = None            # the run that trained init_weights (filled in)
     augment: bool = True
     seed: int = 0
     val_patients: list[str] | None = None  # None: the standard split

@@ -79,6 +79,18 @@ def model_plan(cfg: TrainConfig) -> PreprocessPlan:
     return PreprocessPlan.from_dict(default_plan(cfg.model, cfg.arch_args))
 
 
+def init_run(cfg: TrainConfig) -> str | None:
+    """Name of the training run behind ``cfg.init_weights`` (its config's ``training.run``).
+
+    Kept in the new run's config so that a fine-tuning chain stays traceable
+    after the weights it started from (e.g. the bundled ones) are replaced.
+    """
+    if not cfg.init_weights:
+        return None
+    folder = resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder
+    return (read_config(folder).get("training") or {}).get("run")
+
+
 def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
     """A fresh task, or one whose model starts from ``cfg.init_weights``."""
     if not cfg.init_weights:
@@ -174,6 +186,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     task = make_task(cfg, plan)
     os.environ[RUN_DIR_ENV] = str(run)
     if is_zero and not resume:
+        cfg = replace(cfg, init_run=init_run(cfg))
         cfg.save(run / "config.json")
         init = initial_loss(task, val)
         append_event(events, {"event": "initial_loss", **init})
