@@ -484,8 +484,9 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             label = f"{name(arch)} `{run.name}`" + (", fine-tuned from the run above" if k
                                                      else "")
             if not k and cfg.get("init_weights"):
-                label += f", fine-tuned from weights `{cfg['init_weights']}` (earlier runs " \
-                         "not kept)"
+                parent = f" of run `{cfg['init_run']}`" if cfg.get("init_run") else ""
+                label += f", fine-tuned from weights `{cfg['init_weights']}`{parent} " \
+                         "(earlier runs not kept)"
             rows.append([label, f"{_planned_epochs(run, cfg)} "
                          f"(max {cfg.get('max_time') or '-'}; "
                          f"patience {cfg.get('patience')})",
@@ -589,6 +590,8 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
         error = next((e for e in reversed(latest) if e.get("event") == "error"), None)
         status = "finished" if end else ("stopped: " + error.get("message", "")[:60]
                                          if error else "in progress when the report was made")
+        if (_run_config(chain[0]) or {}).get("init_weights"):
+            status += " (fine-tuned; earlier runs not kept, not counted here)"
         elapsed = epochs[-1].get("elapsed")
         rows.append([name(arch), str(len(epochs)),
                      str(best["epoch"] + 1) if isinstance(best.get("epoch"), int) else "n/a",
