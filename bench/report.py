@@ -353,22 +353,17 @@ def run_chain(runs: Path | Sequence[Path], spec: ModelSpec) -> list[Path]:
     chain = [last]
     while len(chain) < 20:
         cfg = read_json(chain[0] / "config.json") or {}
-        if cfg.get("init_run"):  # recorded by train since fine-tunes may start from bundled
-            run = find_run(roots, cfg["init_run"])
-            if run is None or run in chain:
-                break
-            chain.insert(0, run)
-            continue
         init = cfg.get("init_weights")
         model = Path(init) if init else None
-        if model is None or model.name != "model":
-            break
-        run = find_run(roots, model.parent.name)
+        # train records init_run since a fine-tune may start from bundled weights;
+        # older runs are traced through an init_weights of runs/<run>/model.
+        parent = cfg.get("init_run") or (model.parent.name if model and model.name == "model"
+                                         else None)
+        run = find_run(roots, parent) if parent else None
         if run is None or run in chain:
             break
-        same = model.parent.parent.name == run.parent.name or \
-            model.parent.resolve() == run.resolve()
-        if not same:
+        if not cfg.get("init_run") and not (model.parent.parent.name == run.parent.name
+                                            or model.parent.resolve() == run.resolve()):
             break
         chain.insert(0, run)
     return chain

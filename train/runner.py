@@ -74,9 +74,15 @@ def model_plan(cfg: TrainConfig) -> PreprocessPlan:
     """The preprocessing plan: that of ``cfg.init_weights``, else the default one."""
     check_architecture(cfg.model)
     if cfg.init_weights:
-        folder = resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder
-        return PreprocessPlan.from_dict(read_config(folder).get("preprocess"))
+        return PreprocessPlan.from_dict(start_config(cfg).get("preprocess"))
     return PreprocessPlan.from_dict(default_plan(cfg.model, cfg.arch_args))
+
+
+def start_config(cfg: TrainConfig) -> dict:
+    """The ``config.json`` of ``cfg.init_weights`` ({} when training from scratch)."""
+    if not cfg.init_weights:
+        return {}
+    return read_config(resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder)
 
 
 def init_run(cfg: TrainConfig) -> str | None:
@@ -85,10 +91,7 @@ def init_run(cfg: TrainConfig) -> str | None:
     Kept in the new run's config so that a fine-tuning chain stays traceable
     after the weights it started from (e.g. the bundled ones) are replaced.
     """
-    if not cfg.init_weights:
-        return None
-    folder = resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder
-    return (read_config(folder).get("training") or {}).get("run")
+    return (start_config(cfg).get("training") or {}).get("run")
 
 
 def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
