@@ -290,6 +290,13 @@ def test_resume_continues_the_run(acdc, cache, tmp_path, capsys):
     capsys.readouterr()
     assert main(["fit", *common, "--epochs", "1"]) == 1
     assert "--resume" in one_error_line(capsys.readouterr().err)
+
+    # last.ckpt follows every epoch, also those without validation or a better Dice:
+    # the resumed run goes on from epoch 2, it does not repeat it.
+    later = [*common[:-1], str(tmp_path / "resume-later"), "--val-every", "2"]
+    assert main(["fit", *later, "--epochs", "3"]) == 0
+    assert main(["fit", *later, "--resume", "--epochs", "4"]) == 0
+    assert [e["epoch"] for e in of_kind(tmp_path / "resume-later", "epoch")] == [0, 1, 2, 3]
     assert main(["fit", *data_args("unet", acdc, cache), "--resume",
                  "--run-dir", str(tmp_path / "empty")]) == 1
     assert "nothing to resume" in one_error_line(capsys.readouterr().err)

@@ -200,7 +200,11 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     callbacks = [
         MetricsLog(events),
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor,
-                        mode=mode, save_last=True, enable_version_counter=False),
+                        mode=mode, enable_version_counter=False),
+        # last.ckpt, for --resume, after every epoch: ``save_last`` of the best
+        # checkpoint only writes it when the best one improves (Lightning >= 2.6).
+        ModelCheckpoint(dirpath=run / "checkpoints", filename="last", save_top_k=1,
+                        save_on_train_epoch_end=True, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
         ValidateAtMaxSteps(),
         StopOnNonFiniteLoss(),
