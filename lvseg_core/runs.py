@@ -376,7 +376,22 @@ def read_events(run_dir: str | Path) -> list[dict]:
 
 
 def epoch_events(events: list[dict]) -> list[dict]:
-    """The ``event == "epoch"`` records, in order."""
+    """The ``event == "epoch"`` records of the epochs the run kept, in order.
+
+    A run resumed from a checkpoint older than its last epoch repeats epochs:
+    the repeated records replace those after the checkpoint, as its weights did.
+    """
+    kept: list[dict] = []
+    for e in _all_epochs(events):
+        n = e.get("epoch")
+        while isinstance(n, int) and kept and isinstance(kept[-1].get("epoch"), int) \
+                and kept[-1]["epoch"] >= n:
+            kept.pop()
+        kept.append(e)
+    return kept
+
+
+def _all_epochs(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("event") == "epoch"]
 
 
@@ -389,8 +404,9 @@ def since_last_start(events: list[dict]) -> list[dict]:
 
 def training_seconds(events: list[dict]) -> float:
     """Seconds spent in the epochs logged so far, over every resumed part (the
-    ``elapsed`` clock restarts at each ``start``, epoch ``seconds`` do not)."""
-    return float(sum(e["seconds"] for e in epoch_events(events) if _finite(e.get("seconds"))))
+    ``elapsed`` clock restarts at each ``start``, epoch ``seconds`` do not), repeated
+    epochs included."""
+    return float(sum(e["seconds"] for e in _all_epochs(events) if _finite(e.get("seconds"))))
 
 
 def best_epoch(events: list[dict]) -> dict | None:

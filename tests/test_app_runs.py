@@ -69,6 +69,22 @@ def test_resumed_run_adds_up_its_parts(tmp_path):
     assert runs.since_last_start(runs.read_events(run))[0]["time"] == 5000.0
 
 
+def test_repeated_epochs_replace_the_lost_ones(tmp_path):
+    # Resumed from the checkpoint of epoch 0: epoch 1 ran twice. The curve keeps
+    # the second one (its weights went on), the time counts both.
+    run = tmp_path / "unet-repeated"
+    write_events(run, [{"event": "start", "time": 1000.0, "max_epochs": 3},
+                       epoch(0, 0.5, elapsed=60), epoch(1, 0.9, elapsed=120),
+                       {"event": "start", "time": 5000.0, "max_epochs": 3},
+                       epoch(1, 0.6, elapsed=60), epoch(2, 0.7, elapsed=120)])
+    events = runs.read_events(run)
+    assert [(e["epoch"], e["val_dice"]) for e in runs.epoch_events(events)] == \
+        [(0, 0.5), (1, 0.6), (2, 0.7)]
+    info = runs.run_info(run)
+    assert info.epochs_done == 3 and info.best["epoch"] == 2
+    assert info.elapsed == pytest.approx(240.0)
+
+
 def test_failed_and_lr_find_runs(tmp_path):
     failed = tmp_path / "bad"
     write_events(failed, [{"event": "start", "time": 1.0, "max_epochs": 10},
