@@ -297,6 +297,11 @@ def test_resume_continues_the_run(acdc, cache, tmp_path, capsys):
     assert main(["fit", *later, "--epochs", "3"]) == 0
     assert main(["fit", *later, "--resume", "--epochs", "4"]) == 0
     assert [e["epoch"] for e in of_kind(tmp_path / "resume-later", "epoch")] == [0, 1, 2, 3]
+    # The exported model counts the epochs and the time of both parts.
+    training = json.loads((tmp_path / "resume-later" / "model" / "config.json").read_text())[
+        "training"]
+    seconds = sum(e["seconds"] for e in of_kind(tmp_path / "resume-later", "epoch"))
+    assert training["epochs_run"] == 4 and training["seconds"] == pytest.approx(seconds, abs=0.1)
     assert main(["fit", *data_args("unet", acdc, cache), "--resume",
                  "--run-dir", str(tmp_path / "empty")]) == 1
     assert "nothing to resume" in one_error_line(capsys.readouterr().err)

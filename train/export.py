@@ -10,7 +10,7 @@ from pathlib import Path
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.models import DISPLAY_NAMES, LVSegModel
-from lvseg_core.runs import best_epoch, read_events
+from lvseg_core.runs import best_epoch, epoch_events, read_events, training_seconds
 
 from .task import SegmentationTask
 
@@ -136,14 +136,12 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
     config = {}
     if (run / "config.json").is_file():
         config = json.loads((run / "config.json").read_text())
-    seconds = max((e.get("elapsed", 0) or 0 for e in events if e.get("event") == "epoch"),
-                  default=0)
     model.training_info = {
         "run": run.name,
         "data": "ACDC" if "acdc" in str(config.get("data", "")).lower() else config.get("data"),
         "best_epoch": best.get("epoch"),
-        "epochs_run": sum(1 for e in events if e.get("event") == "epoch"),
-        "seconds": round(float(seconds), 1),
+        "epochs_run": len(epoch_events(events)),
+        "seconds": round(training_seconds(events), 1),   # every resumed part
         **{k: config.get(k) for k in ("lr", "weight_decay", "batch_size", "crop", "schedule",
                                       "augment", "seed")},
     }
