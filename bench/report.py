@@ -531,7 +531,8 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
 
 
 def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
-    from lvseg_core.runs import best_epoch, epoch_events, read_events, since_last_start
+    from lvseg_core.runs import (best_epoch, epoch_events, read_events, since_last_start,
+                                 training_seconds)
 
     from bench import figures
 
@@ -557,9 +558,11 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
         chain = run_chain(run_roots(args), spec)
         # Epochs of a fine-tuning chain follow each other; times add up epoch by
         # epoch (a resumed run restarts its own ``elapsed`` clock).
-        epochs, offset, seconds = [], 0, 0.0
+        epochs, offset, seconds, spent, events = [], 0, 0.0, 0.0, []
         for run in chain:
-            part = epoch_events(read_events(run))
+            events = read_events(run)
+            spent += training_seconds(events)  # repeated epochs of a resume included
+            part = epoch_events(events)
             for i, e in enumerate(part):
                 took = num(e.get("seconds"))
                 seconds += took if math.isfinite(took) else 0.0
@@ -570,8 +573,7 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             rows.append([name(arch), *_weights_training(spec)])
             continue
         curves[arch] = epochs
-        events = read_events(chain[-1])
-        last = epoch_events(events)
+        last = epoch_events(events)  # events of chain[-1], the run that made the weights
         best = dict(best_epoch(events) or {})
         if isinstance(best.get("epoch"), int):
             best["epoch"] += offset - len(last)
@@ -587,11 +589,10 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
                                          if error else "in progress when the report was made")
         if (_run_config(chain[0]) or {}).get("init_weights"):
             status += " (fine-tuned; earlier runs not kept, not counted here)"
-        elapsed = epochs[-1].get("elapsed")
         rows.append([name(arch), str(len(epochs)),
                      str(best["epoch"] + 1) if isinstance(best.get("epoch"), int) else "n/a",
                      fmt(best.get("val_dice"), 4),
-                     fmt(elapsed / 3600 if elapsed else None, 2), status])
+                     fmt(spent / 3600 if spent else None, 2), status])
     rep.add("Epochs are counted from 1; *Best val Dice* is the 3D validation Dice (mean of RV, "
             "Myo, LV) logged during training, the checkpoint that was exported.", "",
             md_table(["Model", "Epochs run", "Best epoch", "Best val Dice", "Hours", "Status"],
