@@ -22,6 +22,18 @@ def acdc_path() -> Path:
     return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc")).resolve()
 
 
+def acdc_frame(patient_dir: Path, phase: str, label: bool = False) -> Path:
+    """The ED or ES image (or its ``_gt`` label) of an ACDC patient folder.
+
+    Frame numbers are read from the patient's ``Info.cfg``, never assumed.
+    """
+    from lvseg_core.data import read_info
+
+    frame = int(read_info(patient_dir / "Info.cfg")[phase])
+    suffix = "_gt" if label else ""
+    return patient_dir / f"{patient_dir.name}_frame{frame:02d}{suffix}.nii.gz"
+
+
 @pytest.fixture(scope="session")
 def acdc_dir() -> Path:
     """Path of the real ACDC data; skips the test when it is absent."""

@@ -32,7 +32,7 @@ from lvseg_core.models import ARCHITECTURES, create_model
 from lvseg_core.scan import Scan
 from lvseg_core.workflows import (SUMMARY_COLUMNS, collect_inputs, evaluate_dataset,
                                   json_safe, predict_inputs, write_json)
-from tests.conftest import ROOT, make_heart
+from tests.conftest import ROOT, acdc_frame, make_heart
 
 #: Narrow variants of each architecture, for speed.
 SMALL = {
@@ -255,7 +255,7 @@ def _crop(scan: Scan, x0=80, y0=80, z0=2, size=(64, 64, 4)) -> Scan:
 
 
 def test_dicom_series_and_zip(tmp_path, acdc_dir, weights, capsys):
-    volume = load_nifti(acdc_dir / "patient002" / "patient002_frame01.nii.gz")
+    volume = load_nifti(acdc_frame(acdc_dir / "patient002", "ED"))
     study = tmp_path / "study"
     files = save_dicom_series(_crop(volume), study / "series")
     with zipfile.ZipFile(study / "series.zip", "w") as archive:
@@ -393,8 +393,8 @@ def test_evaluate_small_acdc(tmp_path, acdc_dir, weights, capsys):
     manual = []
     for name in patients:
         folder = data / name
-        ed = load_nifti(folder / f"{name}_frame01.nii.gz")
-        labels = [load_label(folder / f"{name}_frame0{k}_gt.nii.gz", ed) for k in (1, 2)]
+        ed = load_nifti(acdc_frame(folder, "ED"))
+        labels = [load_label(acdc_frame(folder, phase, label=True), ed) for phase in ("ED", "ES")]
         manual.append(clinical_indices(labels[0], labels[1], ed.spacing)["LV_EF_pct"])
     assert report["ef_abs_error"] == pytest.approx(np.mean(manual), rel=1e-6)
     assert len(report["ef"]) == 2

@@ -19,6 +19,8 @@ from lvseg_core.clinical import (
 )
 from lvseg_core.errors import LVSegError
 
+from .conftest import acdc_frame
+
 CLINICAL_KEYS = {"LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct", "RV_EDV_ml",
                  "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "Myo_mass_ES_g"}
 
@@ -143,9 +145,9 @@ def test_cine_indices_rejects_bad_input():
 def test_acdc_patient002_plausible(acdc_dir):
     nib = pytest.importorskip("nibabel")
     folder = acdc_dir / "patient002"
-    ed_img = nib.load(folder / "patient002_frame01_gt.nii.gz")
+    ed_img = nib.load(acdc_frame(folder, "ED", label=True))
     ed = np.asarray(ed_img.dataobj)
-    es = np.asarray(nib.load(folder / "patient002_frame02_gt.nii.gz").dataobj)
+    es = np.asarray(nib.load(acdc_frame(folder, "ES", label=True)).dataobj)
     spacing = tuple(float(z) for z in ed_img.header.get_zooms()[:3])
     out = clinical_indices(ed, es, spacing)
     for key in ("LV_EDV_ml", "LV_ESV_ml", "RV_EDV_ml", "RV_ESV_ml", "Myo_mass_g"):

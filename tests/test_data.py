@@ -51,8 +51,9 @@ def test_real_phases_and_groups(real_cases):
         assert case.image.is_file() and case.label is not None and case.label.is_file()
         assert case.label.name == case.image.name.replace(".nii.gz", "_gt.nii.gz")
         assert case.name == case.image.name.removesuffix(".nii.gz")
-        # this copy holds ED as frame01 and ES as frame02 (Info.cfg: ED: 1, ES: 2)
-        assert case.phase == {1: "ED", 2: "ES"}[case.frame], case
+        # the phase follows the frame numbers of the patient's own Info.cfg
+        info = read_info(case.image.parent / "Info.cfg")
+        assert case.phase == {int(info["ED"]): "ED", int(info["ES"]): "ES"}[case.frame], case
         assert case.group == group_of(case.patient), case
     by_patient = {}
     for case in real_cases:
@@ -62,7 +63,9 @@ def test_real_phases_and_groups(real_cases):
 
 def test_real_info_cfg(acdc_dir):
     info = read_info(acdc_dir / "patient002" / "Info.cfg")
-    assert info["ED"] == "1" and info["ES"] == "2" and info["Group"] == "DCM"
+    assert info["ED"] == "1" and info["ES"] == "12" and info["Group"] == "DCM"
+    assert float(info["Height"]) > 100 and float(info["Weight"]) > 20
+    assert int(info["NbFrame"]) >= int(info["ES"])
 
 
 def test_real_split(acdc_dir, real_cases):
@@ -85,7 +88,10 @@ def test_real_folder_is_acdc(acdc_dir):
     assert is_acdc_folder(acdc_dir / "patient002")
     assert not is_acdc_folder(acdc_dir / "patient002" / "Info.cfg")
     one = find_cases(acdc_dir / "patient002")
-    assert [c.name for c in one] == ["patient002_frame01", "patient002_frame02"]
+    info = read_info(acdc_dir / "patient002" / "Info.cfg")
+    frames = sorted({int(info["ED"]), int(info["ES"])})
+    assert [c.name for c in one] == [f"patient002_frame{f:02d}" for f in frames]
+    assert [c.frame for c in one] == frames
 
 
 def test_validation_patients_constant():

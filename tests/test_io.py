@@ -21,7 +21,7 @@ from lvseg_core.io import (is_scan_file, load_dicom_file, load_dicom_series, loa
                            load_label, load_nifti, load_scan, safe_extract_zip,
                            save_dicom_series, save_mask)
 from lvseg_core.scan import Scan
-from tests.conftest import make_heart
+from tests.conftest import acdc_frame, make_heart
 
 # ------------------------------------------------------------------ helpers
 
@@ -525,8 +525,8 @@ def test_load_scan_dispatch(tmp_path, heart):
 
 def test_acdc_volume_dicom_round_trip(tmp_path, acdc_dir):
     folder = acdc_dir / "patient002"
-    scan = load_nifti(folder / "patient002_frame01.nii.gz")
-    labels = load_label(folder / "patient002_frame01_gt.nii.gz", scan)
+    scan = load_nifti(acdc_frame(folder, "ED"))
+    labels = load_label(acdc_frame(folder, "ED", label=True), scan)
     assert labels.shape == scan.shape3d and set(np.unique(labels)) <= {0, 1, 2, 3}
     save_dicom_series(scan, tmp_path / "p002")
     read = load_dicom_series(tmp_path / "p002")

@@ -31,7 +31,7 @@ from lvseg_core.metrics import (
     surface_metrics,
 )
 
-from .conftest import make_heart
+from .conftest import acdc_frame, make_heart
 
 nan = float("nan")
 
@@ -313,14 +313,14 @@ def test_evaluation_is_fast():
 
 def test_acdc_gt_against_itself_and_other_frame(acdc_dir):
     nib = pytest.importorskip("nibabel")
-    img = nib.load(acdc_dir / "patient002" / "patient002_frame01_gt.nii.gz")
+    img = nib.load(acdc_frame(acdc_dir / "patient002", "ED", label=True))
     gt = np.asarray(img.dataobj)
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     result = evaluate_segmentation(gt, gt, spacing)
     for key in KEYS:
         assert result["dice"][key] == 1.0
         assert result["hd95_mm"][key] == 0.0
-    es = np.asarray(nib.load(acdc_dir / "patient002" / "patient002_frame02_gt.nii.gz").dataobj)
+    es = np.asarray(nib.load(acdc_frame(acdc_dir / "patient002", "ES", label=True)).dataobj)
     cross = evaluate_segmentation(es, gt, spacing)
     assert 0.3 < cross["dice"]["LV"] < 1.0
     assert 0.0 < cross["hd95_mm"]["LV"] < 50.0

@@ -33,7 +33,7 @@ import nibabel as nib
 import pytest
 
 from app_pages.common import PRECISIONS
-from tests.conftest import ROOT, acdc_path, make_heart
+from tests.conftest import ROOT, acdc_frame, acdc_path, make_heart
 
 OUT = ROOT / "test-output"
 CHROMIUM = os.environ.get("LVSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -59,7 +59,8 @@ def free_port() -> int:
 
 def ten_slice_scan(folder: Path) -> Path:
     """A 10-slice short-axis NIfTI: a real ACDC frame when present, else synthetic."""
-    real = acdc_path() / "patient002" / "patient002_frame01.nii.gz"
+    patient = acdc_path() / "patient002"
+    real = acdc_frame(patient, "ED") if (patient / "Info.cfg").is_file() else patient
     path = folder / "upload_10_slices.nii.gz"
     if real.is_file() and nib.load(str(real)).shape[2] == 10:
         shutil.copyfile(real, path)
