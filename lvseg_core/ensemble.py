@@ -147,10 +147,17 @@ class Ensemble(Segmenter):
 
     def predict_probabilities(self, volume: np.ndarray, spacing) -> torch.Tensor:
         """Mean of the members' class probabilities ``(C, x, y, z)`` (CPU, float32)."""
-        total = None
-        for probs in self.member_probabilities(volume, spacing):
-            total = probs.clone() if total is None else total.add_(probs)
-        return total / len(self.members)
+        return average_probabilities(self.member_probabilities(volume, spacing))
+
+
+def average_probabilities(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Voxel-wise mean of class probabilities of one grid ``(C, x, y, z)``."""
+    if not probabilities:
+        raise LVSegError("no probabilities to average")
+    total = probabilities[0].clone()
+    for probs in probabilities[1:]:
+        total.add_(probs)
+    return total / len(probabilities)
 
 
 def member_sources(names: Sequence[str],
