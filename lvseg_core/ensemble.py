@@ -70,6 +70,11 @@ class EnsembleWeights:
         return " + ".join(w.description for w in self.members)
 
     @property
+    def sha256(self) -> str:
+        """The members' SHA-256 of ``model.safetensors``, joined by ``+``."""
+        return "+".join(w.sha256 for w in self.members)
+
+    @property
     def notice(self) -> str:
         return "; ".join(w.notice for w in self.members if w.notice)
 

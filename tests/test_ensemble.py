@@ -95,6 +95,7 @@ def test_load_segmenter_and_reports(members):
     assert full.architectures == list(ARCHITECTURES) and full.tta
     assert full.weights.description == " + ".join(f"bundled:{a}" for a in ARCHITECTURES)
     assert full.precision_label == "fp32"
+    assert full.weights.sha256 == "+".join(m.weights.sha256 for m in full.members)
     # Members come from hub.load_model's cache: no second copy of the weights.
     assert full.members[0].model is members["unet"].model
 
