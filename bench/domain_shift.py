@@ -210,6 +210,24 @@ def run(data: Path, weights_dir: Path | None, models: Sequence[str], split: str 
             "results": results, "per_case": rows}
 
 
+def restrict(report: dict, volumes: Sequence[str]) -> dict:
+    """``report`` with its means recomputed over ``volumes`` (all of which it must hold),
+    so that two runs are compared on the same volumes."""
+    if list(report["volumes"]) == list(volumes):
+        return report
+    missing = [v for v in volumes if v not in report["volumes"]]
+    if missing:
+        raise LVSegError(f"the earlier report has no results for {', '.join(missing)}")
+    index = [report["volumes"].index(v) for v in volumes]
+    results = {name: {key: {**report["results"][name][key],
+                            "dice": _mean_scores([rows[i] for i in index])}
+                      for key, rows in by.items()}
+               for name, by in report["per_case"].items()}
+    return {**report, "volumes": list(volumes), "results": results,
+            "per_case": {n: {k: [r[i] for i in index] for k, r in by.items()}
+                         for n, by in report["per_case"].items()}}
+
+
 def _name(model: str) -> str:
     return DISPLAY.get(model, "Ensemble" if model == ENSEMBLE else model)
 
@@ -218,6 +236,8 @@ def markdown(report: dict, compare: dict | None = None, labels=("before", "after
     """Mean Dice (and LV / Myo / RV) per condition and model; with ``compare``, the
     earlier report's figures first (``labels[0]``), then this one's."""
     models = list(report["results"])
+    if compare:
+        compare = restrict(compare, report["volumes"])
     reports = [compare, report] if compare else [report]
     head = ["Condition"]
     for m in models:
