@@ -1,55 +1,24 @@
-"""What every page shares: the model/weights picker, cached models, error handling.
+"""The shared sidebar: the model, weights and precision picker, and the model it chose.
 
-Not a page itself (``app.py`` registers the pages explicitly with
-``st.navigation``). The work is done in :mod:`lvseg_core`; this module only
-holds the Streamlit glue.
+Drawn by ``app.py`` around every page (or by :func:`page_setup` when a page
+runs alone); the pages ask :func:`current_choice` and :func:`get_segmenter`.
 """
 
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import streamlit as st
 
-from lvseg_core import hub, runs
-from lvseg_core.analysis import Sample, default_samples_dir, list_samples
-from lvseg_core.errors import LVSegError, WeightsError
-from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
+from lvseg_core import hub
+from lvseg_core.errors import WeightsError
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
 
-log = logging.getLogger("lvseg.app")
+from . import jobs
+from .caching import device_label, load_segmenter
 
 #: Weights sources offered in the sidebar.
 WEIGHTS_KINDS = ("Bundled", "Hugging Face Hub", "Training run")
-
-
-# ---------------------------------------------------------------- errors
-
-
-@contextmanager
-def guard(what: str = "this step"):
-    """Show any failure inside the block as one ``st.error`` line, never a traceback.
-
-    :class:`LVSegError` messages (written for users) are shown as they are;
-    anything unexpected gets a generic line and its traceback goes to the
-    server log. Streamlit's own control flow (rerun, stop) passes through.
-    """
-    try:
-        yield
-    except Exception as err:  # noqa: BLE001 - the app must keep working
-        st.error(error_message(err, what), icon=":material/error:")
-
-
-def error_message(err: BaseException, what: str = "this step") -> str:
-    """The one line shown for ``err`` (unexpected errors are logged with their traceback)."""
-    if isinstance(err, LVSegError):
-        return " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, MemoryError):
-        return f"Out of memory while {what}; try a smaller scan."
-    log.error("unexpected error while %s", what, exc_info=err)
-    return f"Unexpected error while {what}; the details are in the server log."
 
 
 # ---------------------------------------------------------------- model choice
@@ -84,14 +53,14 @@ class ModelChoice:
 
 def missing_weights_message(architecture: str) -> str:
     name = DISPLAY_NAMES.get(architecture, architecture)
-    return (f"No bundled {name} weights yet ({hub.WEIGHTS_DIR / architecture} has none). "
+    return (f"No bundled {name} weights yet ({hub.bundled_folder(architecture)} has none). "
             f"Train them on the Train page (or `python -m train fit --model {architecture}`), "
             "or pick a "
             "Hugging Face Hub repo or a finished training run in the sidebar.")
 
 
 def bundled_available(architecture: str) -> bool:
-    return hub.weights_folder(hub.WEIGHTS_DIR / architecture) is not None
+    return hub.weights_folder(hub.bundled_folder(architecture)) is not None
 
 
 #: Sidebar widget keys whose values are kept across pages (see :func:`_restore`).
@@ -138,7 +107,7 @@ def choose_weights(architecture: str, key_prefix: str = "", container=None) -> M
                                problem="Enter a Hugging Face Hub repo id (owner/name).")
         return ModelChoice(architecture, repo, f"{name} · hub:{repo}")
     if kind == "Training run":
-        finished = runs.weights_runs(architecture)
+        finished = jobs.weights_runs(architecture)
         if not finished:
             return ModelChoice(architecture, None, f"{name} · run",
                                problem=f"No finished {name} training run with exported "
@@ -222,39 +191,6 @@ def use_run_as_weights(run_name: str, architecture: str) -> None:
 # ---------------------------------------------------------------- models
 
 
-@st.cache_resource(show_spinner=False)
-def _device_label() -> str:
-    from lvseg_core.inference import default_device, device_name
-
-    return device_name(default_device())
-
-
-def device_label() -> str:
-    """``"CPU (2 threads)"`` or ``"CUDA (NVIDIA A10G)"``."""
-    return _device_label()
-
-
-@st.cache_resource(show_spinner=False, max_entries=6, ttl=3600)
-def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float,
-                    precision: str = "auto", tta: bool = False):
-    from lvseg_core.inference import Segmenter
-
-    return Segmenter.from_source(architecture, source, precision=precision, tta=tta)
-
-
-def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
-    """Folder and weights-file time that identify a local source (reload on change)."""
-    if source is None:
-        folder = hub.WEIGHTS_DIR / architecture
-    else:
-        path = Path(source)
-        if not path.exists():
-            return source, 0.0                       # a Hub repo: the id is the key
-        folder = hub.weights_folder(path) or path
-    weights = folder / "model.safetensors"
-    return str(folder), (weights.stat().st_mtime if weights.is_file() else 0.0)
-
-
 def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = None,
                   source: str | None = None, precision: str | None = None,
                   tta: bool | None = None):
@@ -275,8 +211,7 @@ def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = 
         raise WeightsError("no model chosen")
     if source is None and not bundled_available(architecture):
         raise WeightsError(missing_weights_message(architecture))
-    folder, stamp = _stamp(architecture, source)
-    return _load_segmenter(architecture, source, folder, stamp, precision, tta)
+    return load_segmenter(architecture, source, precision, tta)
 
 
 def weights_sources(architecture: str) -> dict[str, str | None]:
@@ -284,37 +219,6 @@ def weights_sources(architecture: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     if bundled_available(architecture):
         out["bundled"] = None
-    for run in runs.weights_runs(architecture):
+    for run in jobs.weights_runs(architecture):
         out[f"run {run.name}"] = str(run.path)
     return out
-
-
-# ---------------------------------------------------------------- samples
-
-
-@st.cache_data(show_spinner=False, ttl=300)
-def _samples(root: str) -> list[Sample]:
-    return list_samples(root)
-
-
-def samples() -> tuple[Path | None, list[Sample]]:
-    """The sample folder (``LVSEG_SAMPLES`` / ``LVSEG_DATA`` / ``../shared/data/acdc``)
-    and its patients; ``(None, [])`` when there is none."""
-    root = default_samples_dir()
-    if root is None:
-        return None, []
-    try:
-        return root, _samples(str(root))
-    except LVSegError:
-        return root, []
-
-
-def fmt(value, digits: int = 3) -> str:
-    """A number for a label: rounded, ``"n/a"`` for None/NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if number != number:
-        return "n/a"
-    return f"{number:.{digits}f}"

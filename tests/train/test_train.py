@@ -27,7 +27,7 @@ from tests.conftest import make_heart
 from train.cli import main
 from train.task import SegmentationTask
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LN4 = math.log(4)
 SPACING = (1.5625, 1.5625, 10.0)
 
@@ -315,7 +315,8 @@ def test_ddp_two_processes(acdc, cache, tmp_path):
     # run folder is named by time and rank 1 must find rank 0's (not make its own).
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK",
                                                             "LVSEG_RUN_DIR")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+               LVSEG_RUNS_DIR=str(tmp_path / "runs"))
     cmd = [sys.executable, "-m", "train", "fit", *data_args("unet", acdc, cache, devices=2),
            "--strategy", "ddp", "--max-steps", "2", "--epochs", "1"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -430,7 +431,7 @@ def test_initial_loss_command(acdc, cache, capsys):
 
 
 def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_path):
-    from train.config import TrainConfig
+    from lvseg_core.records import TrainConfig
     from train.runner import make_task, model_plan
 
     out = tmp_path / "w"
@@ -459,7 +460,7 @@ def test_bf16_volumetric_training_on_the_cpu_warns(tmp_path):
     import warnings
 
     from train import runner
-    from train.config import TrainConfig
+    from lvseg_core.records import TrainConfig
 
     with pytest.warns(RuntimeWarning, match="32-true"):
         runner._trainer(TrainConfig(model="vnet", precision="bf16-mixed", accelerator="cpu"),

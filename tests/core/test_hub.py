@@ -24,7 +24,7 @@ from lvseg_core.errors import LVSegError, WeightsError
 from lvseg_core.hub import fetch_from_hub, load_model, parse_repo, resolve_weights
 from lvseg_core.models import LVSegModel, create_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 REPO = "lvseg-test/tiny-unet"
 VNET_REPO = "lvseg-test/tiny-vnet"

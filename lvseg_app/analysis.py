@@ -4,7 +4,7 @@ One scan goes in (an upload or a sample patient of an ACDC-layout folder),
 an :class:`Analysis` comes out: the segmentation, the metrics against the
 ground truth when there is one, the volumes and clinical indices, and the
 tables and files the page offers for download. Nothing here draws; the
-figures are in :mod:`lvseg_core.viz`.
+figures are in :mod:`lvseg_app.viz`.
 """
 
 from __future__ import annotations
@@ -19,25 +19,22 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .clinical import cine_indices, myocardial_mass, structure_volumes
-from .data import Case, find_cases, is_acdc_folder
-from .errors import LVSegError, ScanReadError
-from .inference import Segmentation
-from .io import load_label, load_nifti, load_scan, save_mask
-from .labels import LABELS, STRUCTURES
-from .metrics import evaluate_segmentation
-from .models import DISPLAY_NAMES
-from .scan import Scan
+from lvseg_core import settings
+from lvseg_core.clinical import cine_indices, myocardial_mass, structure_volumes
+from lvseg_core.data import Case, find_cases, is_acdc_folder
+from lvseg_core.errors import LVSegError, ScanReadError
+from lvseg_core.io import load_label, load_nifti, load_scan, save_mask
+from lvseg_core.labels import LABELS, STRUCTURES
+from lvseg_core.metrics import evaluate_segmentation
+from lvseg_core.registry import display_name
+from lvseg_core.scan import Scan
 
-#: The repository root.
-REPO = Path(__file__).resolve().parents[1]
-
-#: Largest upload accepted (bytes); the app's ``server.maxUploadSize`` is the
-#: first gate, this one holds for every caller.
-MAX_UPLOAD_BYTES = int(float(os.environ.get("LVSEG_MAX_UPLOAD_MB", "200")) * 1024 * 1024)
+if TYPE_CHECKING:  # pragma: no cover
+    from lvseg_core.inference import Segmentation
 
 #: Structure probabilities are kept (for the probability map, quantised to
 #: uint8: 1 byte per value) up to this many values (3 structures x voxels).
@@ -79,12 +76,7 @@ INDEX_TITLES: dict[str, str] = {
 def default_samples_dir() -> Path | None:
     """The sample folder: ``$LVSEG_SAMPLES``, else ``$LVSEG_DATA``, else
     ``../shared/data/acdc`` beside the repository, if it is an ACDC-layout folder."""
-    candidates = [os.environ.get("LVSEG_SAMPLES"), os.environ.get("LVSEG_DATA"),
-                  str(REPO.parent / "shared" / "data" / "acdc")]
-    for candidate in candidates:
-        if candidate and is_acdc_folder(Path(candidate).expanduser()):
-            return Path(candidate).expanduser()
-    return None
+    return next((c for c in settings.sample_dir_candidates() if is_acdc_folder(c)), None)
 
 
 @dataclass(frozen=True)
@@ -184,9 +176,10 @@ def safe_file_name(name: str, default: str = "upload") -> str:
 def _check_size(name: str, data: bytes) -> None:
     if len(data) == 0:
         raise ScanReadError(f"{name}: the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
+    limit = settings.max_upload_bytes()
+    if len(data) > limit:
         raise ScanReadError(f"{name}: {len(data) / 2**20:.0f} MB is over the upload limit of "
-                            f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB")
+                            f"{limit / 2**20:.0f} MB")
 
 
 def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None) -> Scan:
@@ -299,7 +292,7 @@ class Analysis:
 
     @property
     def model_name(self) -> str:
-        return DISPLAY_NAMES.get(self.architecture, self.architecture)
+        return display_name(self.architecture)
 
     @property
     def ed(self) -> int | None:

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from bench import report
+from bench.document import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,8 +47,8 @@ def quick_report(tmp_path_factory, acdc_dir):
     random-init weights through the bundled-weights folder, V-Net without weights."""
     import torch
 
-    from lvseg_core import create_model, hub
-    from lvseg_core.analysis import make_subset
+    from lvseg_core import create_model
+    from lvseg_app.analysis import make_subset
 
     tmp = tmp_path_factory.mktemp("report")
     data = make_subset(acdc_dir, ["patient002", "patient019"], tmp / "data")
@@ -59,29 +60,29 @@ def quick_report(tmp_path_factory, acdc_dir):
         weights / "attention_unet")
     runs = fake_runs(tmp / "runs")
     # The search is read from the kept records (python -m train archive), not runs/.
-    from lvseg_core.runs import keep_record
+    from lvseg_core.records import keep_record
 
     keep_record(runs / "search_unet", tmp / "records")
     shutil.rmtree(runs / "search_unet")
     readme = tmp / "README.md"
     readme.write_text(f"# LVSeg\n\n## Results\n\n{report.README_START}\nold\n"
                       f"{report.README_END}\n")
-    before = hub.WEIGHTS_DIR
-    hub.WEIGHTS_DIR = weights          # what LVSEG_WEIGHTS_DIR does at import
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(weights))
     try:
         code = report.main(["--quick", "--data", str(data), "--out", str(tmp / "docs"),
                             "--results", str(tmp / "results"), "--runs", str(runs),
                             "--records", str(tmp / "records"),
                             "--readme", str(readme), "--examples", "5"])
     finally:
-        hub.WEIGHTS_DIR = before
+        monkeypatch.undo()
     return {"code": code, "docs": tmp / "docs", "readme": readme, "results": tmp / "results"}
 
 
 def test_report_has_every_section(quick_report):
     assert quick_report["code"] == 0
     text = (quick_report["docs"] / "REPORT.md").read_text()
-    positions = [text.index(heading) for heading in report.SECTIONS]
+    positions = [text.index(heading) for heading in SECTIONS]
     assert positions == sorted(positions)
     for sub in ("### 3.1 Architectures", "### 4.1 Hyper-parameter search",
                 "### 4.2 Learning curves", "### 5.1 Comparison", "### 5.3 Clinical agreement",
@@ -146,7 +147,7 @@ def test_report_without_data_weights_or_runs_says_so(tmp_path):
                         str(tmp_path / "no-weights"), "--no-readme"])
     assert code == 0
     text = (tmp_path / "docs" / "REPORT.md").read_text()
-    for heading in report.SECTIONS:
+    for heading in SECTIONS:
         assert heading in text
     assert "The data could not be read" in text
     assert "No measurement was made" in text
@@ -158,44 +159,9 @@ def test_report_without_data_weights_or_runs_says_so(tmp_path):
     assert len(list(Presentation(str(tmp_path / "docs" / "LVSeg.pptx")).slides)) >= 5
 
 
-def test_run_chain_follows_fine_tuning(tmp_path):
-    from bench.common import ModelSpec
-    from bench.report import run_chain
-
-    runs = tmp_path / "runs"
-    for name, init in (("attention_unet-main", None),
-                       ("attention_unet-ft", "runs/attention_unet-main/model"),
-                       ("attention_unet-ft2", "elsewhere/attention_unet-ft/model"),
-                       ("attention_unet-ft3", "runs/attention_unet-ft/model")):
-        (runs / name).mkdir(parents=True)
-        (runs / name / "config.json").write_text(json.dumps({"init_weights": init}))
-    weights = tmp_path / "w"
-    weights.mkdir()
-    (weights / "config.json").write_text(json.dumps({"training": {"run": "attention_unet-ft3"}}))
-    spec = ModelSpec("attention_unet", weights)
-    assert [p.name for p in run_chain(runs, spec)] == [
-        "attention_unet-main", "attention_unet-ft", "attention_unet-ft3"]
-    # Not from runs/: the chain stops there.
-    (weights / "config.json").write_text(json.dumps({"training": {"run": "attention_unet-ft2"}}))
-    assert [p.name for p in run_chain(runs, spec)] == ["attention_unet-ft2"]
-    # Weights without a run name: the <arch>-main run; none at all: empty.
-    assert [p.name for p in run_chain(runs, ModelSpec("attention_unet", None))] == [
-        "attention_unet-main"]
-    assert run_chain(runs, ModelSpec("vnet", None)) == []
-    # A fine-tune of the bundled weights names its parent run in init_run.
-    (runs / "vnet-main").mkdir()
-    (runs / "vnet-main" / "config.json").write_text(json.dumps({"init_weights": None}))
-    (runs / "vnet-ft").mkdir()
-    (runs / "vnet-ft" / "config.json").write_text(
-        json.dumps({"init_weights": "bundled", "init_run": "vnet-main"}))
-    (weights / "config.json").write_text(json.dumps({"training": {"run": "vnet-ft"}}))
-    assert [p.name for p in run_chain(runs, ModelSpec("vnet", weights))] == [
-        "vnet-main", "vnet-ft"]
-
-
 def test_keep_record_copies_the_small_files_only(tmp_path, capsys):
     from lvseg_core.errors import LVSegError
-    from lvseg_core.runs import keep_record
+    from lvseg_core.records import keep_record
     from train.cli import main as train_main
 
     run = fake_runs(tmp_path / "runs") / "unet-main"
@@ -213,23 +179,6 @@ def test_keep_record_copies_the_small_files_only(tmp_path, capsys):
     assert "kept" in capsys.readouterr().out
     assert train_main(["archive", str(run), "--out", str(tmp_path / "r2")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
-
-
-def test_run_chain_reads_kept_records(tmp_path):
-    from bench.common import ModelSpec
-    from bench.report import run_chain
-
-    runs, records = tmp_path / "runs", tmp_path / "docs" / "runs"
-    for root, name, init in ((records, "unet-main", None),
-                             (runs, "unet-ft", "runs/unet-main/model")):
-        (root / name).mkdir(parents=True)
-        (root / name / "config.json").write_text(json.dumps({"init_weights": init}))
-    weights = tmp_path / "w"
-    weights.mkdir()
-    (weights / "config.json").write_text(json.dumps({"training": {"run": "unet-ft"}}))
-    chain = run_chain([runs, records], ModelSpec("unet", weights))
-    assert chain == [records / "unet-main", runs / "unet-ft"]
-    assert run_chain(runs, ModelSpec("unet", weights)) == [runs / "unet-ft"]
 
 
 def test_weights_without_a_run_record_use_their_training_block(tmp_path):

@@ -1,4 +1,4 @@
-"""Dataset layouts: the ACDC folder layout and the standard patient split."""
+"""The ACDC folder layout: ``<root>/patientNNN/{Info.cfg, patientNNN_frameNN[_gt].nii.gz}``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LVSegError
-
-#: Validation patients of the standard split (SSL4MIS benchmark).
-VALIDATION_PATIENTS: tuple[str, ...] = tuple(
-    f"patient{n:03d}" for n in (2, 19, 28, 30, 39, 45, 78, 82, 85, 87)
-)
+from ..errors import LVSegError
 
 _FRAME = re.compile(r"^(patient\d+)_frame(\d+)\.nii(\.gz)?$")
 
@@ -104,10 +99,3 @@ def find_cases(root: str | Path, require_labels: bool = False) -> list[Case]:
         what = "labelled frames (patientNNN_frameNN_gt.nii.gz)" if require_labels else "frames"
         raise LVSegError(f"{root}: no ACDC {what} found (expected patientNNN/Info.cfg layout)")
     return cases
-
-
-def split_cases(cases: list[Case], validation: tuple[str, ...] = VALIDATION_PATIENTS
-                ) -> tuple[list[Case], list[Case]]:
-    """Split by patient (never by slice): (training cases, validation cases)."""
-    val = set(validation)
-    return [c for c in cases if c.patient not in val], [c for c in cases if c.patient in val]

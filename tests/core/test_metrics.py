@@ -31,7 +31,7 @@ from lvseg_core.metrics import (
     surface_metrics,
 )
 
-from .conftest import acdc_frame, make_heart
+from tests.conftest import acdc_frame, make_heart
 
 nan = float("nan")
 

@@ -10,7 +10,8 @@ import pytest
 from bench import agreement
 from bench.accuracy import slice_positions, slice_records
 from bench.common import resolve_models, split_patients
-from bench.report import md_table, pick_slices, update_readme, README_END, README_START
+from bench.document import md_table
+from bench.report import README_END, README_START, pick_slices, update_readme
 from bench.robustness import PERTURBATIONS, Perturbation, perturb, resample_spacing
 
 # ---------------------------------------------------------------- agreement

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hub
-from .errors import LVSegError, WeightsError
-from .models import ARCHITECTURES, DISPLAY_NAMES, read_config
-from .runs import weights_runs
-from .scan import Scan
+from lvseg_core import hub
+from lvseg_core.errors import LVSegError, WeightsError
+from lvseg_core.models import read_config
+from lvseg_core.registry import ARCHITECTURES, display_name
+from lvseg_core.scan import Scan
+
+from .jobs import weights_runs
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                 "I8": 1, "U8": 1, "BOOL": 1}
@@ -82,7 +84,7 @@ class WeightsCard:
 
     @property
     def display_name(self) -> str:
-        return DISPLAY_NAMES.get(self.architecture, self.architecture)
+        return display_name(self.architecture)
 
     @property
     def modified_text(self) -> str:
@@ -100,7 +102,7 @@ def weights_card(folder: str | Path, kind: str, source: str, title: str | None =
     arch = config["architecture"]
     readme = folder / "README.md"
     return WeightsCard(
-        title=title or f"{DISPLAY_NAMES.get(arch, arch)} ({kind})", architecture=arch,
+        title=title or f"{display_name(arch)} ({kind})", architecture=arch,
         kind=kind, source=source, folder=folder,
         parameters=safetensors_parameters(weights),
         size_mb=weights.stat().st_size / 1e6, metrics=dict(config.get("metrics") or {}),
@@ -119,13 +121,13 @@ def list_weights(runs_dir: str | Path | None = None) -> tuple[list[WeightsCard],
     cards, problems = [], []
     for arch in hub.available_bundled():
         try:
-            cards.append(weights_card(hub.WEIGHTS_DIR / arch, "bundled", "bundled"))
+            cards.append(weights_card(hub.bundled_folder(arch), "bundled", "bundled"))
         except LVSegError as err:
             problems.append(str(err))
     for run in weights_runs(runs_dir=runs_dir):
         try:
             cards.append(weights_card(run.path / "model", "run", str(run.path),
-                                      title=f"{DISPLAY_NAMES.get(run.model, run.model)} "
+                                      title=f"{display_name(run.model)} "
                                             f"(run {run.name})"))
         except LVSegError as err:
             problems.append(str(err))

@@ -1,10 +1,8 @@
-"""Training runs seen from outside: start, watch, stop, list (used by the app's Train page).
+"""Training jobs seen from the app: start, watch, stop, list (the Train page).
 
-A run is a folder ``runs/<name>/`` written by ``python -m train`` (see
-:mod:`train.runner`): ``config.json``, ``metrics.jsonl`` (JSON lines with
-``event`` = ``initial_loss``, ``start``, ``epoch``, ``end`` or ``error``),
-``checkpoints/`` and, when finished, the exported ``model/``. An LR range
-test writes ``lr_find.json`` and ``lr_find.png`` instead.
+A run is a folder ``runs/<name>/`` written by ``python -m train``; its record
+files (``config.json``, ``metrics.jsonl``, ``lr_find.json``) are read with
+:mod:`lvseg_core.records`.
 
 Runs started here are **background processes** in their own process group
 (never threads of the caller): the command's output goes to
@@ -23,7 +21,6 @@ import math
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,14 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LVSegError
-from .labels import STRUCTURES
-
-#: The repository root (where ``python -m train`` is run from).
-REPO = Path(__file__).resolve().parents[1]
-
-#: Where runs live: ``$LVSEG_RUNS_DIR`` or ``<repo>/runs``.
-RUNS_DIR = Path(os.environ.get("LVSEG_RUNS_DIR", REPO / "runs"))
+from lvseg_core.errors import LVSegError
+from lvseg_core.labels import STRUCTURES
+from lvseg_core.records import (
+    CONFIG_FILE,
+    LR_FIND_FILE,
+    best_epoch,
+    epoch_events,
+    is_number,
+    read_events,
+    read_json,
+    since_last_start,
+    training_seconds,
+)
+from lvseg_core import settings
 
 #: Files written here beside the training's own files.
 PROCESS_FILE = "process.json"
@@ -156,8 +159,9 @@ def launch(command: list[str], run_dir: str | Path, kind: str) -> RunInfo:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         with log:
-            proc = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            proc = subprocess.Popen(command, cwd=settings.REPO, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env)
     except OSError as err:
         raise LVSegError(f"cannot start {command[0]} ({err.strerror or err})") from None
     _CHILDREN[proc.pid] = proc
@@ -175,7 +179,7 @@ def start_fit(options: TrainOptions, name: str | None = None,
               runs_dir: str | Path | None = None) -> RunInfo:
     """Start ``python -m train fit`` in the background as run ``name``."""
     name = check_run_name(name or new_run_name(options.model))
-    run_dir = Path(runs_dir or RUNS_DIR) / name
+    run_dir = Path(runs_dir or settings.runs_dir()) / name
     _check_data(options.data)
     return launch(_python_train("fit", *options.fit_args(), "--run-dir", str(run_dir)),
                   run_dir, "fit")
@@ -189,7 +193,7 @@ def start_overfit(options: TrainOptions, batches: int = 2, name: str | None = No
     epochs; the run is not exported as weights.
     """
     name = check_run_name(name or new_run_name(f"overfit-{options.model}"))
-    run_dir = Path(runs_dir or RUNS_DIR) / name
+    run_dir = Path(runs_dir or settings.runs_dir()) / name
     _check_data(options.data)
     command = _python_train("fit", *options.fit_args(), "--overfit-batches", str(int(batches)),
                             "--run-dir", str(run_dir))
@@ -200,7 +204,7 @@ def start_lr_find(options: TrainOptions, num_training: int = 100, name: str | No
                   runs_dir: str | Path | None = None) -> RunInfo:
     """Start the learning-rate range test (``python -m train lr-find``) in the background."""
     name = check_run_name(name or new_run_name(f"lr-find-{options.model}"))
-    run_dir = Path(runs_dir or RUNS_DIR) / name
+    run_dir = Path(runs_dir or settings.runs_dir()) / name
     _check_data(options.data)
     command = _python_train("lr-find", *options.common_args(), "--out", str(run_dir),
                             "--num-training", str(int(num_training)))
@@ -210,7 +214,7 @@ def start_lr_find(options: TrainOptions, num_training: int = 100, name: str | No
 def _check_data(data: str | Path) -> None:
     path = Path(data).expanduser()
     if not path.is_absolute():
-        path = REPO / path
+        path = settings.REPO / path
     if not path.is_dir():
         raise LVSegError(f"{data}: data folder not found")
 
@@ -357,73 +361,6 @@ def stop_run(run_dir: str | Path, timeout: float = 10.0) -> bool:
 # ---------------------------------------------------------------- reading runs
 
 
-def read_events(run_dir: str | Path) -> list[dict]:
-    """The JSON lines of ``metrics.jsonl`` (a half-written last line is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    events = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            events.append(record)
-    return events
-
-
-def epoch_events(events: list[dict]) -> list[dict]:
-    """The ``event == "epoch"`` records of the epochs the run kept, in order.
-
-    A run resumed from a checkpoint older than its last epoch repeats epochs:
-    the repeated records replace those after the checkpoint, as its weights did.
-    """
-    kept: list[dict] = []
-    for e in _all_epochs(events):
-        n = e.get("epoch")
-        while isinstance(n, int) and kept and isinstance(kept[-1].get("epoch"), int) \
-                and kept[-1]["epoch"] >= n:
-            kept.pop()
-        kept.append(e)
-    return kept
-
-
-def _all_epochs(events: list[dict]) -> list[dict]:
-    return [e for e in events if e.get("event") == "epoch"]
-
-
-def since_last_start(events: list[dict]) -> list[dict]:
-    """The events from the last ``start`` on: the current part of a resumed run
-    (all events when there is no ``start``)."""
-    starts = [i for i, e in enumerate(events) if e.get("event") == "start"]
-    return events[starts[-1]:] if starts else events
-
-
-def training_seconds(events: list[dict]) -> float:
-    """Seconds spent in the epochs logged so far, over every resumed part (the
-    ``elapsed`` clock restarts at each ``start``, epoch ``seconds`` do not), repeated
-    epochs included."""
-    return float(sum(e["seconds"] for e in _all_epochs(events) if _finite(e.get("seconds"))))
-
-
-def best_epoch(events: list[dict]) -> dict | None:
-    """The epoch with the best validation Dice (or, without validation, the
-    lowest training loss, as in an overfit check)."""
-    epochs = epoch_events(events)
-    with_dice = [e for e in epochs if _finite(e.get("val_dice"))]
-    if with_dice:
-        return max(with_dice, key=lambda e: e["val_dice"])
-    with_loss = [e for e in epochs if _finite(e.get("train_loss"))]
-    return min(with_loss, key=lambda e: e["train_loss"]) if with_loss else None
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def parse_max_time(text: str | None) -> float | None:
     """Seconds of a Lightning ``"DD:HH:MM:SS"`` limit (None when absent or malformed)."""
     if not text:
@@ -563,19 +500,11 @@ class RunInfo:
         return row
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def run_info(run_dir: str | Path, now: float | None = None) -> RunInfo:
     """Everything :class:`RunInfo` holds about ``run_dir``, read from its files."""
     run_dir = Path(run_dir)
     now = time.time() if now is None else now
-    config = _read_json(run_dir / "config.json")
+    config = read_json(run_dir / CONFIG_FILE)
     record = read_process(run_dir)
     events = read_events(run_dir)
     info = RunInfo(name=run_dir.name, path=run_dir, config=config,
@@ -583,13 +512,13 @@ def run_info(run_dir: str | Path, now: float | None = None) -> RunInfo:
     if record is not None:
         info.kind = str(record.get("kind", "fit"))
         info.started = record.get("started")
-    elif (run_dir / "lr_find.json").is_file():
+    elif (run_dir / LR_FIND_FILE).is_file():
         info.kind = "lr-find"
     elif (run_dir / "results.md").is_file():
         info.kind = "search"
     elif config.get("overfit_batches"):
         info.kind = "overfit"
-    info.model = str(config.get("model") or _read_json(run_dir / "lr_find.json").get("model")
+    info.model = str(config.get("model") or read_json(run_dir / LR_FIND_FILE).get("model")
                      or _model_from_command(record) or "")
 
     if record is not None:
@@ -610,7 +539,7 @@ def run_info(run_dir: str | Path, now: float | None = None) -> RunInfo:
     info.has_model = (run_dir / "model" / "model.safetensors").is_file()
     if epochs:
         info.elapsed = training_seconds(events)
-    if alive and start and _finite(start.get("time")):
+    if alive and start and is_number(start.get("time")):
         # Earlier parts of a resumed run, then the running part so far.
         earlier = training_seconds(events[:len(events) - len(current)])
         info.elapsed = earlier + max(0.0, now - float(start["time"]))
@@ -633,7 +562,7 @@ def run_info(run_dir: str | Path, now: float | None = None) -> RunInfo:
                 eta = min(eta, max(0.0, limit - info.elapsed))
             info.eta_seconds = eta
     elif info.kind == "lr-find":
-        info.status = "finished" if (run_dir / "lr_find.json").is_file() else "failed"
+        info.status = "finished" if (run_dir / LR_FIND_FILE).is_file() else "failed"
         info.fraction = 1.0 if info.status == "finished" else 0.0
     elif end is not None and end.get("event") == "end":
         info.status = "stopped" if end.get("interrupted") else "finished"
@@ -671,8 +600,8 @@ def is_run_folder(path: Path) -> bool:
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
-    """All runs under ``runs_dir`` (default :data:`RUNS_DIR`), newest first."""
-    root = Path(runs_dir or RUNS_DIR)
+    """All runs under ``runs_dir`` (default :func:`lvseg_core.settings.runs_dir`), newest first."""
+    root = Path(runs_dir or settings.runs_dir())
     if not root.is_dir():
         return []
     folders = [p for p in root.iterdir() if is_run_folder(p)]
@@ -686,66 +615,6 @@ def weights_runs(architecture: str | None = None,
     """Finished runs with an exported ``model/`` (optionally of one architecture)."""
     return [r for r in list_runs(runs_dir)
             if r.has_model and not r.running and (architecture is None or r.model == architecture)]
-
-
-#: The small files that record what a run did (no checkpoints, no weights).
-RECORD_FILES = ("config.json", "metrics.jsonl", "lr_find.json", "lr_find.png",
-                "results.md", "results.csv")
-
-
-def keep_record(run_dir: str | Path, records_dir: str | Path, overwrite: bool = False) -> Path:
-    """Copy the record of a run (:data:`RECORD_FILES`) to ``records_dir/<run name>/``.
-
-    ``runs/`` is not versioned; the records let the report show the learning
-    curves, the LR range test and the search of the shipped weights on any
-    machine. Returns the record folder. Raises :class:`LVSegError` for a
-    folder that is no run, or an existing record without ``overwrite``.
-    """
-    run = Path(run_dir)
-    files = [run / name for name in RECORD_FILES if (run / name).is_file()]
-    if not run.is_dir() or not files:
-        raise LVSegError(f"{run}: not a run folder (none of {', '.join(RECORD_FILES)})")
-    dest = Path(records_dir) / run.name
-    if dest.resolve() == run.resolve():
-        raise LVSegError(f"{run}: the record folder is the run itself")
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise LVSegError(f"{dest} already holds a record; pass --overwrite to replace it")
-    dest.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        tmp = dest / f".{path.name}.tmp"
-        shutil.copyfile(path, tmp)
-        tmp.replace(dest / path.name)
-    return dest
-
-
-def read_lr_find(run_dir: str | Path) -> dict | None:
-    """``lr_find.json`` of an LR range test (``lr``, ``loss``, ``suggestion``), or None."""
-    data = _read_json(Path(run_dir) / "lr_find.json")
-    return data if data.get("lr") and data.get("loss") else None
-
-
-def push_run(run_dir: str | Path, repo_id: str) -> str:
-    """Upload a finished run's exported ``model/`` to the Hub (needs ``HF_TOKEN``).
-
-    Returns the commit URL. Raises :class:`LVSegError` with a one-line reason.
-    """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    model = Path(run_dir) / "model"
-    if not (model / "model.safetensors").is_file():
-        raise LVSegError(f"{Path(run_dir).name}: no exported model/ (has the run finished?)")
-    if not os.environ.get("HF_TOKEN"):
-        raise LVSegError("set HF_TOKEN to a Hugging Face write token to push to the Hub")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise LVSegError(f"{repo_id!r} is not a Hub repo id (owner/name)") from None
-    if "/" not in repo_id:
-        raise LVSegError(f"{repo_id!r}: a Hub repo id has the form owner/name")
-    from train.export import push_to_hub  # imports Lightning: only when pushing
-
-    return push_to_hub(model, repo_id)
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -19,7 +19,7 @@ from lvseg_core.clinical import (
 )
 from lvseg_core.errors import LVSegError
 
-from .conftest import acdc_frame
+from tests.conftest import acdc_frame
 
 CLINICAL_KEYS = {"LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct", "RV_EDV_ml",
                  "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "Myo_mass_ES_g"}

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from lvseg_core import hub, runs
+from lvseg_app import jobs
+from lvseg_core import hub
 from lvseg_core.models import create_model
 from tests.conftest import ROOT, make_heart
 
@@ -68,8 +69,8 @@ def env(tmp_path_factory):
 @pytest.fixture
 def app(env, monkeypatch):
     """An AppTest of app.py with the temporary weights, samples and runs."""
-    monkeypatch.setattr(hub, "WEIGHTS_DIR", env / "weights")
-    monkeypatch.setattr(runs, "RUNS_DIR", env / "runs")
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(env / "weights"))
+    monkeypatch.setenv("LVSEG_RUNS_DIR", str(env / "runs"))
     monkeypatch.setenv("LVSEG_SAMPLES", str(env / "samples"))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
@@ -210,7 +211,7 @@ def test_upload_cine_scan_gives_volume_curve(app):
 
 
 def test_missing_weights_gives_clear_message(app, env, monkeypatch):
-    monkeypatch.setattr(hub, "WEIGHTS_DIR", env / "empty_weights")
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(env / "empty_weights"))
     app.run()
     assert any("No bundled U-Net weights" in w.value for w in app.warning)
     app.button(key="segment_sample_run").click().run()
@@ -325,10 +326,10 @@ def test_upload_size_limit_is_configured():
 
 
 def test_size_limit_in_library(monkeypatch):
-    from lvseg_core import analysis
+    from lvseg_app import analysis
     from lvseg_core.errors import ScanReadError
 
-    monkeypatch.setattr(analysis, "MAX_UPLOAD_BYTES", 10)
+    monkeypatch.setenv("LVSEG_MAX_UPLOAD_MB", repr(10 / 2**20))
     with pytest.raises(ScanReadError, match="over the upload limit"):
         analysis.load_uploaded_scan("big.nii.gz", b"x" * 11)
     with pytest.raises(ScanReadError, match="empty"):
@@ -419,19 +420,19 @@ def test_train_page_starts_a_real_background_run(app, env):
     no_problems(app)
     assert any("page-run" in s.value for s in app.success)
     run = env / "runs" / "page-run"
-    assert runs.read_process(run)["command"][2:4] == ["train", "fit"]
+    assert jobs.read_process(run)["command"][2:4] == ["train", "fit"]
     deadline = time.time() + 240
-    while time.time() < deadline and runs.is_running(run):
+    while time.time() < deadline and jobs.is_running(run):
         time.sleep(1)
     app.run()
     no_problems(app)
     table = app.dataframe[0].value
-    assert table.loc["page-run", "status"] == "finished", runs.log_tail(run)
+    assert table.loc["page-run", "status"] == "finished", jobs.log_tail(run)
     assert table.loc["page-run", "weights"] == "model/"
 
 
 def test_cine_ground_truth_for_every_frame(app):
-    from lvseg_core import analysis
+    from lvseg_app import analysis
 
     scan, labels = make_heart()
     cine = np.stack([scan.array] * 3, axis=-1)

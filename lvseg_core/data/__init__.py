@@ -1,0 +1,17 @@
+"""Datasets: folder layouts (:mod:`.acdc`) and patient splits (:mod:`.split`).
+
+Torch-free; the trainer, the app and the benchmarks list and split cases here.
+"""
+
+from .acdc import Case, find_cases, is_acdc_folder, patient_cases, read_info
+from .split import VALIDATION_PATIENTS, split_cases
+
+__all__ = [
+    "VALIDATION_PATIENTS",
+    "Case",
+    "find_cases",
+    "is_acdc_folder",
+    "patient_cases",
+    "read_info",
+    "split_cases",
+]
