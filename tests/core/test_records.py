@@ -9,7 +9,7 @@ from lvseg_core.records import run_chain
 
 def test_run_chain_follows_fine_tuning(tmp_path):
     runs = tmp_path / "runs"
-    for name, init in (("attention_unet-main"),
+    for name, init in (("attention_unet-main", None),
                        ("attention_unet-ft", "runs/attention_unet-main/model"),
                        ("attention_unet-ft2", "elsewhere/attention_unet-ft/model"),
                        ("attention_unet-ft3", "runs/attention_unet-ft/model")):
@@ -40,7 +40,7 @@ def test_run_chain_follows_fine_tuning(tmp_path):
 
 def test_run_chain_reads_kept_records(tmp_path):
     runs, records = tmp_path / "runs", tmp_path / "docs" / "runs"
-    for root, name, init in ((records, "unet-main"),
+    for root, name, init in ((records, "unet-main", None),
                              (runs, "unet-ft", "runs/unet-main/model")):
         (root / name).mkdir(parents=True)
         (root / name / "config.json").write_text(json.dumps({"init_weights": init}))
