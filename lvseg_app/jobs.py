@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lvseg_core import settings
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.records import (
@@ -42,7 +43,6 @@ from lvseg_core.records import (
     since_last_start,
     training_seconds,
 )
-from lvseg_core import settings
 
 #: Files written here beside the training's own files.
 PROCESS_FILE = "process.json"

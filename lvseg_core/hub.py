@@ -68,7 +68,8 @@ class Weights:
 
 
 def bundled_folder(architecture: str) -> Path:
-    """Folder of the bundled weights of ``architecture`` (in :func:`lvseg_core.settings.weights_dir`)."""
+    """Folder of the bundled weights of ``architecture`` (under
+    :func:`lvseg_core.settings.weights_dir`)."""
     return settings.weights_dir() / check_architecture(architecture)
 
 

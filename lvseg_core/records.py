@@ -247,7 +247,7 @@ def find_run(roots: Sequence[Path], name: str) -> Path | None:
 
 def run_chain(runs: str | Path | Sequence[Path], architecture: str,
               weights: Path | None = None) -> list[Path]:
-    """The training runs behind the ``architecture`` weights in the folder ``weights``, oldest first.
+    """The training runs behind the ``architecture`` weights in ``weights``, oldest first.
 
     The last is the run named in the weights' config (``training.run``), else
     ``<architecture>-main``; before it come the runs whose exported model it was

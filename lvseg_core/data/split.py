@@ -1,4 +1,4 @@
-"""Patient splits: the standard ACDC validation patients; cases are split by patient, never by slice."""
+"""Patient splits: the standard ACDC validation patients; split by patient, never by slice."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ from .card import model_card
 
 
 def builder(architecture: str) -> Callable[..., nn.Module]:
-    """The function that builds the network of ``architecture`` (see :mod:`lvseg_core.registry`)."""
+    """The function that builds the network of ``architecture`` (named in
+    :mod:`lvseg_core.registry`)."""
     module, name = ARCHITECTURES[check_architecture(architecture)].builder.split(":")
     return getattr(import_module(f"{__package__}.{module}"), name)
 
@@ -83,7 +84,8 @@ class LVSegModel(
         self.preprocess = dict(preprocess or default_plan(architecture, self.arch_args))
         self.metrics = dict(metrics or {})
         self.training_info = dict(training or {})
-        self.net = builder(architecture)(in_channels=1, out_channels=len(self.labels), **self.arch_args)
+        build = builder(architecture)
+        self.net = build(in_channels=1, out_channels=len(self.labels), **self.arch_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

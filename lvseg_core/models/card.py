@@ -1,4 +1,5 @@
-"""The model card (``README.md``) an :class:`~lvseg_core.models.LVSegModel` writes with its weights."""
+"""The model card (``README.md``) a :class:`~lvseg_core.models.LVSegModel` saves with its
+weights."""
 
 from __future__ import annotations
 

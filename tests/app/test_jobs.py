@@ -1,4 +1,4 @@
-"""Tests of lvseg_app.jobs (and the records it reads): background training runs as the Train page sees them.
+"""Tests of lvseg_app.jobs: background training runs as the Train page sees them.
 
 No real training here: fake runs are folders with a hand-written
 ``metrics.jsonl``, and the background process is a short Python loop that

@@ -37,7 +37,7 @@ SETTING = re.compile(r"(LVSEG|HF)_[A-Z0-9_]+")
 
 
 def module_name(path: Path) -> str:
-    """``lvseg_core/io/nifti.py`` -> ``lvseg_core.io.nifti``; a package's ``__init__`` is the package."""
+    """``lvseg_core/io/nifti.py`` -> ``lvseg_core.io.nifti`` (an ``__init__`` is its package)."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
