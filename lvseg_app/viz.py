@@ -13,19 +13,16 @@ lists of numbers, so a 256 x 256 slice costs tens of kilobytes.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
-from PIL import Image
 from plotly.subplots import make_subplots
 
 from lvseg_core.labels import COLOURS, LABEL_OF, STRUCTURES
-from lvseg_core.render import ERROR_COLOURS, blend, error_masks, overlay_rgb
+from lvseg_core.render import ERROR_COLOURS, blend, error_masks, overlay_rgb, png_data_uri
 
 #: Axis titles of table columns used by :func:`box_plot`.
 AXIS_TITLES: dict[str, str] = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "iou": "IoU",
@@ -43,13 +40,6 @@ def _rgb(colour: tuple[int, int, int]) -> str:
 def structure_colour(structure: str) -> str:
     """CSS colour of a structure, e.g. ``"rgb(234,67,53)"`` for LV."""
     return _rgb(COLOURS[structure])
-
-
-def png_data_uri(rgb: np.ndarray) -> str:
-    """A ``data:image/png;base64,...`` URI of a uint8 ``(rows, cols[, 3])`` picture."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _image_figure(rgb: np.ndarray, spacing: Sequence[float], title: str,

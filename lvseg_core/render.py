@@ -8,9 +8,12 @@ and the colours of :data:`lvseg_core.labels.COLOURS`.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from .labels import COLOURS, LABEL_OF, STRUCTURES
 
@@ -130,3 +133,10 @@ def error_masks(prediction: np.ndarray, truth: np.ndarray,
     fp = wrong & np.isin(pred, values)
     fn = wrong & np.isin(gt, values) & ~fp
     return fp, fn
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """A ``data:image/png;base64,...`` URI of a uint8 ``(rows, cols[, 3])`` picture."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

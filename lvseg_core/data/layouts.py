@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Case, find_cases, is_acdc_folder
-from .errors import LVSegError
+from ..errors import LVSegError
+from .acdc import Case, find_cases, is_acdc_folder
 
 #: Label map name -> {value: structure}.
 LABEL_MAPS: dict[str, dict[int, str]] = {

@@ -14,7 +14,7 @@ from lvseg_core.provenance import Provenance
 from lvseg_core.regional import aha_wall_thickness
 from lvseg_core.report import StudyReport, render_html, write_report
 
-from .conftest import acdc_frame
+from tests.conftest import acdc_frame
 
 HOSTILE = '<script>alert("x")</script><img src=http://evil.example/x onerror=alert(1)>'
 

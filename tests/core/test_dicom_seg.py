@@ -21,7 +21,7 @@ from lvseg_core.io.dicom_seg import sanitised_copy, write_dicom_seg
 from lvseg_core.provenance import Provenance
 from lvseg_core.scan import Scan
 
-from .conftest import acdc_frame
+from tests.conftest import acdc_frame
 
 PROVENANCE = Provenance("0.1.0", "unet", "bundled:unet", "ab" * 32, "2026-12-01 00:00 UTC")
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lvseg_core.errors import LVSegError
-from lvseg_core.layouts import (LABEL_MAPS, convert_labels, detect_layout,
+from lvseg_core.data.layouts import (LABEL_MAPS, convert_labels, detect_layout,
                                 find_layout_cases, is_mnms_folder)
 
-from .conftest import acdc_frame
+from tests.conftest import acdc_frame
 
 PATIENTS = ("patient002", "patient061")
 
