@@ -45,7 +45,7 @@ DISPLAY_NAMES: dict[str, str] = {name: a.display_name for name, a in ARCHITECTUR
 
 def check_architecture(name: str) -> str:
     """Return ``name`` if it is a known architecture, else raise a clear error."""
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
         raise WeightsError(f"unknown architecture {name!r}; choose one of: {known}")
     return name

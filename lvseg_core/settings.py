@@ -18,6 +18,13 @@ variable                    function                               default
 ``HF_HUB_OFFLINE``          :func:`hub_offline`                    off
 ``HF_TOKEN``                :func:`hub_token`                      none
 ``HF_HOME``                 :func:`hub_home`                       ``~/.cache/huggingface``
+``HF_ENDPOINT``             :func:`hub_endpoint`                   huggingface_hub's own
+``LVSEG_MAX_VOXELS``        :func:`max_voxels`                     128 M
+``LVSEG_MAX_DATA_MB``       :func:`max_data_bytes`                 1024 MB
+``LVSEG_MAX_GRID_VOXELS``   :func:`max_grid_voxels`                8 M
+``LVSEG_HUB_TIMEOUT``       :func:`hub_timeout`                    10 s
+``LVSEG_HUB_USE_TOKEN``     :func:`hub_use_token`                  off
+``LVSEG_PUBLIC``            :func:`public_mode`                    off
 ==========================  =====================================  ==========================
 
 To add a setting: a function here that reads and parses it (with its
@@ -27,8 +34,11 @@ callers import the function.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+
+from .errors import LVSegError
 
 #: The repository root (where ``weights/`` lives and ``python -m train`` runs).
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +57,20 @@ def _flag(name: str, default: bool) -> bool:
     if value is None or not value.strip():
         return default
     return value.strip().lower() in _TRUE
+
+
+def _positive(name: str, default: float) -> float:
+    """A positive number from the environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise LVSegError(f"setting {name}={text!r} must be a positive number")
+    return value
 
 
 def data_dir() -> Path:
@@ -107,3 +131,38 @@ def hub_token() -> str | None:
 def hub_home() -> str:
     """``HF_HOME``, the Hub cache root (for messages; huggingface_hub reads it itself)."""
     return os.environ.get("HF_HOME", "~/.cache/huggingface")
+
+
+def hub_endpoint() -> str | None:
+    """``HF_ENDPOINT`` (a Hub mirror or a local test server), or None for the default."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def max_voxels(default: int) -> int:
+    """``LVSEG_MAX_VOXELS``: voxels of one scan, ``x * y * z * t``."""
+    return int(_positive("LVSEG_MAX_VOXELS", default))
+
+
+def max_data_bytes(default: int) -> int:
+    """``LVSEG_MAX_DATA_MB`` in bytes: what a file's data may occupy once decompressed."""
+    return int(_positive("LVSEG_MAX_DATA_MB", default / 2**20) * 2**20)
+
+
+def max_grid_voxels(default: int) -> int:
+    """``LVSEG_MAX_GRID_VOXELS``: voxels of one frame on the network's grid."""
+    return int(_positive("LVSEG_MAX_GRID_VOXELS", default))
+
+
+def hub_timeout() -> float:
+    """Seconds a Hub request may wait for the server (``LVSEG_HUB_TIMEOUT``, default 10)."""
+    return _positive("LVSEG_HUB_TIMEOUT", 10.0)
+
+
+def hub_use_token() -> bool:
+    """``LVSEG_HUB_USE_TOKEN``: Hub fetches may send the owner's ``HF_TOKEN``."""
+    return _flag("LVSEG_HUB_USE_TOKEN", False)
+
+
+def public_mode() -> bool:
+    """``LVSEG_PUBLIC``: a public deployment (see the README, "Deploying publicly")."""
+    return _flag("LVSEG_PUBLIC", False)

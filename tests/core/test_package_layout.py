@@ -161,20 +161,59 @@ def test_no_import_cycle_between_project_files():
     assert find_cycles(edges) == []
 
 
+def environment_reads(source: str) -> list[tuple[int, str]]:
+    """``(line, variable)`` of every read of an ``LVSEG_*`` / ``HF_*`` environment
+    variable in ``source``: ``os.environ.get(X)``, ``os.getenv(X)``, ``os.environ[X]``,
+    ``X in os.environ``; a variable name given by an expression counts as ``?``
+    (it may be one). Writing a child process's environment is not a read."""
+    def name(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value if SETTING.fullmatch(node.value) else None
+        return "?"
+
+    def is_environ(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "environ" or \
+            isinstance(node, ast.Name) and node.id == "environ"
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        arg = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            func = node.func
+            if func.attr in ("get", "pop", "setdefault") and is_environ(func.value) or \
+                    func.attr == "getenv":
+                arg = node.args[0]
+        elif isinstance(node, ast.Subscript) and is_environ(node.value) \
+                and isinstance(node.ctx, ast.Load):
+            arg = node.slice
+        elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators):
+            arg = node.left
+        variable = name(arg) if arg is not None else None
+        if variable is not None:
+            found.append((node.lineno, variable))
+    return found
+
+
 def test_settings_are_read_in_settings_py_only():
-    """No project file but ``lvseg_core/settings.py`` names an ``LVSEG_*`` or ``HF_*``
-    environment variable (tests set them; messages may mention them in longer text)."""
-    offenders = []
-    for module, path in project_files().items():
-        if module == "lvseg_core.settings" or module.startswith("tests"):
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and SETTING.fullmatch(node.value):
-                offenders.append(f"{module}:{node.lineno} {node.value}")
-            if isinstance(node, ast.keyword) and node.arg and SETTING.fullmatch(node.arg):
-                offenders.append(f"{module}:{node.value.lineno} {node.arg}=")
+    """No project file but ``lvseg_core/settings.py`` reads an ``LVSEG_*`` or ``HF_*``
+    environment variable (tests, which set them for the code under test, aside)."""
+    offenders = [f"{module}:{line} {variable}"
+                 for module, path in project_files().items()
+                 if module != "lvseg_core.settings" and not module.startswith("tests")
+                 for line, variable in environment_reads(path.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ('import os\nx = os.environ.get("LVSEG_DATA", "d")\n', [(2, "LVSEG_DATA")]),
+    ('import os\ndef f():\n    return os.getenv("HF_TOKEN")\n', [(3, "HF_TOKEN")]),
+    ('from os import environ\nif "HF_HUB_OFFLINE" in environ: pass\n', [(2, "HF_HUB_OFFLINE")]),
+    ('import os\nn = "LVSEG_X"\nv = os.environ[n]\n', [(3, "?")]),
+    ('import os\nv = os.environ.get("LOCAL_RANK", 0)\n', []),
+    ('import os\nenv = dict(os.environ, HF_HUB_OFFLINE="1")\n', []),
+])
+def test_the_settings_check_catches_a_read(source, expected):
+    assert environment_reads(source) == expected
 
 
 @pytest.mark.parametrize("source, expected", [
