@@ -203,7 +203,7 @@ def check_config(config: dict[str, Any], where: str) -> None:
     arch_args = config.get("arch_args") or {}
     if not isinstance(arch_args, dict):
         raise WeightsError(f"{where}: config.json arch_args must be an object, got {arch_args!r}")
-    params = inspect.signature(ARCHITECTURES[architecture][0]).parameters
+    params = inspect.signature(builder(architecture)).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         allowed = set(params) - {"in_channels", "out_channels"}
         unknown = sorted(set(arch_args) - allowed)
