@@ -29,10 +29,7 @@ def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: f
                     precision: str = "auto", tta: bool = False):
     from lvseg_core.inference import Segmenter
 
-    # The app keeps working offline: unreachable Hub weights fall back to the bundled
-    # ones, and the sidebar shows the notice.
-    return Segmenter.from_source(architecture, source, precision=precision, tta=tta,
-                                 fallback=True)
+    return Segmenter.from_source(architecture, source, precision=precision, tta=tta)
 
 
 def _stamp(architecture: str, source: str | None) -> tuple[str, float]:

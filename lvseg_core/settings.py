@@ -19,9 +19,11 @@ variable                    function                               default
 ``HF_TOKEN``                :func:`hub_token`                      none
 ``HF_HOME``                 :func:`hub_home`                       ``~/.cache/huggingface``
 ``HF_ENDPOINT``             :func:`hub_endpoint`                   huggingface_hub's own
-``LVSEG_MAX_VOXELS``        :func:`max_voxels`                     128 M
-``LVSEG_MAX_DATA_MB``       :func:`max_data_bytes`                 1024 MB
-``LVSEG_MAX_GRID_VOXELS``   :func:`max_grid_voxels`                8 M
+``LVSEG_MAX_VOXELS``        :func:`max_voxels`                     (policy.Limits)
+``LVSEG_MAX_DATA_MB``       :func:`max_data_bytes`                 (policy.Limits)
+``LVSEG_MAX_GRID_VOXELS``   :func:`max_grid_voxels`                (policy.Limits)
+``LVSEG_MAX_FRAMES``        :func:`max_frames`                     (policy.Limits)
+``LVSEG_MAX_WEIGHTS_MB``    :func:`max_weights_bytes`              (policy.Limits)
 ``LVSEG_HUB_TIMEOUT``       :func:`hub_timeout`                    10 s
 ``LVSEG_HUB_USE_TOKEN``     :func:`hub_use_token`                  off
 ``LVSEG_PUBLIC``            :func:`public_mode`                    off
@@ -151,6 +153,16 @@ def max_data_bytes(default: int) -> int:
 def max_grid_voxels(default: int) -> int:
     """``LVSEG_MAX_GRID_VOXELS``: voxels of one frame on the network's grid."""
     return int(_positive("LVSEG_MAX_GRID_VOXELS", default))
+
+
+def max_frames(default: int) -> int:
+    """``LVSEG_MAX_FRAMES``: frames of one cine scan."""
+    return int(_positive("LVSEG_MAX_FRAMES", default))
+
+
+def max_weights_bytes(default: int) -> int:
+    """``LVSEG_MAX_WEIGHTS_MB`` in bytes: the largest weights file fetched from the Hub."""
+    return int(_positive("LVSEG_MAX_WEIGHTS_MB", default / 2**20) * 2**20)
 
 
 def hub_timeout() -> float:
