@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import time
@@ -39,9 +40,17 @@ from lvseg_core.records import (
 from lvseg_core.registry import spatial_dims
 
 from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps
-from .data import SliceDataset, StackDataset, VolumeDataset, load_volumes, split_dataset
+from .data import (
+    SliceDataset,
+    StackDataset,
+    VolumeDataset,
+    collate_stacks,
+    load_volumes,
+    split_dataset,
+)
 from .export import export_run
 from .task import SegmentationTask
+from .transforms import AugmentOptions
 
 def new_run_dir(model: str, root: Path | None = None) -> Path:
     """``<root>/<model>-<timestamp>`` (made unique); ``root`` defaults to
@@ -63,13 +72,17 @@ def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
     train_vols = load_volumes(train_cases, plan, cfg.cache_dir)
     val_vols = load_volumes(val_cases, plan, cfg.cache_dir)
     augment = cfg.augment and not cfg.overfit_batches
+    options = AugmentOptions.from_dict(cfg.augmentation)
+    collate = None
     if spatial_dims(cfg.model) == 3:
-        train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed)
+        train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed, options,
+                                 plan.z_divisor)
+        collate = functools.partial(collate_stacks, z_divisor=plan.z_divisor)
     else:
-        train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed)
+        train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed, options)
     workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=not cfg.overfit_batches,
-                       drop_last=len(train_set) > cfg.batch_size, **workers)
+                       drop_last=len(train_set) > cfg.batch_size, collate_fn=collate, **workers)
     val = DataLoader(VolumeDataset(val_vols, plan), batch_size=1, **workers)
     return train, val, plan
 
@@ -193,7 +206,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     task = make_task(cfg, plan)
     settings.announce_run_dir(run)
     if is_zero and not resume:
-        cfg = replace(cfg, init_run=init_run(cfg))
+        cfg = replace(cfg, init_run=init_run(cfg), augmentation=AugmentOptions.from_dict(
+            cfg.augmentation).to_dict())            # every value recorded, not just changes
         cfg.save(run / CONFIG_FILE)
         init = initial_loss(task, val)
         append_event(events, {"event": "initial_loss", **init})
