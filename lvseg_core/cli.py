@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import settings
 from .errors import LVSegError
-from .registry import ARCHITECTURES
+from .registry import ARCHITECTURES, ENSEMBLE, parse_members
 
 #: Architectures offered by ``--model`` (the torch-free registry).
 MODEL_CHOICES: tuple[str, ...] = tuple(ARCHITECTURES)
@@ -51,9 +51,20 @@ def _note(message: str) -> None:
     print(f"note: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _model_name(text: str) -> str:
+    """``--model``: one architecture, ``ensemble`` or a comma list (checked, torch-free)."""
+    try:
+        parse_members(text)
+    except LVSegError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, choices=MODEL_CHOICES,
-                        help="architecture")
+    parser.add_argument("--model", required=True, type=_model_name,
+                        metavar="{" + ",".join((*MODEL_CHOICES, ENSEMBLE)) + "}",
+                        help="architecture; 'ensemble' averages the class probabilities of "
+                             "all of them, a comma list (unet,attention_unet) of those named")
     parser.add_argument("--weights", default=None, metavar="SOURCE",
                         help="weights: 'bundled' (default), a folder, or a Hub repo "
                              "owner/name[@revision]")
@@ -132,12 +143,12 @@ def _device(choice: str):
 
 
 def _segmenter(args):
-    from .inference import Segmenter
+    from .ensemble import load_segmenter
 
-    segmenter = Segmenter.from_source(args.model, args.weights, _device(args.device),
-                                      fallback=args.fallback_bundled,
-                                      postprocess=not args.no_postprocess,
-                                      precision=args.precision, tta=args.tta)
+    segmenter = load_segmenter(args.model, args.weights, _device(args.device),
+                               fallback=args.fallback_bundled,
+                               postprocess=not args.no_postprocess,
+                               precision=args.precision, tta=args.tta)
     if segmenter.weights is not None and segmenter.weights.notice:
         _warn(segmenter.weights.notice)
     return segmenter

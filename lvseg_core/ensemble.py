@@ -20,43 +20,7 @@ import torch
 from .errors import LVSegError
 from .hub import Weights
 from .inference import Segmenter, default_device
-from .models import ARCHITECTURES, check_architecture
-
-#: ``--model ensemble``: every architecture, in this order.
-ENSEMBLE = "ensemble"
-
-
-def parse_members(spec: str) -> list[str]:
-    """Architectures named by a ``--model`` value.
-
-    ``"ensemble"`` is all of :data:`~lvseg_core.models.ARCHITECTURES`;
-    ``"unet,attention_unet"`` those two; ``"unet"`` that one.
-
-    Raises:
-        LVSegError: an unknown or repeated name, or an empty list.
-    """
-    text = str(spec).strip()
-    if text == ENSEMBLE:
-        return list(ARCHITECTURES)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise LVSegError(f"--model {spec!r}: name a model, several separated by commas, "
-                         f"or '{ENSEMBLE}'")
-    for name in names:
-        if name not in ARCHITECTURES:
-            raise LVSegError(f"--model {spec!r}: unknown model {name!r} (choose from "
-                             f"{', '.join(ARCHITECTURES)} or '{ENSEMBLE}')")
-    if len(set(names)) != len(names):
-        raise LVSegError(f"--model {spec!r}: a model is named twice")
-    return names
-
-
-def ensemble_name(members: Sequence[str]) -> str:
-    """``"ensemble"`` for all architectures in order, else ``"ensemble(unet,vnet)"``."""
-    if list(members) == list(ARCHITECTURES):
-        return ENSEMBLE
-    return f"{ENSEMBLE}({','.join(members)})"
-
+from .registry import ENSEMBLE, check_architecture, ensemble_name, parse_members
 
 @dataclass(frozen=True)
 class EnsembleWeights:

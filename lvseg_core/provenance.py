@@ -53,8 +53,8 @@ class Provenance:
             model = segmenter.architecture
             info = getattr(segmenter, "weights", None)
             weights = info.description if info is not None else "in-memory"
-            if info is not None:
-                sha = file_sha256(Path(info.folder) / WEIGHTS_FILE)
+            if info is not None:   # an ensemble's weights have the members' digests
+                sha = getattr(info, "sha256", None) or file_sha256(Path(info.folder) / WEIGHTS_FILE)
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return cls(__version__, model, weights, sha, created)
 

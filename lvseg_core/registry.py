@@ -9,6 +9,7 @@ a builder module in ``lvseg_core/models/`` and one entry in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from .errors import WeightsError
 
@@ -59,3 +60,39 @@ def display_name(name: str) -> str:
 def spatial_dims(name: str) -> int:
     """2 or 3: the rank of the architecture's input (raises for an unknown name)."""
     return ARCHITECTURES[check_architecture(name)].spatial_dims
+
+
+#: ``--model ensemble``: every architecture, in registry order (lvseg_core.ensemble).
+ENSEMBLE = "ensemble"
+
+
+def parse_members(spec: str) -> list[str]:
+    """Architectures named by a ``--model`` value.
+
+    ``"ensemble"`` is all of :data:`ARCHITECTURES`; ``"unet,attention_unet"``
+    those two; ``"unet"`` that one.
+
+    Raises:
+        WeightsError: an unknown or repeated name, or an empty list.
+    """
+    text = str(spec).strip()
+    if text == ENSEMBLE:
+        return list(ARCHITECTURES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise WeightsError(f"--model {spec!r}: name a model, several separated by commas, "
+                           f"or '{ENSEMBLE}'")
+    for name in names:
+        if name not in ARCHITECTURES:
+            raise WeightsError(f"--model {spec!r}: unknown model {name!r} (choose from "
+                               f"{', '.join(ARCHITECTURES)} or '{ENSEMBLE}')")
+    if len(set(names)) != len(names):
+        raise WeightsError(f"--model {spec!r}: a model is named twice")
+    return names
+
+
+def ensemble_name(members: Sequence[str]) -> str:
+    """``"ensemble"`` for all architectures in order, else ``"ensemble(unet,vnet)"``."""
+    if list(members) == list(ARCHITECTURES):
+        return ENSEMBLE
+    return f"{ENSEMBLE}({','.join(members)})"

@@ -129,7 +129,7 @@ def test_unknown_model_exits_2(capsys):
         cli.main(["predict", "x.nii.gz", "--model", "resnet", "--out", "o"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice" in err and "Traceback" not in err
+    assert "unknown model 'resnet'" in err and "Traceback" not in err
 
 
 def test_missing_input_one_line_error(tmp_path, capsys):
