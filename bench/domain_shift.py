@@ -193,6 +193,7 @@ def run(data: Path, weights_dir: Path | None, models: Sequence[str], split: str 
     frames = select_cases(data, patients)
     frames = frames[:cases] if cases else frames
     dev = pick_device(device)
+    fingerprints = {s.arch: s.fingerprint() for s in specs}   # before the long measurement
     segmenters = {s.arch: Segmenter.from_source(s.arch, str(s.folder), dev, tta=tta)
                   for s in specs}
     rows = measure(segmenters, frames)
@@ -201,7 +202,7 @@ def run(data: Path, weights_dir: Path | None, models: Sequence[str], split: str 
                for name, by in rows.items()}
     return {"kind": "domain_shift", "environment": environment(), "data": str(data),
             "split": split, "volumes": [c.name for c in frames], "tta": tta,
-            "weights": {s.arch: s.fingerprint() for s in specs},
+            "weights": fingerprints,
             "weights_dir": str(weights_dir) if weights_dir else "bundled",
             "conditions": [{"key": c.key, "label": c.label} for c in CONDITIONS],
             "results": results, "per_case": rows}
