@@ -214,3 +214,23 @@ def test_shape_mismatch_is_a_clear_error(tmp_path):
     with pytest.raises(LVSegError, match="does not match"):
         write_dicom_seg(np.zeros(scan.shape3d[:2] + (2,), np.uint8),
                         scan.meta["source_files"], tmp_path, "bad", PROVENANCE)
+
+
+def test_seg_for_a_zipped_series(tmp_path):
+    import zipfile
+
+    from lvseg_core.io import load_scan
+    from lvseg_core.io.dicom_seg import write_dicom_seg_for
+
+    folder = pydicom_series(tmp_path / "mr", n_phases=2)
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"export/{f.name}")
+    scan = load_scan(archive)  # read from a temporary folder that is gone now
+    mask = np.rint(scan.array).astype(np.uint8)
+    paths, _ = write_dicom_seg_for(archive, mask, tmp_path / "out", "zipped", PROVENANCE)
+    assert len(paths) == 2
+    assert_pixels_match_sources(paths, folder)
+    with pytest.raises(LVSegError, match="does not match"):
+        write_dicom_seg_for(archive, mask[:, :, :2], tmp_path / "out2", "bad", PROVENANCE)

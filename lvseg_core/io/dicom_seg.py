@@ -252,3 +252,28 @@ def write_dicom_seg(mask: np.ndarray, source_files: Sequence[Sequence[str | os.P
     except (ValueError, TypeError, AttributeError) as exc:
         raise LVSegError(f"{name}: highdicom refused the DICOM SEG ({reason(exc)})") from None
     return written, notes
+
+
+def write_dicom_seg_for(source: str | os.PathLike, mask: np.ndarray, out_dir: str | os.PathLike,
+                        name: str, provenance: Provenance, overwrite: bool = False
+                        ) -> tuple[list[Path], list[str]]:
+    """:func:`write_dicom_seg` for a DICOM source given by path: a series folder,
+    one ``.dcm`` file or a ``.zip`` of a series (extracted safely into a
+    temporary folder for the time of writing). The series is read again to
+    find its image files; its grid must be the mask's.
+    """
+    import tempfile
+
+    from . import load_scan
+    from .archive import MAX_FILES, MAX_TOTAL_BYTES, safe_extract_zip
+
+    source = as_path(source)
+    with tempfile.TemporaryDirectory(prefix="lvseg-seg-") as tmp:
+        if source.is_file() and source.name.lower().endswith(".zip"):
+            scan = load_scan(safe_extract_zip(source, tmp, MAX_TOTAL_BYTES, MAX_FILES), "dicom")
+        else:
+            scan = load_scan(source, "dicom")
+        files = scan.meta.get("source_files")
+        if not files:
+            raise LVSegError(f"{name}: {source.name} is not a DICOM series")
+        return write_dicom_seg(mask, files, out_dir, name, provenance, overwrite=overwrite)
