@@ -110,7 +110,9 @@ def sanitised_copy(ds: Dataset) -> tuple[Dataset, list[str]]:
 
 def _read_sources(files: Sequence[Sequence[str]]) -> list[list[Dataset]]:
     try:
-        return [[pydicom.dcmread(str(f), force=True) for f in row] for row in files]
+        # Headers only: the SEG needs the images' attributes, not their pixels.
+        return [[pydicom.dcmread(str(f), force=True, stop_before_pixels=True) for f in row]
+                for row in files]
     except Exception as exc:  # unreadable or vanished source file
         raise LVSegError(f"cannot read the source DICOM images ({reason(exc)})") from None
 
