@@ -114,10 +114,12 @@ class Segmenter:
 
     @classmethod
     def from_source(cls, architecture: str, weights: str | None = None,
-                    device: str | torch.device | None = None, **kwargs) -> "Segmenter":
-        """Load (cached) ``architecture`` from a weights source; see :mod:`lvseg_core.hub`."""
+                    device: str | torch.device | None = None, fallback: bool = False,
+                    **kwargs) -> "Segmenter":
+        """Load (cached) ``architecture`` from a weights source; see :mod:`lvseg_core.hub`
+        (``fallback``: bundled weights when Hub weights cannot be fetched)."""
         device = torch.device(device) if device is not None else default_device()
-        model, info = load_model(architecture, weights, device)
+        model, info = load_model(architecture, weights, device, fallback=fallback)
         return cls(model, device, weights=info, **kwargs)
 
     @property
