@@ -26,10 +26,6 @@ from .scan import Scan
 AHA_SUFFIX = "_aha.csv"
 REPORT_SUFFIX = "_report.html"
 
-#: Header facts shown on the report page (when the DICOM header has them).
-_DICOM_DETAILS = ("PatientName", "PatientID", "PatientSex", "StudyDate", "StudyDescription",
-                  "SeriesDescription", "Manufacturer")
-
 #: summary.csv columns a study adds.
 STUDY_COLUMNS: tuple[str, ...] = (
     "BSA_m2", "LV_EDV_index_ml_m2", "LV_EDV_index_ml_m2_flag", "LV_ESV_index_ml_m2",
@@ -39,40 +35,23 @@ STUDY_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _first_header(scan: Scan):
-    files = scan.meta.get("source_files") or []
-    if not files:
-        return None
-    import pydicom
-
-    try:
-        return pydicom.dcmread(files[0][0], stop_before_pixels=True, force=True)
-    except Exception:  # the series may have been read from a removed temporary folder
-        return None
-
-
 def body_size_of(scan: Scan) -> BodySize:
     """Height, weight and sex: the ``Info.cfg`` beside an ACDC frame, else the
-    DICOM header of the series, else unknown."""
+    DICOM header facts of the series (``meta["header"]``), else unknown."""
     from .data import read_info
 
     if scan.source:
         info = Path(scan.source).parent / "Info.cfg"
         if info.is_file():
             return BodySize.from_info(read_info(info))
-    header = _first_header(scan)
-    return BodySize.from_dicom(header) if header is not None else BodySize()
+    return BodySize.from_dicom(scan.meta.get("header") or {})
 
 
 def details_of(scan: Scan) -> dict[str, str]:
     """Facts for the report header: source, DICOM patient/study fields, ACDC group."""
     out = {"source": str(scan.source)}
-    header = _first_header(scan)
-    if header is not None:
-        for keyword in _DICOM_DETAILS:
-            value = header.get(keyword)
-            if value not in (None, ""):
-                out[keyword] = str(value)
+    out.update({k: str(v) for k, v in (scan.meta.get("header") or {}).items()
+                if k not in ("PatientSize", "PatientWeight")})
     for key in ("patient", "group"):
         if scan.meta.get(key):
             out[key] = str(scan.meta[key])

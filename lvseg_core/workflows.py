@@ -25,15 +25,18 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .clinical import (cine_indices, indices_from_volumes, structure_volumes)
+from .clinical import cine_indices, clinical_indices, indices_from_volumes, structure_volumes
 from .data import dataset_problems, find_cases, is_acdc_folder
 from .errors import LVSegError
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
 from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
+from .layouts import LABEL_MAPS, convert_labels, find_layout_cases
 from .metrics import count_valid, evaluate_segmentation, summarise
+from .provenance import Provenance
 from .scan import Scan
+from .study import STUDY_COLUMNS, study_outputs
 
 #: Name of the per-batch table written beside the masks.
 SUMMARY_NAME = "summary.csv"
@@ -46,11 +49,15 @@ MASK_SUFFIX = "_seg.nii.gz"
 #: patient) or ``failed``. Volumes in mL, EF in %, mass in g, seconds of
 #: inference (model load and file reading excluded). ``ED_frame``/``ES_frame``
 #: are 0-based frame indices of a cine scan, found from the LV volume curve.
+#: Study rows (``patient``, ``cine``) add BSA-indexed values with their flags and
+#: wall-thickness figures (:data:`~lvseg_core.study.STUDY_COLUMNS`); ``label_map``
+#: is the convention of the written mask, ``dicom_seg`` the written SEG files.
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "kind", "name", "source", "output", "patient", "phase", "group", "shape", "frames",
     "seconds", "device", "RV_ml", "Myo_ml", "LV_ml", "ED_frame", "ES_frame",
     "LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct",
-    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "notes", "error",
+    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g",
+    *STUDY_COLUMNS, "label_map", "dicom_seg", "notes", "error",
     "weights", "weights_sha256",
 )
 
@@ -411,6 +418,7 @@ class PredictReport:
         rows: the rows of ``summary.csv`` (dicts keyed by :data:`SUMMARY_COLUMNS`).
         failures: inputs that were skipped, with their reason.
         summary_path: the written ``summary.csv`` (None if nothing was written).
+        studies: the ``patient`` rows (ACDC ED + ES), also in ``rows``.
     """
 
     out_dir: Path
@@ -418,6 +426,7 @@ class PredictReport:
     rows: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     summary_path: Path | None = None
+    studies: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -457,9 +466,27 @@ def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
     return row
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """Extra outputs of :func:`predict_inputs`.
+
+    Attributes:
+        dicom_seg: write DICOM SEG object(s) beside the mask of DICOM inputs.
+        report: write ``<study>_report.html`` for studies with ED and ES.
+        label_map: convention of the written masks (``acdc`` or ``mnms``).
+        qc: QC status per input name, shown on the report (optional).
+    """
+
+    dicom_seg: bool = False
+    report: bool = False
+    label_map: str = "acdc"
+    qc: dict = field(default_factory=dict)
+
+
 def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
                    overwrite: bool = False, progress: Any = None,
-                   series_uid: str | None = None) -> PredictReport:
+                   series_uid: str | None = None,
+                   options: StudyOptions | None = None) -> PredictReport:
     """Segment each input and write ``<name>_seg.nii.gz`` plus ``summary.csv``.
 
     Each mask has exactly its scan's grid (shape, or 4D shape for a cine scan,
@@ -479,6 +506,13 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
     reason (in :attr:`PredictReport.failures` and as a ``failed`` row) and the
     batch goes on.
 
+    Studies: an ACDC patient with both ED and ES frames, and every cine scan,
+    get ``<name>_aha.csv`` (AHA 16-segment wall thickness), BSA-indexed values
+    with reference-range flags in their row and, with ``options.report``,
+    ``<name>_report.html``. With ``options.dicom_seg`` a DICOM input also gets
+    ``<name>[_tNN][_forNN]_seg.dcm`` (:mod:`lvseg_core.io.dicom_seg`). A study
+    or SEG output that cannot be made is a note on the row (the mask stays).
+
     Args:
         inputs: from :func:`collect_inputs`.
         segmenter: a :class:`~lvseg_core.inference.Segmenter`.
@@ -486,6 +520,7 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         overwrite: replace existing masks and ``summary.csv``.
         progress: a tqdm bar or ``progress(done, total, name)``.
         series_uid: the DICOM series to read from folders and zips holding several.
+        options: DICOM SEG, report and label-map choices (:class:`StudyOptions`).
 
     Raises:
         LVSegError: the output folder cannot be used or is in use, or
@@ -507,14 +542,20 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         if summary_path.exists() and not overwrite:  # written while we waited for the lock
             raise LVSegError(f"{summary_path}: already exists; choose another output folder "
                              "or pass --overwrite")
-        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid)
+        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid,
+                               options or StudyOptions())
 
 
 def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite: bool,
-                    progress: Any, series_uid: str | None) -> PredictReport:
+                    progress: Any, series_uid: str | None,
+                    options: StudyOptions) -> PredictReport:
     """:func:`predict_inputs` once the output folder is locked."""
+    if options.label_map not in LABEL_MAPS:
+        raise LVSegError(f"unknown label map {options.label_map!r}; use one of "
+                         f"{', '.join(LABEL_MAPS)}")
     summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
+    provenance = Provenance.of(segmenter)
     protected = {_resolve(item.path) for item in inputs}
     acdc: dict[str, dict[str, dict]] = defaultdict(dict)
     groups: dict[str, str] = {}
@@ -529,7 +570,8 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
             scan = load_input(item, series_uid)
             seg = segmenter.segment(scan)
-            save_mask(seg.mask, scan, target, overwrite=overwrite)
+            save_mask(convert_labels(seg.mask, "acdc", options.label_map), scan, target,
+                      overwrite=overwrite)
         except LVSegError as err:
             _fail(report, item, one_line(err))
         except MemoryError:
@@ -537,17 +579,37 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
         else:
             report.outputs.append(target)
             row = _scan_row(item, scan, seg, target)
+            row["label_map"] = options.label_map
             report.rows.append(row)
+            stem = file_name[: -len(MASK_SUFFIX)]
+            if options.dicom_seg:
+                _dicom_seg(row, item, scan, seg.mask, out_dir, stem, provenance, overwrite)
+            if scan.is_cine and row.get("ED_frame") not in (None, ""):
+                ed, es = int(row["ED_frame"]), int(row["ES_frame"])
+                curves = {k: row.get(k) for k in ("LV_volumes_ml", "RV_volumes_ml")}
+                _study(row, stem, out_dir, scan.frame(ed), seg.mask[..., ed], scan.frame(es),
+                       seg.mask[..., es], provenance, options, overwrite, curves)
             if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
                 acdc[item.patient][item.phase] = {
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
-                    "shape": scan.shape3d, "spacing": scan.spacing}
+                    "shape": scan.shape3d, "spacing": scan.spacing, "scan": scan,
+                    "mask": seg.mask}
                 groups[item.patient] = item.group
+                phases = acdc[item.patient]
+                if "ED" in phases and "ES" in phases:  # the study is complete: write it now
+                    row = _patient_row(item.patient, groups[item.patient], phases["ED"],
+                                       phases["ES"])
+                    if "notes" not in row:
+                        _study(row, item.patient, out_dir, phases["ED"]["scan"],
+                               phases["ED"]["mask"], phases["ES"]["scan"],
+                               phases["ES"]["mask"], provenance, options, overwrite)
+                    for phase in ("ED", "ES"):  # the volumes are no longer needed
+                        phases[phase].pop("scan")
+                        phases[phase].pop("mask")
+                    report.studies.append(row)
         _report(progress, done, total, item.name)
 
-    for patient, phases in acdc.items():
-        if "ED" in phases and "ES" in phases:
-            report.rows.append(_patient_row(patient, groups[patient], phases["ED"], phases["ES"]))
+    report.rows.extend(report.studies)
     weights = getattr(segmenter, "weights", None)
     for row in report.rows:
         row["weights"] = weights.description if weights is not None else "in-memory"
@@ -565,6 +627,53 @@ def _fail(report: PredictReport, item: Input, message: str) -> None:
                         "error": message})
 
 
+def _add_note(row: dict, note: str) -> None:
+    row["notes"] = "; ".join(filter(None, [row.get("notes", ""), note]))
+
+
+def _study(row: dict, name: str, out_dir: Path, ed: Scan, ed_mask: np.ndarray, es: Scan,
+           es_mask: np.ndarray, provenance: Provenance, options: StudyOptions,
+           overwrite: bool, curves: dict | None = None) -> None:
+    """AHA table, indexed values and report of one study, into its row."""
+    try:
+        indices = clinical_indices(ed_mask, es_mask, ed.spacing)
+        result = study_outputs(name, out_dir, ed, ed_mask, es, es_mask, indices, provenance,
+                               report=options.report, curves=curves,
+                               qc=options.qc.get(name), overwrite=overwrite)
+    except LVSegError as err:
+        _add_note(row, one_line(err))
+        return
+    row.update(result.values)
+    for note in result.notes:
+        _add_note(row, note)
+
+
+def _dicom_seg(row: dict, item: Input, scan: Scan, mask: np.ndarray, out_dir: Path,
+               stem: str, provenance: Provenance, overwrite: bool) -> None:
+    """DICOM SEG object(s) of a DICOM input beside its mask (a note otherwise)."""
+    from .io.dicom_seg import write_dicom_seg, write_dicom_seg_for
+
+    if scan.meta.get("source_format") != "dicom":
+        _add_note(row, "no DICOM SEG: the input is not DICOM")
+        return
+    files = scan.meta.get("source_files") or []
+    try:
+        if files and all(Path(f).is_file() for r in files for f in r):
+            paths, notes = write_dicom_seg(mask, files, out_dir, stem, provenance, overwrite)
+        else:  # read from a temporary folder (a zip): read the series again
+            paths, notes = write_dicom_seg_for(item.path, mask, out_dir, stem, provenance,
+                                               overwrite)
+    except LVSegError as err:
+        _add_note(row, f"no DICOM SEG: {one_line(err)}")
+        return
+    row["dicom_seg"] = ";".join(str(p) for p in paths)
+    if len(paths) > 1:
+        _add_note(row, f"{len(paths)} DICOM SEG files (one per cardiac phase and frame of "
+                       "reference)")
+    for note in notes:
+        _add_note(row, f"SEG: {note}")
+
+
 def _scan_row(item: Input, scan: Scan, seg, target: Path) -> dict:
     row: dict[str, Any] = {
         "kind": "cine" if scan.is_cine else "frame",
@@ -579,7 +688,8 @@ def _scan_row(item: Input, scan: Scan, seg, target: Path) -> dict:
         except LVSegError as err:
             row["notes"] = "; ".join(filter(None, [row["notes"], one_line(err)]))
         else:
-            row.update({k: v for k, v in indices.items() if k in SUMMARY_COLUMNS})
+            row.update({k: v for k, v in indices.items()
+                        if k in SUMMARY_COLUMNS or k.endswith("_volumes_ml")})
     else:
         volumes = structure_volumes(seg.mask, scan.spacing)
         row.update({f"{s}_ml": v for s, v in volumes.items()})
@@ -609,8 +719,13 @@ def _grouped(per_case: list[dict], records: list[dict], key: str) -> dict[str, d
 
 
 def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
-                     patients: Collection[str] | None = None) -> dict:
-    """Segment every labelled frame of an ACDC-layout folder and score it.
+                     patients: Collection[str] | None = None,
+                     layout: str | None = None) -> dict:
+    """Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and score it.
+
+    ``layout`` (``acdc`` or ``mnms``; default: detected,
+    :func:`~lvseg_core.layouts.find_layout_cases`) also fixes the label map of
+    the manual labels, which are converted to ACDC labels before scoring.
 
     For each frame: the image and its label map are read (shapes checked),
     the image is segmented (only this is timed: ``Segmentation.seconds``) and
@@ -635,13 +750,13 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         absolute LV EF error, percentage points), ``ef_patients``, ``ef``
         (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
         (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
-        group), ``per_case`` and ``failed``.
+        group), ``per_case``, ``failed`` and ``layout``.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
     """
     root = Path(os.fspath(root)).expanduser()
-    cases = find_cases(root, require_labels=True)
+    layout, cases = find_layout_cases(root, layout, require_labels=True)
     if patients is not None:
         wanted = set(patients)
         cases = [case for case in cases if case.patient in wanted]
@@ -649,13 +764,13 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
             raise LVSegError(f"{root}: none of the requested patients has labelled frames")
     records: list[dict] = []
     per_case: list[dict] = []
-    failed: list[dict] = [p for p in dataset_problems(root)
+    failed: list[dict] = [p for p in (dataset_problems(root) if layout == "acdc" else [])
                           if patients is None or p["name"] in patients]
     for done, case in enumerate(cases, start=1):
         try:
             scan = load_nifti(case.image).require_3d()
             scan.name = case.name
-            gt = load_label(case.label, scan)
+            gt = convert_labels(load_label(case.label, scan), case.label_map, "acdc")
             seg = segmenter.segment(scan)
             metrics = evaluate_segmentation(seg.mask, gt, scan.spacing)
             predicted = structure_volumes(seg.mask, scan.spacing)
@@ -688,6 +803,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         "postprocess": bool(segmenter.postprocess),
         "tta": bool(getattr(segmenter, "tta", False)),
         "data": str(root),
+        "layout": layout,
         "cases": len(records),
     }
     result.update(summary)
