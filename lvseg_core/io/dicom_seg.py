@@ -279,3 +279,36 @@ def write_dicom_seg_for(source: str | os.PathLike, mask: np.ndarray, out_dir: st
         if not files:
             raise LVSegError(f"{name}: {source.name} is not a DICOM series")
         return write_dicom_seg(mask, files, out_dir, name, provenance, overwrite=overwrite)
+
+
+def dicom_seg_download(file_name: str, data: bytes, mask: np.ndarray,
+                       provenance: Provenance, name: str = "scan") -> tuple[str, bytes, str]:
+    """The DICOM SEG of an uploaded DICOM scan (``.zip`` of a series or one ``.dcm``),
+    as ``(download name, bytes, MIME type)``: one ``.dcm`` file, or a ``.zip`` of
+    them when the series needs several (cine phases, frames of reference).
+
+    The upload is written to a private temporary folder and read again; the
+    mask must be on its grid.
+    """
+    import io as _io
+    import tempfile
+    import zipfile
+
+    from ._common import strip_suffixes
+
+    lower = file_name.lower()
+    if not lower.endswith((".zip", ".dcm", ".dicom", ".ima")):
+        raise LVSegError(f"{file_name}: a DICOM SEG needs a DICOM upload (.zip or .dcm)")
+    suffix = ".zip" if lower.endswith(".zip") else ".dcm"
+    stem = strip_suffixes(name or "scan", (".zip", ".dcm")) or "scan"
+    with tempfile.TemporaryDirectory(prefix="lvseg-segdl-") as tmp:
+        source = Path(tmp) / f"upload{suffix}"
+        source.write_bytes(data)
+        paths, _ = write_dicom_seg_for(source, mask, Path(tmp) / "out", stem, provenance)
+        if len(paths) == 1:
+            return paths[0].name, paths[0].read_bytes(), "application/dicom"
+        buffer = _io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in paths:
+                zf.write(path, path.name)
+        return f"{stem}{SEG_SUFFIX[:-4]}.zip", buffer.getvalue(), "application/zip"
