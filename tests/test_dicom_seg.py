@@ -40,6 +40,8 @@ def read_back(paths: list[Path]) -> dict[str, np.ndarray]:
         algorithm = seg.get_segment_description(1).algorithm_identification[0]
         assert algorithm.AlgorithmName == "LVSeg"
         assert "unet" in algorithm.AlgorithmVersion
+        assert algorithm.AlgorithmSource == "bundled:unet"
+        assert f"weights_sha256={'ab' * 32}" in algorithm.AlgorithmParameters
         uids = [uid for _, _, uid in seg.get_source_image_uids()]
         pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
                                                    segment_numbers=[1, 2, 3])
