@@ -235,7 +235,7 @@ def _study_text(row: dict) -> str:
 
 def cmd_evaluate(args) -> int:
     from .data import VALIDATION_PATIENTS
-    from .layouts import find_layout_cases
+    from .data.layouts import find_layout_cases
     from .workflows import evaluate_dataset, write_json
 
     layout, cases = find_layout_cases(args.data, args.layout, require_labels=True)  # fail fast

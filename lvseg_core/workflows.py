@@ -32,7 +32,7 @@ from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan,
 from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
-from .layouts import LABEL_MAPS, convert_labels, find_layout_cases
+from .data.layouts import LABEL_MAPS, convert_labels, find_layout_cases
 from .metrics import count_valid, evaluate_segmentation, summarise
 from .provenance import Provenance
 from .scan import Scan

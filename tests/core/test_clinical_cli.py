@@ -15,12 +15,12 @@ import pytest
 
 from lvseg_core import cli
 from lvseg_core.io import load_dicom_series, load_label, load_nifti, save_dicom_series
-from lvseg_core.layouts import LABEL_MAPS, convert_labels
+from lvseg_core.data.layouts import LABEL_MAPS, convert_labels
 from lvseg_core.metrics import evaluate_segmentation
 from lvseg_core.scan import Scan
 
-from .conftest import acdc_frame
-from .test_layouts import build_acdc, build_mnms
+from tests.conftest import acdc_frame
+from tests.core.test_layouts import build_acdc, build_mnms
 
 MODEL = ["--model", "unet", "--device", "cpu"]
 

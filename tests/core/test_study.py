@@ -16,7 +16,7 @@ from lvseg_core.regional import AHA_COLUMNS
 from lvseg_core.scan import Scan
 from lvseg_core.study import body_size_of, study_outputs
 
-from .conftest import acdc_frame
+from tests.conftest import acdc_frame
 
 PROV = Provenance("0.1.0", "unet", "bundled:unet", "cd" * 32, "2026-12-01 00:00 UTC")
 
