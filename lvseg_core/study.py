@@ -41,9 +41,10 @@ def body_size_of(scan: Scan) -> BodySize:
     from .data import read_info
 
     if scan.source:
-        info = Path(scan.source).parent / "Info.cfg"
-        if info.is_file():
-            return BodySize.from_info(read_info(info))
+        source = Path(scan.source)
+        for info in (source / "Info.cfg", source.parent / "Info.cfg"):  # folder or frame
+            if info.is_file():
+                return BodySize.from_info(read_info(info))
     return BodySize.from_dicom(scan.meta.get("header") or {})
 
 

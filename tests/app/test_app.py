@@ -136,7 +136,7 @@ def test_segment_sample_shows_metrics_and_indices(app):
     assert len(app.get("plotly_chart")) == 5
     assert "mesh3d" in json.dumps([c.proto.spec for c in app.get("plotly_chart")]).lower()
     downloads = app.get("download_button")
-    assert len(downloads) == 2
+    assert len(downloads) == 3  # mask, results CSV, HTML report
     # Moving through the slices and frames redraws without an error.
     app.slider(key=next(s.key for s in app.slider if s.key.startswith("segment_slice"))) \
         .set_value(1).run()
@@ -365,6 +365,8 @@ def test_upload_dicom_zip_and_png(app, tmp_path):
     no_problems(app)
     assert any(s.value == "study" for s in app.subheader)
     assert "Clinical indices" in texts(app)
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert any("DICOM SEG" in label for label in labels)  # a DICOM upload gets its SEG
 
     picture = io.BytesIO()
     grey = (scan.array[..., 2] / scan.array.max() * 255).astype(np.uint8).T
