@@ -91,7 +91,7 @@ def _cached(path: Path, settings: dict, specs: Sequence[ModelSpec]) -> dict | No
 
 def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
     """Run (or reuse) the measurements; returns ``{kind: report or None, ...}``."""
-    from bench import accuracy, clinical, robustness, speed
+    from bench import accuracy, clinical, regional, robustness, speed
 
     results: dict[str, Any] = {"accuracy": None, "clinical": None, "speed": None,
                                "robustness": None, "data_problem": data_problem(args.data),
@@ -136,6 +136,7 @@ def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
     if not args.skip_robustness:
         results["robustness"] = step("robustness", lambda: robustness.run(
             args.data, specs, args.split, args.robustness_cases, args.device))
+    results["regional"] = step("regional", lambda: regional.compute(args.data))
     results["masks"] = masks
     return results
 
@@ -632,6 +633,7 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
     section_speed(rep, results)
     section_robustness(rep, results)
     section_examples(rep, args, specs, results)
+    section_regional(rep, results)
 
 
 def section_speed(rep: Report, results: dict) -> None:
@@ -719,6 +721,20 @@ def section_robustness(rep: Report, results: dict) -> None:
     rep.figure(figures.robustness(rob["models"], rep.figures / "robustness.png"),
                "Change of mean Dice under each simulated acquisition difference.",
                "robustness")
+
+
+def section_regional(rep: Report, results: dict) -> None:
+    from bench.regional import table
+
+    rep.add("### 5.7 Regional wall thickness by pathology group", "")
+    reg = results.get("regional")
+    if not reg or not reg.get("by_group"):
+        rep.add("Regional wall thickness was not measured in this run.", "")
+        return
+    rep.add(f"AHA 16-segment wall thickness and systolic thickening "
+            f"(`lvseg_core.regional`, `python -m bench.regional`) from the expert labels of "
+            f"{len(reg['patients'])} patients: hypertrophic hearts (HCM) must stand out.", "")
+    rep.add(table(reg), "")
 
 
 # ---------------------------------------------------------------- example figures
