@@ -725,7 +725,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     """Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and score it.
 
     ``layout`` (``acdc`` or ``mnms``; default: detected,
-    :func:`~lvseg_core.layouts.find_layout_cases`) also fixes the label map of
+    :func:`~lvseg_core.data.layouts.find_layout_cases`) also fixes the label map of
     the manual labels, which are converted to ACDC labels before scoring.
 
     For each frame: the image and its label map are read (shapes checked),
