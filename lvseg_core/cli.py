@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from . import settings
-from .errors import LVSegError
+from .data.split import SPLITS
+from .errors import LVSegError, one_line
 from .registry import ARCHITECTURES
 
 #: Architectures offered by ``--model`` (the torch-free registry).
@@ -40,15 +41,15 @@ Hugging Face Hub repo id owner/name[@revision] (HF_HUB_OFFLINE=1: cache only).
 
 
 def _error(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
 def _note(message: str) -> None:
-    print(f"note: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"note: {one_line(message)}", file=sys.stderr)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     evaluate.add_argument("--json", required=True, metavar="OUT",
                           help="JSON report path (parent folders are created)")
-    evaluate.add_argument("--split", choices=["all", "validation", "training"], default="all",
+    evaluate.add_argument("--split", choices=SPLITS, default="all",
                           help="patients to score: all, or one side of the standard split "
                                "(validation: 002, 019, 028, 030, 039, 045, 078, 082, 085, 087)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -197,16 +198,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import VALIDATION_PATIENTS, find_cases
+    from .data import select_cases
     from .workflows import evaluate_dataset, write_json
 
-    cases = find_cases(args.data, require_labels=True)  # fail fast
+    cases = select_cases(args.data, args.split)  # fail fast
     patients = None
     if args.split != "all":
-        validation = set(VALIDATION_PATIENTS)
-        want_val = args.split == "validation"
-        patients = {c.patient for c in cases if (c.patient in validation) == want_val}
-        cases = [c for c in cases if c.patient in patients]
+        patients = {c.patient for c in cases}
         if not cases:
             raise LVSegError(f"{args.data}: no labelled {args.split} patients")
     out = Path(args.json).expanduser()

@@ -17,7 +17,6 @@ import csv
 import io as _io
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +24,23 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .clinical import (cine_indices, indices_from_volumes, structure_volumes)
-from .data import dataset_problems, find_cases, is_acdc_folder
-from .errors import LVSegError
+from .clinical import indices_from_volumes
+from .data import (
+    dataset_problems,
+    ed_es_pairs,
+    find_cases,
+    is_acdc_folder,
+    record_key,
+    select_cases,
+)
+from .errors import LVSegError, one_line
+from .files import write_text
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
 from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
-from .metrics import count_valid, evaluate_segmentation, summarise
+from .metrics import count_valid, summarise
+from .pipeline import ScanResult, run_scan
 from .scan import Scan
 
 #: Name of the per-batch table written beside the masks.
@@ -237,12 +245,6 @@ def load_input(item: Input, series_uid: str | None = None) -> Scan:
 # ---------------------------------------------------------------- helpers
 
 
-def one_line(err: BaseException) -> str:
-    """The message of ``err`` on one line."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def _report(progress: Any, done: int, total: int, name: str) -> None:
     """Tell ``progress`` (a tqdm bar or a callable) that one more item is done."""
     if progress is None:
@@ -294,23 +296,6 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a
-    reader never sees a half-written file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as err:
-        raise LVSegError(f"{path}: cannot write ({err.strerror or err})") from None
-
-
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as strict JSON (NaN as null), creating parent folders;
     replaces an existing file atomically. Returns the path."""
@@ -319,7 +304,7 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     path = Path(os.fspath(path)).expanduser()
     if path.is_dir():
         raise LVSegError(f"{path}: is a folder; give a file name for the JSON report")
-    _atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -517,8 +502,7 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
     summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
     protected = {_resolve(item.path) for item in inputs}
-    acdc: dict[str, dict[str, dict]] = defaultdict(dict)
-    groups: dict[str, str] = {}
+    frames: list[dict] = []                    # ACDC ED/ES frames, for the patient rows
     total = len(inputs)
     for done, (item, file_name) in enumerate(zip(inputs, output_names(inputs)), start=1):
         target = out_dir / file_name
@@ -529,32 +513,31 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             if target.exists() and not overwrite:
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
             scan = load_input(item, series_uid)
-            seg = segmenter.segment(scan)
-            save_mask(seg.mask, scan, target, overwrite=overwrite)
+            result = run_scan(scan, segmenter)
+            save_mask(result.mask, scan, target, overwrite=overwrite)
         except LVSegError as err:
             _fail(report, item, one_line(err))
         except MemoryError:
             _fail(report, item, "out of memory")
         else:
             report.outputs.append(target)
-            row = _scan_row(item, scan, seg, target)
+            row = _scan_row(item, result, target)
             report.rows.append(row)
-            if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
-                acdc[item.patient][item.phase] = {
+            if item.kind == "acdc" and not scan.is_cine:
+                frames.append({
+                    "patient": item.patient, "phase": item.phase, "group": item.group,
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
-                    "shape": scan.shape3d, "spacing": scan.spacing}
-                groups[item.patient] = item.group
+                    "shape": scan.shape3d, "spacing": scan.spacing})
         _report(progress, done, total, item.name)
 
-    for patient, phases in acdc.items():
-        if "ED" in phases and "ES" in phases:
-            report.rows.append(_patient_row(patient, groups[patient], phases["ED"], phases["ES"]))
+    for patient, (ed, es) in ed_es_pairs(frames, record_key).items():
+        report.rows.append(_patient_row(patient, es["group"], ed, es))
     weights = getattr(segmenter, "weights", None)
     for row in report.rows:
         row["weights"] = weights.description if weights is not None else "in-memory"
         row["weights_sha256"] = weights.sha256 if weights is not None else ""
     if report.rows:
-        _atomic_write_text(summary_path, summary_csv_text(report.rows))
+        write_text(summary_path, summary_csv_text(report.rows))
         report.summary_path = summary_path
     return report
 
@@ -566,24 +549,21 @@ def _fail(report: PredictReport, item: Input, message: str) -> None:
                         "error": message})
 
 
-def _scan_row(item: Input, scan: Scan, seg, target: Path) -> dict:
+def _scan_row(item: Input, result: ScanResult, target: Path) -> dict:
+    """The ``summary.csv`` row of one segmented input (see :data:`SUMMARY_COLUMNS`)."""
+    scan, seg = result.scan, result.segmentation
     row: dict[str, Any] = {
         "kind": "cine" if scan.is_cine else "frame",
         "name": item.name, "source": str(item.path), "output": str(target),
         "patient": item.patient, "phase": item.phase, "group": item.group,
         "shape": "x".join(str(s) for s in scan.array.shape), "frames": scan.n_frames,
-        "seconds": seg.seconds, "device": seg.device, "notes": _notes(scan),
+        "seconds": seg.seconds, "device": seg.device,
+        "notes": "; ".join(filter(None, [_notes(scan), *result.notes])),
     }
     if scan.is_cine:
-        try:
-            indices = cine_indices(seg.mask, scan.spacing)
-        except LVSegError as err:
-            row["notes"] = "; ".join(filter(None, [row["notes"], one_line(err)]))
-        else:
-            row.update({k: v for k, v in indices.items() if k in SUMMARY_COLUMNS})
+        row.update({k: v for k, v in (result.indices or {}).items() if k in SUMMARY_COLUMNS})
     else:
-        volumes = structure_volumes(seg.mask, scan.spacing)
-        row.update({f"{s}_ml": v for s, v in volumes.items()})
+        row.update({f"{s}_ml": v for s, v in result.volumes[0].items()})
     return row
 
 
@@ -642,12 +622,9 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
     """
     root = Path(os.fspath(root)).expanduser()
-    cases = find_cases(root, require_labels=True)
-    if patients is not None:
-        wanted = set(patients)
-        cases = [case for case in cases if case.patient in wanted]
-        if not cases:
-            raise LVSegError(f"{root}: none of the requested patients has labelled frames")
+    cases = select_cases(root, patients=patients)
+    if not cases:
+        raise LVSegError(f"{root}: none of the requested patients has labelled frames")
     records: list[dict] = []
     per_case: list[dict] = []
     failed: list[dict] = [p for p in dataset_problems(root)
@@ -656,22 +633,19 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         try:
             scan = load_nifti(case.image).require_3d()
             scan.name = case.name
-            gt = load_label(case.label, scan)
-            seg = segmenter.segment(scan)
-            metrics = evaluate_segmentation(seg.mask, gt, scan.spacing)
-            predicted = structure_volumes(seg.mask, scan.spacing)
-            manual = structure_volumes(gt, scan.spacing)
+            result = run_scan(scan, segmenter, truth=load_label(case.label, scan))
         except LVSegError as err:
             failed.append({"name": case.name, "error": one_line(err)})
         else:
+            metrics = result.metrics[0]
             records.append(metrics)
             per_case.append({
                 "name": case.name, "patient": case.patient, "frame": case.frame,
                 "phase": case.phase, "group": case.group, "shape": list(scan.shape3d),
                 "spacing_mm": list(scan.spacing), "metrics": metrics,
-                "volumes": {"predicted": _volumes_json(predicted),
-                            "manual": _volumes_json(manual)},
-                "seconds": seg.seconds,
+                "volumes": {"predicted": _volumes_json(result.volumes[0]),
+                            "manual": _volumes_json(result.manual_volumes[0])},
+                "seconds": result.segmentation.seconds,
             })
         _report(progress, done, len(cases), case.name)
     if not records:
@@ -707,24 +681,17 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
 
 def _ef_rows(per_case: list[dict]) -> list[dict]:
     """Manual vs predicted LV indices for each patient with ED and ES evaluated."""
-    by_patient: dict[str, dict[str, dict]] = defaultdict(dict)
-    for case in per_case:
-        if case["phase"] in ("ED", "ES"):
-            by_patient[case["patient"]][case["phase"]] = case
     rows = []
-    for patient in sorted(by_patient):
-        phases = by_patient[patient]
-        if "ED" not in phases or "ES" not in phases:
-            continue
+    for patient, (ed_case, es_case) in sorted(ed_es_pairs(per_case, record_key).items()):
         values = {}
         for source in ("manual", "predicted"):
-            ed = {s: phases["ED"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
-            es = {s: phases["ES"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            ed = {s: ed_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            es = {s: es_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
             indices = indices_from_volumes(ed, es)
             values[source] = {k: indices[k] for k in
                               ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "Myo_mass_g")}
         error = abs(values["predicted"]["LV_EF_pct"] - values["manual"]["LV_EF_pct"])
-        rows.append({"patient": patient, "group": phases["ED"]["group"],
+        rows.append({"patient": patient, "group": ed_case["group"],
                      "manual": values["manual"], "predicted": values["predicted"],
                      "LV_EF_abs_error": error})
     return rows
