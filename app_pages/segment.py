@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from lvseg_core.errors import LVSegError
+from lvseg_core.io import upload
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.render import auto_window
 from lvseg_app import analysis as an
@@ -80,10 +81,10 @@ def input_panel() -> None:
     cols = st.columns(2)
     scan_file = cols[0].file_uploader(
         "Scan: NIfTI (3D or 4D cine), DICOM series as .zip, .dcm, PNG/JPG", key="segment_upload",
-        type=list(an.SCAN_TYPES))
+        type=list(upload.SCAN_TYPES))
     truth_file = cols[1].file_uploader(
         "Ground truth (optional): NIfTI label map, 0 bg · 1 RV · 2 Myo · 3 LV",
-        key="segment_upload_gt", type=list(an.LABEL_TYPES))
+        key="segment_upload_gt", type=list(upload.LABEL_TYPES))
     with st.expander("Upload options"):
         opts = st.columns(2)
         spacing = opts[0].number_input("Pixel size of a PNG/JPG (mm, 0 = unknown)", 0.0, 10.0,
@@ -109,11 +110,11 @@ def input_panel() -> None:
     st.session_state["segment_upload_error"] = ""
 
     def load():
-        scan = an.load_uploaded_scan(scan_file.name, scan_file.getvalue(),
+        scan = upload.load_uploaded_scan(scan_file.name, scan_file.getvalue(),
                                      spacing_mm=spacing or None)
         truth = None
         if truth_file is not None:
-            truth = an.load_uploaded_label(truth_file.name, truth_file.getvalue(), scan)
+            truth = upload.load_uploaded_label(truth_file.name, truth_file.getvalue(), scan)
         return scan, truth
 
     try:
@@ -312,7 +313,7 @@ def results(a: an.Analysis, aid: int) -> None:
                             key=f"segment_dl_mask_{aid}", on_click="ignore",
                             icon=":material/download:")
     cols[1].download_button("Metrics and indices (CSV)", data=an.results_csv(a),
-                            file_name=an.safe_file_name(f"{scan.name}_results.csv"),
+                            file_name=upload.safe_file_name(f"{scan.name}_results.csv"),
                             mime="text/csv", key=f"segment_dl_csv_{aid}", on_click="ignore",
                             icon=":material/download:")
     choice = current_choice()
@@ -324,12 +325,12 @@ def results(a: an.Analysis, aid: int) -> None:
                             file_name=clin.report_file_name(a), mime="text/html",
                             key=f"segment_dl_report_{aid}", on_click="ignore",
                             icon=":material/download:")
-    upload = st.session_state.get("segment_upload")
-    if (st.session_state.get("segment_source") == "upload" and upload is not None
-            and clin.is_dicom_upload(upload.name)):
+    uploaded = st.session_state.get("segment_upload")
+    if (st.session_state.get("segment_source") == "upload" and uploaded is not None
+            and clin.is_dicom_upload(uploaded.name)):
         try:
             name, data, mime = _cached("dicom_seg", lambda: clin.seg_download(
-                a, upload.name, upload.getvalue(), segmenter))
+                a, uploaded.name, uploaded.getvalue(), segmenter))
         except LVSegError as err:
             cols[1].warning(f"No DICOM SEG: {err}")
         else:

@@ -191,7 +191,7 @@ def section_problem(rep: Report) -> None:
 
 def section_data(rep: Report, args, results: dict) -> None:
     from lvseg_core import explore
-    from lvseg_core.data import VALIDATION_PATIENTS
+    from lvseg_core.data import select_cases, validation_patients
 
     from bench import figures
 
@@ -208,7 +208,7 @@ def section_data(rep: Report, args, results: dict) -> None:
     patients = int(ok["patient"].nunique())
     labelled = int(ok["labelled"].sum())
     spacings = sorted({(r.sx_mm, r.sy_mm, r.sz_mm) for r in ok.itertuples()})
-    val_present = [p for p in VALIDATION_PATIENTS if p in set(ok["patient"])]
+    val_present = validation_patients(ok["patient"])
     facts = {"patients": patients, "frames": int(len(ok)), "labelled": labelled,
              "groups": counts, "validation": len(val_present)}
     rep.facts["data"] = facts
@@ -239,7 +239,7 @@ def section_data(rep: Report, args, results: dict) -> None:
                "Patients per pathology group (DCM dilated, HCM hypertrophic, MINF previous "
                "infarction, NOR normal, RV abnormal right ventricle).", "eda_groups")
     balance_patients = results.get("patients") if args.quick else None
-    cases = explore.select_cases(args.data, balance_patients)
+    cases = select_cases(args.data, patients=balance_patients)
     balance = explore.class_balance(cases)
     if len(balance):
         rep.figure(figures.class_balance(balance, rep.figures / "eda_class_balance.png"),
@@ -247,7 +247,7 @@ def section_data(rep: Report, args, results: dict) -> None:
                    "labelled frames: the heart is a few percent of each volume, so overlap "
                    "losses (Dice) are used next to cross-entropy.", "eda_class_balance")
     hist_patients = results.get("patients") or val_present or None
-    hist_cases = explore.select_cases(args.data, hist_patients)
+    hist_cases = select_cases(args.data, patients=hist_patients)
     if args.quick:
         hist_cases = hist_cases[:2]
     if hist_cases:

@@ -13,12 +13,13 @@ from lvseg_core.clinical import clinical_indices
 from lvseg_core.errors import LVSegError
 from lvseg_core.indexed import indexed_values
 from lvseg_core.io.dicom_seg import dicom_seg_download
+from lvseg_core.io.upload import safe_file_name
 from lvseg_core.provenance import Provenance
 from lvseg_core.regional import aha_csv_text, aha_wall_thickness
 from lvseg_core.report import StudyReport, render_html
 from lvseg_core.study import body_size_of, details_of
 
-from .analysis import Analysis, safe_file_name
+from .analysis import Analysis
 
 #: Upload endings that can give a DICOM SEG.
 DICOM_UPLOADS: tuple[str, ...] = (".zip", ".dcm", ".dicom", ".ima")

@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 
 from . import settings
-from .errors import LVSegError
+from .data.split import SPLITS
+from .errors import LVSegError, one_line
 from .registry import ARCHITECTURES
 
 #: Architectures offered by ``--model`` (the torch-free registry).
 MODEL_CHOICES: tuple[str, ...] = tuple(ARCHITECTURES)
 
-#: Label maps and layouts (kept equal to ``layouts.LABEL_MAPS`` by the tests).
+#: Label maps and layouts (kept equal to ``data.layouts.LABEL_MAPS`` by the tests).
 LABEL_MAP_CHOICES: tuple[str, ...] = ("acdc", "mnms")
 
 #: Packages reported by ``info``.
@@ -43,15 +44,15 @@ Hugging Face Hub repo id owner/name[@revision] (HF_HUB_OFFLINE=1: cache only).
 
 
 def _error(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
 def _note(message: str) -> None:
-    print(f"note: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"note: {one_line(message)}", file=sys.stderr)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     evaluate.add_argument("--json", required=True, metavar="OUT",
                           help="JSON report path (parent folders are created)")
-    evaluate.add_argument("--split", choices=["all", "validation", "training"], default="all",
+    evaluate.add_argument("--split", choices=SPLITS, default="all",
                           help="patients to score: all, or one side of the standard split "
                                "(validation: 002, 019, 028, 030, 039, 045, 078, 082, 085, 087)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -234,17 +235,15 @@ def _study_text(row: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import VALIDATION_PATIENTS
+    from .data import select
     from .data.layouts import find_layout_cases
     from .workflows import evaluate_dataset, write_json
 
-    layout, cases = find_layout_cases(args.data, args.layout, require_labels=True)  # fail fast
+    layout, cases = find_layout_cases(args.data, args.layout, require_labels=True)
+    cases = select(cases, args.split)  # fail fast
     patients = None
     if args.split != "all":
-        validation = set(VALIDATION_PATIENTS)
-        want_val = args.split == "validation"
-        patients = {c.patient for c in cases if (c.patient in validation) == want_val}
-        cases = [c for c in cases if c.patient in patients]
+        patients = {c.patient for c in cases}
         if not cases:
             raise LVSegError(f"{args.data}: no labelled {args.split} patients")
     out = Path(args.json).expanduser()

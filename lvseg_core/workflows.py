@@ -17,7 +17,6 @@ import csv
 import io as _io
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +24,24 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .clinical import cine_indices, clinical_indices, indices_from_volumes, structure_volumes
-from .data import dataset_problems, find_cases, is_acdc_folder
-from .errors import LVSegError
+from .clinical import clinical_indices, indices_from_volumes
+from .data import (
+    dataset_problems,
+    ed_es_pairs,
+    find_cases,
+    is_acdc_folder,
+    record_key,
+    select,
+)
+from .data.layouts import LABEL_MAPS, convert_labels, find_layout_cases
+from .errors import LVSegError, one_line
+from .files import write_text
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
 from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
-from .data.layouts import LABEL_MAPS, convert_labels, find_layout_cases
-from .metrics import count_valid, evaluate_segmentation, summarise
+from .metrics import count_valid, summarise
+from .pipeline import ScanResult, run_scan
 from .provenance import Provenance
 from .scan import Scan
 from .study import STUDY_COLUMNS, study_outputs
@@ -244,12 +252,6 @@ def load_input(item: Input, series_uid: str | None = None) -> Scan:
 # ---------------------------------------------------------------- helpers
 
 
-def one_line(err: BaseException) -> str:
-    """The message of ``err`` on one line."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def _report(progress: Any, done: int, total: int, name: str) -> None:
     """Tell ``progress`` (a tqdm bar or a callable) that one more item is done."""
     if progress is None:
@@ -301,23 +303,6 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a
-    reader never sees a half-written file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as err:
-        raise LVSegError(f"{path}: cannot write ({err.strerror or err})") from None
-
-
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as strict JSON (NaN as null), creating parent folders;
     replaces an existing file atomically. Returns the path."""
@@ -326,7 +311,7 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     path = Path(os.fspath(path)).expanduser()
     if path.is_dir():
         raise LVSegError(f"{path}: is a folder; give a file name for the JSON report")
-    _atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -419,7 +404,6 @@ class PredictReport:
         rows: the rows of ``summary.csv`` (dicts keyed by :data:`SUMMARY_COLUMNS`).
         failures: inputs that were skipped, with their reason.
         summary_path: the written ``summary.csv`` (None if nothing was written).
-        studies: the ``patient`` rows (ACDC ED + ES), also in ``rows``.
     """
 
     out_dir: Path
@@ -427,7 +411,6 @@ class PredictReport:
     rows: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     summary_path: Path | None = None
-    studies: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -475,7 +458,7 @@ class StudyOptions:
         dicom_seg: write DICOM SEG object(s) beside the mask of DICOM inputs.
         report: write ``<study>_report.html`` for studies with ED and ES.
         label_map: convention of the written masks (``acdc`` or ``mnms``).
-        qc: QC status per input name, shown on the report (optional).
+        qc: QC status per study name, shown on the report (optional).
     """
 
     dicom_seg: bool = False
@@ -557,9 +540,10 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
     summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
     provenance = Provenance.of(segmenter)
+    pending: dict[str, dict[str, tuple[Scan, np.ndarray]]] = defaultdict(dict)
+    studies: dict[str, dict] = {}              # patient -> study values and notes
     protected = {_resolve(item.path) for item in inputs}
-    acdc: dict[str, dict[str, dict]] = defaultdict(dict)
-    groups: dict[str, str] = {}
+    frames: list[dict] = []                    # ACDC ED/ES frames, for the patient rows
     total = len(inputs)
     for done, (item, file_name) in enumerate(zip(inputs, output_names(inputs)), start=1):
         target = out_dir / file_name
@@ -570,8 +554,8 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             if target.exists() and not overwrite:
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
             scan = load_input(item, series_uid)
-            seg = segmenter.segment(scan)
-            save_mask(convert_labels(seg.mask, "acdc", options.label_map), scan, target,
+            result = run_scan(scan, segmenter)
+            save_mask(convert_labels(result.mask, "acdc", options.label_map), scan, target,
                       overwrite=overwrite)
         except LVSegError as err:
             _fail(report, item, one_line(err))
@@ -579,44 +563,47 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             _fail(report, item, "out of memory")
         else:
             report.outputs.append(target)
-            row = _scan_row(item, scan, seg, target)
+            row = _scan_row(item, result, target)
             row["label_map"] = options.label_map
             report.rows.append(row)
             stem = file_name[: -len(MASK_SUFFIX)]
             if options.dicom_seg:
-                _dicom_seg(row, item, scan, seg.mask, out_dir, stem, provenance, overwrite)
-            if scan.is_cine and row.get("ED_frame") not in (None, ""):
-                ed, es = int(row["ED_frame"]), int(row["ES_frame"])
-                curves = {k: row.get(k) for k in ("LV_volumes_ml", "RV_volumes_ml")}
-                _study(row, stem, out_dir, scan.frame(ed), seg.mask[..., ed], scan.frame(es),
-                       seg.mask[..., es], provenance, options, overwrite, curves)
-            if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
-                acdc[item.patient][item.phase] = {
+                _dicom_seg(row, item, scan, result.mask, out_dir, stem, provenance, overwrite)
+            if scan.is_cine and result.ed is not None:
+                _study(row, stem, out_dir, scan.frame(result.ed), result.mask_at(result.ed),
+                       scan.frame(result.es), result.mask_at(result.es), provenance, options,
+                       overwrite, result.indices)
+            if item.kind == "acdc" and not scan.is_cine:
+                frames.append({
+                    "patient": item.patient, "phase": item.phase, "group": item.group,
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
-                    "shape": scan.shape3d, "spacing": scan.spacing, "scan": scan,
-                    "mask": seg.mask}
-                groups[item.patient] = item.group
-                phases = acdc[item.patient]
-                if "ED" in phases and "ES" in phases:  # the study is complete: write it now
-                    row = _patient_row(item.patient, groups[item.patient], phases["ED"],
-                                       phases["ES"])
-                    if "notes" not in row:
-                        _study(row, item.patient, out_dir, phases["ED"]["scan"],
-                               phases["ED"]["mask"], phases["ES"]["scan"],
-                               phases["ES"]["mask"], provenance, options, overwrite)
-                    for phase in ("ED", "ES"):  # the volumes are no longer needed
-                        phases[phase].pop("scan")
-                        phases[phase].pop("mask")
-                    report.studies.append(row)
+                    "shape": scan.shape3d, "spacing": scan.spacing})
+                if item.phase in ("ED", "ES"):
+                    pending[item.patient][item.phase] = (scan, result.mask)
+                    phases = pending[item.patient]
+                    if len(phases) == 2:  # the study is complete: write it, free the volumes
+                        (ed_scan, ed_mask), (es_scan, es_mask) = phases["ED"], phases["ES"]
+                        studies[item.patient] = {}
+                        if ed_scan.shape3d == es_scan.shape3d:
+                            _study(studies[item.patient], item.patient, out_dir, ed_scan,
+                                   ed_mask, es_scan, es_mask, provenance, options, overwrite)
+                        del pending[item.patient]
         _report(progress, done, total, item.name)
 
-    report.rows.extend(report.studies)
+    for patient, (ed, es) in ed_es_pairs(frames, record_key).items():
+        row = _patient_row(patient, es["group"], ed, es)
+        study = studies.get(patient, {})
+        notes = "; ".join(filter(None, [row.get("notes", ""), study.pop("notes", "")]))
+        row.update(study)
+        if notes:
+            row["notes"] = notes
+        report.rows.append(row)
     weights = getattr(segmenter, "weights", None)
     for row in report.rows:
         row["weights"] = weights.description if weights is not None else "in-memory"
         row["weights_sha256"] = weights.sha256 if weights is not None else ""
     if report.rows:
-        _atomic_write_text(summary_path, summary_csv_text(report.rows))
+        write_text(summary_path, summary_csv_text(report.rows))
         report.summary_path = summary_path
     return report
 
@@ -675,25 +662,21 @@ def _dicom_seg(row: dict, item: Input, scan: Scan, mask: np.ndarray, out_dir: Pa
         _add_note(row, f"SEG: {note}")
 
 
-def _scan_row(item: Input, scan: Scan, seg, target: Path) -> dict:
+def _scan_row(item: Input, result: ScanResult, target: Path) -> dict:
+    """The ``summary.csv`` row of one segmented input (see :data:`SUMMARY_COLUMNS`)."""
+    scan, seg = result.scan, result.segmentation
     row: dict[str, Any] = {
         "kind": "cine" if scan.is_cine else "frame",
         "name": item.name, "source": str(item.path), "output": str(target),
         "patient": item.patient, "phase": item.phase, "group": item.group,
         "shape": "x".join(str(s) for s in scan.array.shape), "frames": scan.n_frames,
-        "seconds": seg.seconds, "device": seg.device, "notes": _notes(scan),
+        "seconds": seg.seconds, "device": seg.device,
+        "notes": "; ".join(filter(None, [_notes(scan), *result.notes])),
     }
     if scan.is_cine:
-        try:
-            indices = cine_indices(seg.mask, scan.spacing)
-        except LVSegError as err:
-            row["notes"] = "; ".join(filter(None, [row["notes"], one_line(err)]))
-        else:
-            row.update({k: v for k, v in indices.items()
-                        if k in SUMMARY_COLUMNS or k.endswith("_volumes_ml")})
+        row.update({k: v for k, v in (result.indices or {}).items() if k in SUMMARY_COLUMNS})
     else:
-        volumes = structure_volumes(seg.mask, scan.spacing)
-        row.update({f"{s}_ml": v for s, v in volumes.items()})
+        row.update({f"{s}_ml": v for s, v in result.volumes[0].items()})
     return row
 
 
@@ -758,11 +741,9 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     """
     root = Path(os.fspath(root)).expanduser()
     layout, cases = find_layout_cases(root, layout, require_labels=True)
-    if patients is not None:
-        wanted = set(patients)
-        cases = [case for case in cases if case.patient in wanted]
-        if not cases:
-            raise LVSegError(f"{root}: none of the requested patients has labelled frames")
+    cases = select(cases, patients=patients)
+    if not cases:
+        raise LVSegError(f"{root}: none of the requested patients has labelled frames")
     records: list[dict] = []
     per_case: list[dict] = []
     failed: list[dict] = [p for p in (dataset_problems(root) if layout == "acdc" else [])
@@ -771,22 +752,20 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         try:
             scan = load_nifti(case.image).require_3d()
             scan.name = case.name
-            gt = convert_labels(load_label(case.label, scan), case.label_map, "acdc")
-            seg = segmenter.segment(scan)
-            metrics = evaluate_segmentation(seg.mask, gt, scan.spacing)
-            predicted = structure_volumes(seg.mask, scan.spacing)
-            manual = structure_volumes(gt, scan.spacing)
+            truth = convert_labels(load_label(case.label, scan), case.label_map, "acdc")
+            result = run_scan(scan, segmenter, truth=truth)
         except LVSegError as err:
             failed.append({"name": case.name, "error": one_line(err)})
         else:
+            metrics = result.metrics[0]
             records.append(metrics)
             per_case.append({
                 "name": case.name, "patient": case.patient, "frame": case.frame,
                 "phase": case.phase, "group": case.group, "shape": list(scan.shape3d),
                 "spacing_mm": list(scan.spacing), "metrics": metrics,
-                "volumes": {"predicted": _volumes_json(predicted),
-                            "manual": _volumes_json(manual)},
-                "seconds": seg.seconds,
+                "volumes": {"predicted": _volumes_json(result.volumes[0]),
+                            "manual": _volumes_json(result.manual_volumes[0])},
+                "seconds": result.segmentation.seconds,
             })
         _report(progress, done, len(cases), case.name)
     if not records:
@@ -823,24 +802,17 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
 
 def _ef_rows(per_case: list[dict]) -> list[dict]:
     """Manual vs predicted LV indices for each patient with ED and ES evaluated."""
-    by_patient: dict[str, dict[str, dict]] = defaultdict(dict)
-    for case in per_case:
-        if case["phase"] in ("ED", "ES"):
-            by_patient[case["patient"]][case["phase"]] = case
     rows = []
-    for patient in sorted(by_patient):
-        phases = by_patient[patient]
-        if "ED" not in phases or "ES" not in phases:
-            continue
+    for patient, (ed_case, es_case) in sorted(ed_es_pairs(per_case, record_key).items()):
         values = {}
         for source in ("manual", "predicted"):
-            ed = {s: phases["ED"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
-            es = {s: phases["ES"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            ed = {s: ed_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            es = {s: es_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
             indices = indices_from_volumes(ed, es)
             values[source] = {k: indices[k] for k in
                               ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "Myo_mass_g")}
         error = abs(values["predicted"]["LV_EF_pct"] - values["manual"]["LV_EF_pct"])
-        rows.append({"patient": patient, "group": phases["ED"]["group"],
+        rows.append({"patient": patient, "group": ed_case["group"],
                      "manual": values["manual"], "predicted": values["predicted"],
                      "LV_EF_abs_error": error})
     return rows

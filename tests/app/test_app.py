@@ -326,15 +326,15 @@ def test_upload_size_limit_is_configured():
 
 
 def test_size_limit_in_library(monkeypatch):
-    from lvseg_app import analysis
     from lvseg_core.errors import ScanReadError
+    from lvseg_core.io import upload
 
     monkeypatch.setenv("LVSEG_MAX_UPLOAD_MB", repr(10 / 2**20))
     with pytest.raises(ScanReadError, match="over the upload limit"):
-        analysis.load_uploaded_scan("big.nii.gz", b"x" * 11)
+        upload.load_uploaded_scan("big.nii.gz", b"x" * 11)
     with pytest.raises(ScanReadError, match="empty"):
-        analysis.load_uploaded_scan("empty.nii.gz", b"")
-    assert analysis.safe_file_name("../../etc/pa ss.nii.gz") == "pa_ss.nii.gz"
+        upload.load_uploaded_scan("empty.nii.gz", b"")
+    assert upload.safe_file_name("../../etc/pa ss.nii.gz") == "pa_ss.nii.gz"
 
 
 def test_dockerfile_runs_the_app_on_8501():
@@ -433,18 +433,19 @@ def test_train_page_starts_a_real_background_run(app, env):
 
 
 def test_cine_ground_truth_for_every_frame(app):
-    from lvseg_app import analysis
+    from lvseg_core.errors import ScanReadError
+    from lvseg_core.io import upload
 
     scan, labels = make_heart()
     cine = np.stack([scan.array] * 3, axis=-1)
     truth = np.stack([labels] * 3, axis=-1)
-    like = analysis.load_uploaded_scan("cine.nii.gz", _nifti_bytes(cine, scan.affine))
-    got = analysis.load_uploaded_label("cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), like)
+    like = upload.load_uploaded_scan("cine.nii.gz", _nifti_bytes(cine, scan.affine))
+    got = upload.load_uploaded_label("cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), like)
     assert got.shape == cine.shape and got.dtype == np.uint8
-    with pytest.raises(analysis.ScanReadError, match="label values"):
-        analysis.load_uploaded_label("bad_gt.nii.gz",
-                                     _nifti_bytes(truth.astype(np.float32) * 1.5, scan.affine),
-                                     like)
+    with pytest.raises(ScanReadError, match="label values"):
+        upload.load_uploaded_label("bad_gt.nii.gz",
+                                   _nifti_bytes(truth.astype(np.float32) * 1.5, scan.affine),
+                                   like)
     _upload_mode(app)
     app.file_uploader(key="segment_upload").upload(
         "cine.nii.gz", _nifti_bytes(cine, scan.affine), "application/gzip")

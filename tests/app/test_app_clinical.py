@@ -61,7 +61,7 @@ def test_seg_download_of_a_dicom_upload(tmp_path, acdc_dir, segmenter):
     with zipfile.ZipFile(buffer, "w") as zf:
         for f in files:
             zf.write(f, f"study/{f.name}")
-    from lvseg_app.analysis import load_uploaded_scan
+    from lvseg_core.io.upload import load_uploaded_scan
 
     scan = load_uploaded_scan("study.zip", buffer.getvalue())
     a = analyse(scan, segmenter)
