@@ -1,4 +1,4 @@
-"""Compare page: the three models on one scan, and on a labelled folder."""
+"""Compare page: the three models and their ensemble on one scan, and on a labelled folder."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from pathlib import Path
 
 import streamlit as st
 
+from lvseg_core.ensemble import Ensemble
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.render import auto_window
-from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE
 from lvseg_app import analysis as an
 from lvseg_app import viz
 from lvseg_app.caching import samples
-from lvseg_app.sidebar import current_choice, get_segmenter, page_setup, weights_sources
+from lvseg_app.sidebar import (current_choice, get_segmenter, model_name, page_setup,
+                               weights_sources)
 from lvseg_app.ui import error_message, fmt, guard
 
 SCAN_STATE = "compare_scan"        # {"scan", "truth", "results": {arch: Analysis | str}}
@@ -41,11 +43,16 @@ def pick_weights() -> dict[str, tuple[str, str | None] | str]:
     return chosen
 
 
+def ensemble_of(usable: dict[str, tuple[str, str | None]]) -> Ensemble:
+    """The ensemble of the models with weights, each with the weights picked above."""
+    return Ensemble([get_segmenter(architecture=a, source=c[1]) for a, c in usable.items()])
+
+
 # ---------------------------------------------------------------- one scan
 
 
 def one_scan(chosen) -> None:
-    st.subheader("One scan, three models")
+    st.subheader("One scan, three models and their ensemble")
     root, patients = samples()
     segment_result = st.session_state.get("segment_analysis")
     sources = []
@@ -89,6 +96,13 @@ def one_scan(chosen) -> None:
                 results[arch] = an.analyse(scan, segmenter, truth, truth_frame)
             except Exception as err:  # one model failing does not stop the others
                 results[arch] = error_message(err, f"running {DISPLAY_NAMES[arch]}")
+        ran = {a: c for a, c in usable.items() if isinstance(results.get(a), an.Analysis)}
+        if len(ran) > 1:
+            bar.progress(0.95, text="Ensemble…")
+            try:
+                results[ENSEMBLE] = an.analyse(scan, ensemble_of(ran), truth, truth_frame)
+            except Exception as err:
+                results[ENSEMBLE] = error_message(err, "running the ensemble")
         bar.progress(1.0, text="Done")
         st.session_state[SCAN_STATE] = {"scan": scan, "results": results}
 
@@ -106,13 +120,15 @@ def one_scan(chosen) -> None:
         t = cols[1].slider("Frame", 0, scan.n_frames - 1, 0, key="compare_frame")
     opacity = cols[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="compare_opacity")
     window, level = auto_window(scan.array)
-    cols = st.columns(len(ARCHITECTURES))
-    for col, arch in zip(cols, ARCHITECTURES):
+    shown = (*ARCHITECTURES, ENSEMBLE)
+    cols = st.columns(len(shown))
+    for col, arch in zip(cols, shown):
         with col:
-            st.markdown(f"**{DISPLAY_NAMES[arch]}**")
+            st.markdown(f"**{model_name(arch)}**")
             result = results.get(arch)
             if result is None:
-                st.info("No weights for this model.", icon=":material/info:")
+                st.info("Needs two models with weights." if arch == ENSEMBLE
+                        else "No weights for this model.", icon=":material/info:")
                 continue
             if not isinstance(result, an.Analysis):
                 st.error(result, icon=":material/error:")
@@ -172,8 +188,9 @@ def folder(chosen) -> None:
     for group in groups or [""]:
         picked += [p.patient for p in folder_patients if p.group == group][:per_group]
     usable = {a: c for a, c in chosen.items() if isinstance(c, tuple)}
-    models = cols[1].multiselect("Models", list(usable), default=list(usable),
-                                 format_func=DISPLAY_NAMES.get, key="compare_models")
+    options = [*usable, ENSEMBLE] if len(usable) > 1 else list(usable)
+    models = cols[1].multiselect("Models", options, default=list(usable),
+                                 format_func=model_name, key="compare_models")
     st.caption(f"{len(picked)} patients ({2 * len(picked)} volumes) × {len(models)} models")
     if st.button("Evaluate", type="primary", key="compare_evaluate",
                  disabled=not (models and picked)):
@@ -183,14 +200,15 @@ def folder(chosen) -> None:
         with tempfile.TemporaryDirectory(prefix="lvseg-compare-") as tmp:
             subset = an.make_subset(path, picked, tmp)
             for i, arch in enumerate(models):
-                label = DISPLAY_NAMES[arch]
+                label = model_name(arch)
 
                 def progress(done: int, count: int, name: str, i=i, label=label) -> None:
                     bar.progress((i + done / count) / total,
                                  text=f"{label}: {name} ({done}/{count})")
 
                 try:
-                    segmenter = get_segmenter(architecture=arch, source=usable[arch][1])
+                    segmenter = ensemble_of(usable) if arch == ENSEMBLE else \
+                        get_segmenter(architecture=arch, source=usable[arch][1])
                     results[label] = evaluate_dataset(subset, segmenter, progress=progress)
                 except Exception as err:
                     failed[label] = error_message(err, f"evaluating {label}")

@@ -39,10 +39,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bench.common import (DISPLAY, add_common_options, data_problem, environment, fmt,
-                          log, pick_device, read_json, resolve_models, run_main, select_cases,
-                          setup_torch, split_patients, write_json)
+                          log, pick_device, read_json, resolve_models, run_main, setup_torch,
+                          split_patients, write_json)
 from bench.robustness import (Perturbation, _mean_scores, dice_scores, perturb,
                               resample_spacing)
+from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.scan import Scan
@@ -190,7 +191,7 @@ def run(data: Path, weights_dir: Path | None, models: Sequence[str], split: str 
     if missing:
         raise LVSegError("; ".join(f"{a}: {n}" for a, n in missing.items()))
     patients = split_patients(data, split, cases)
-    frames = select_cases(data, patients)
+    frames = select_cases(data, patients=patients)
     frames = frames[:cases] if cases else frames
     dev = pick_device(device)
     fingerprints = {s.arch: s.fingerprint() for s in specs}   # before the long measurement

@@ -8,6 +8,7 @@ import streamlit as st
 
 from lvseg_core import hub
 from lvseg_core.errors import LVSegError
+from lvseg_core.registry import ENSEMBLE, parse_members
 
 from .analysis import Sample, default_samples_dir, list_samples
 
@@ -27,13 +28,17 @@ def device_label() -> str:
 @st.cache_resource(show_spinner=False, max_entries=6, ttl=3600)
 def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float,
                     precision: str = "auto", tta: bool = False):
-    from lvseg_core.inference import Segmenter
+    from lvseg_core.ensemble import load_segmenter as load
 
-    return Segmenter.from_source(architecture, source, precision=precision, tta=tta)
+    return load(architecture, source, precision=precision, tta=tta)
 
 
 def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
-    """Folder and weights-file time that identify a local source (reload on change)."""
+    """Folder and weights-file time that identify a local source (reload on change);
+    for the bundled ensemble, its members' folders and newest time."""
+    if source is None and architecture == ENSEMBLE:
+        stamps = [_stamp(a, None) for a in parse_members(ENSEMBLE)]
+        return "+".join(f for f, _ in stamps), max(t for _, t in stamps)
     if source is None:
         folder = hub.bundled_folder(architecture)
     else:
@@ -48,7 +53,8 @@ def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
 def load_segmenter(architecture: str, source: str | None, precision: str = "auto",
                    tta: bool = False):
     """The cached :class:`~lvseg_core.inference.Segmenter` of ``architecture`` with the
-    weights ``source`` (reloaded when a local weights file changes)."""
+    weights ``source`` (reloaded when a local weights file changes); ``"ensemble"``
+    gives the :class:`~lvseg_core.ensemble.Ensemble` of the bundled models."""
     folder, stamp = _stamp(architecture, source)
     return _load_segmenter(architecture, source, folder, stamp, precision, tta)
 

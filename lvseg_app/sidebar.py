@@ -12,13 +12,22 @@ import streamlit as st
 
 from lvseg_core import hub
 from lvseg_core.errors import WeightsError
-from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE, parse_members
 
 from . import jobs
 from .caching import device_label, load_segmenter
 
 #: Weights sources offered in the sidebar.
 WEIGHTS_KINDS = ("Bundled", "Hugging Face Hub", "Training run")
+
+#: The sidebar's model choices: each architecture, then the ensemble of all of them.
+MODEL_OPTIONS = (*ARCHITECTURES, ENSEMBLE)
+
+
+def model_name(choice: str) -> str:
+    """Display name of an architecture or of the ensemble."""
+    return "Ensemble (all three, averaged)" if choice == ENSEMBLE else \
+        DISPLAY_NAMES.get(choice, choice)
 
 
 # ---------------------------------------------------------------- model choice
@@ -48,10 +57,14 @@ class ModelChoice:
 
     @property
     def name(self) -> str:
-        return DISPLAY_NAMES.get(self.architecture, self.architecture)
+        return model_name(self.architecture)
 
 
 def missing_weights_message(architecture: str) -> str:
+    if architecture == ENSEMBLE:
+        missing = [a for a in parse_members(ENSEMBLE) if not bundled_available(a)]
+        return (f"The ensemble averages the bundled weights of every model; "
+                f"{', '.join(DISPLAY_NAMES[a] for a in missing)} has none yet.")
     name = DISPLAY_NAMES.get(architecture, architecture)
     return (f"No bundled {name} weights yet ({hub.bundled_folder(architecture)} has none). "
             f"Train them on the Train page (or `python -m train fit --model {architecture}`), "
@@ -60,7 +73,9 @@ def missing_weights_message(architecture: str) -> str:
 
 
 def bundled_available(architecture: str) -> bool:
-    return hub.weights_folder(hub.bundled_folder(architecture)) is not None
+    """Bundled weights exist (for the ensemble: for every member)."""
+    return all(hub.weights_folder(hub.bundled_folder(a)) is not None
+               for a in parse_members(architecture))
 
 
 #: Sidebar widget keys whose values are kept across pages (see :func:`_restore`).
@@ -93,6 +108,11 @@ def choose_weights(architecture: str, key_prefix: str = "", container=None) -> M
     """Weights widgets for ``architecture`` (radio + repo id / run); returns the choice."""
     where = container or st
     name = DISPLAY_NAMES.get(architecture, architecture)
+    if architecture == ENSEMBLE:
+        where.caption("The bundled weights of each model; their class probabilities are "
+                      "averaged on the scan's grid.")
+        problem = "" if bundled_available(ENSEMBLE) else missing_weights_message(ENSEMBLE)
+        return ModelChoice(ENSEMBLE, None, "Ensemble · bundled", problem=problem)
     kind = where.radio("Weights", WEIGHTS_KINDS, key=f"{key_prefix}weights_kind",
                        on_change=_keep, args=(f"{key_prefix}weights_kind",),
                        help="Bundled: weights/<model>/ in the repository (works offline). "
@@ -131,8 +151,8 @@ def draw_sidebar() -> ModelChoice:
     _restore()
     with st.sidebar:
         st.markdown("#### Model")
-        arch = st.selectbox("Architecture", list(ARCHITECTURES), key="arch",
-                            format_func=lambda a: DISPLAY_NAMES.get(a, a),
+        arch = st.selectbox("Architecture", list(MODEL_OPTIONS), key="arch",
+                            format_func=model_name,
                             on_change=_keep, args=("arch",))
         choice = choose_weights(arch)
         if choice.problem:

@@ -66,16 +66,21 @@ def env(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def app(env, monkeypatch):
-    """An AppTest of app.py with the temporary weights, samples and runs."""
-    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(env / "weights"))
-    monkeypatch.setenv("LVSEG_RUNS_DIR", str(env / "runs"))
-    monkeypatch.setenv("LVSEG_SAMPLES", str(env / "samples"))
+def open_app(monkeypatch, weights: Path, runs: Path, samples: Path) -> AppTest:
+    """app.py run once with these weights, runs and samples folders."""
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("LVSEG_RUNS_DIR", str(runs))
+    monkeypatch.setenv("LVSEG_SAMPLES", str(samples))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+@pytest.fixture
+def app(env, monkeypatch):
+    """An AppTest of app.py with the temporary weights, samples and runs."""
+    return open_app(monkeypatch, env / "weights", env / "runs", env / "samples")
 
 
 def texts(at) -> str:
