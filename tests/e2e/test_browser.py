@@ -157,15 +157,24 @@ def browser(server):
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1440, "height": 1800})
+@contextlib.contextmanager
+def app_page(browser, url: str, height: int = 1800):
+    """A new browser context on the app at ``url``, once its Segment page is drawn."""
+    context = browser.new_context(viewport={"width": 1440, "height": height})
     page = context.new_page()
     page.set_default_timeout(RESULT_MS)
-    page.goto(server["url"])
+    page.goto(url)
     page.get_by_role("heading", name="Segment").first.wait_for()
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    with app_page(browser, server["url"]) as page:
+        yield page
 
 
 def no_exception_box(page) -> None:

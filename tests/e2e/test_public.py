@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from bench.hostile import OWNER_TOKEN, fake_hub, gzip_bomb, nifti
-from tests.e2e.test_browser import (CHROMIUM, CHROMIUM_ARGS, OUT, PAGES, RESULT_MS,
+from tests.e2e.test_browser import (CHROMIUM, CHROMIUM_ARGS, OUT, PAGES, app_page,
                                     no_exception_box, open_page, sample_folder,
                                     server_env,  # noqa: F401 (a fixture)
                                     streamlit_server, sync_api, wait_idle)
@@ -43,13 +43,8 @@ def public_server(tmp_path_factory, server_env):
 def visitor(public_server):
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = chromium.new_context(viewport={"width": 1440, "height": 1600})
-        page = context.new_page()
-        page.set_default_timeout(RESULT_MS)
-        page.goto(public_server["url"])
-        page.get_by_role("heading", name="Segment").first.wait_for()
-        yield page
-        context.close()
+        with app_page(chromium, public_server["url"], 1600) as page:
+            yield page
         chromium.close()
 
 
