@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from lvseg_core.errors import LVSegError
+from lvseg_core.errors import LVSegError, one_line
 
 log = logging.getLogger("lvseg.app")
 
@@ -43,7 +43,7 @@ def error_message(err: BaseException, what: str = "this step") -> str:
     """The one line shown for ``err``, without server paths (unexpected errors
     are logged with their traceback)."""
     if isinstance(err, LVSegError):
-        return without_paths(" ".join(str(err).split())) or type(err).__name__
+        return without_paths(one_line(err))
     if isinstance(err, MemoryError):
         return f"Out of memory while {what}; try a smaller scan."
     log.error("unexpected error while %s", what, exc_info=err)

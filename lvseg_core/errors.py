@@ -25,3 +25,23 @@ class SeriesChoiceError(ScanReadError):
     def __init__(self, message: str, series: list[dict]) -> None:
         super().__init__(message)
         self.series = series
+
+
+def one_line(message: object, limit: int | None = None) -> str:
+    """``message`` (an exception or a text) on one line, runs of whitespace collapsed.
+
+    An exception without text gives its type name; with ``limit``, a longer
+    text is cut to ``limit`` characters ending in ``...``.
+    """
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = type(message).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
