@@ -653,7 +653,7 @@ def _dicom_seg(row: dict, item: Input, scan: Scan, mask: np.ndarray, out_dir: Pa
             paths, notes = write_dicom_seg(mask, files, out_dir, stem, provenance, overwrite)
         else:  # read from a temporary folder (a zip): read the series again
             paths, notes = write_dicom_seg_for(item.path, mask, out_dir, stem, provenance,
-                                               overwrite)
+                                               overwrite, scan.meta.get("series_uid"))
     except LVSegError as err:
         _add_note(row, f"no DICOM SEG: {one_line(err)}")
         return
