@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from lvseg_core import settings
 from lvseg_core.ensemble import Ensemble
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
@@ -14,6 +15,7 @@ from lvseg_core.render import auto_window
 from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE
 from lvseg_app import analysis as an
 from lvseg_app import viz
+from lvseg_app.admission import queued
 from lvseg_app.caching import samples
 from lvseg_app.sidebar import (current_choice, get_segmenter, model_name, page_setup,
                                weights_sources)
@@ -43,16 +45,11 @@ def pick_weights() -> dict[str, tuple[str, str | None] | str]:
     return chosen
 
 
-def ensemble_of(usable: dict[str, tuple[str, str | None]]) -> Ensemble:
-    """The ensemble of the models with weights, each with the weights picked above."""
-    return Ensemble([get_segmenter(architecture=a, source=c[1]) for a, c in usable.items()])
-
-
 # ---------------------------------------------------------------- one scan
 
 
 def one_scan(chosen) -> None:
-    st.subheader("One scan, three models and their ensemble")
+    st.subheader("One scan, three models")
     root, patients = samples()
     segment_result = st.session_state.get("segment_analysis")
     sources = []
@@ -76,36 +73,50 @@ def one_scan(chosen) -> None:
     usable = {a: c for a, c in chosen.items() if isinstance(c, tuple)}
     if st.button("Run the models", type="primary", key="compare_run",
                  disabled=not usable):
-        truth_frame = 0
-        if sample is not None:
-            scan, truth = an.load_sample(sample, view)
-        else:
-            scan, truth = segment_result.scan, segment_result.truth
-            if truth is not None and scan.is_cine and len(segment_result.truth_frames) == 1:
-                truth_frame = segment_result.truth_frames[0]
-                truth = segment_result.truth_at(truth_frame)
-        results: dict[str, an.Analysis | str] = {}
-        bar = st.progress(0.0, text="Comparing…")
-        for i, arch in enumerate(ARCHITECTURES):
-            choice = chosen[arch]
-            if not isinstance(choice, tuple):
-                continue                      # no weights: said above
-            bar.progress(i / len(ARCHITECTURES), text=f"{DISPLAY_NAMES[arch]}…")
-            try:
-                segmenter = get_segmenter(architecture=arch, source=choice[1])
-                results[arch] = an.analyse(scan, segmenter, truth, truth_frame)
-            except Exception as err:  # one model failing does not stop the others
-                results[arch] = error_message(err, f"running {DISPLAY_NAMES[arch]}")
-        ran = {a: c for a, c in usable.items() if isinstance(results.get(a), an.Analysis)}
-        if len(ran) > 1:
-            bar.progress(0.95, text="Ensemble…")
-            try:
-                results[ENSEMBLE] = an.analyse(scan, ensemble_of(ran), truth, truth_frame)
-            except Exception as err:
-                results[ENSEMBLE] = error_message(err, "running the ensemble")
-        bar.progress(1.0, text="Done")
-        st.session_state[SCAN_STATE] = {"scan": scan, "results": results}
+        with queued():
+            run_models(chosen, sample, view, segment_result)
+    draw_scan_results()
 
+
+def ensemble_of(usable: dict[str, tuple[str, str | None]]) -> Ensemble:
+    """The ensemble of the models with weights, each with the weights picked above."""
+    return Ensemble([get_segmenter(architecture=a, source=c[1]) for a, c in usable.items()])
+
+
+def run_models(chosen, sample, view, segment_result) -> None:
+    """Segment the picked scan with every model that has weights; keep the results."""
+    truth_frame = 0
+    if sample is not None:
+        scan, truth = an.load_sample(sample, view)
+    else:
+        scan, truth = segment_result.scan, segment_result.truth
+        if truth is not None and scan.is_cine and len(segment_result.truth_frames) == 1:
+            truth_frame = segment_result.truth_frames[0]
+            truth = segment_result.truth_at(truth_frame)
+    results: dict[str, an.Analysis | str] = {}
+    bar = st.progress(0.0, text="Comparing…")
+    for i, arch in enumerate(ARCHITECTURES):
+        choice = chosen[arch]
+        if not isinstance(choice, tuple):
+            continue                      # no weights: said above
+        bar.progress(i / len(ARCHITECTURES), text=f"{DISPLAY_NAMES[arch]}…")
+        try:
+            segmenter = get_segmenter(architecture=arch, source=choice[1])
+            results[arch] = an.analyse(scan, segmenter, truth, truth_frame)
+        except Exception as err:  # one model failing does not stop the others
+            results[arch] = error_message(err, f"running {DISPLAY_NAMES[arch]}")
+    ran = {a: chosen[a] for a in ARCHITECTURES if isinstance(results.get(a), an.Analysis)}
+    if len(ran) > 1:
+        bar.progress(0.95, text="Ensemble…")
+        try:
+            results[ENSEMBLE] = an.analyse(scan, ensemble_of(ran), truth, truth_frame)
+        except Exception as err:
+            results[ENSEMBLE] = error_message(err, "running the ensemble")
+    bar.progress(1.0, text="Done")
+    st.session_state[SCAN_STATE] = {"scan": scan, "results": results}
+
+
+def draw_scan_results() -> None:
     state = st.session_state.get(SCAN_STATE)
     if not state:
         return
@@ -161,13 +172,14 @@ def _frame(rows: dict):
 
 def folder(chosen) -> None:
     st.subheader("A labelled folder")
-    try:
-        from lvseg_core.workflows import evaluate_dataset
-    except ImportError:
-        st.info("Dataset evaluation needs lvseg_core.workflows (not installed here).")
-        return
     root, patients = samples()
-    path = st.text_input("ACDC-layout folder", value=str(root or ""), key="compare_folder_path")
+    if settings.public_mode():              # only the configured samples, no server paths
+        path = str(root or "")
+        if path:
+            st.caption("The sample patients of this deployment.")
+    else:
+        path = st.text_input("ACDC-layout folder", value=str(root or ""),
+                             key="compare_folder_path")
     if not path:
         st.info("Enter an ACDC-layout folder (patientNNN/Info.cfg, frames and _gt labels).")
         return
@@ -181,9 +193,10 @@ def folder(chosen) -> None:
     groups = sorted({p.group for p in folder_patients if p.group})
     cols = st.columns([2, 1])
     per_group = cols[0].slider("Patients per pathology group", 1,
-                               max(1, min(16, len(names))), 1, key="compare_per_group",
+                               min(16, len(names)), 1, key="compare_per_group",
                                help="Each patient gives two labelled volumes (ED and ES). "
-                                    "On a CPU a volume takes a few seconds per model.")
+                                    "On a CPU a volume takes a few seconds per model.") \
+        if len(names) > 1 else 1         # a slider needs min < max
     picked = []
     for group in groups or [""]:
         picked += [p.patient for p in folder_patients if p.group == group][:per_group]
@@ -194,27 +207,38 @@ def folder(chosen) -> None:
     st.caption(f"{len(picked)} patients ({2 * len(picked)} volumes) × {len(models)} models")
     if st.button("Evaluate", type="primary", key="compare_evaluate",
                  disabled=not (models and picked)):
-        results, failed = {}, {}
-        bar = st.progress(0.0, text="Evaluating…")
-        total = len(models)
-        with tempfile.TemporaryDirectory(prefix="lvseg-compare-") as tmp:
-            subset = an.make_subset(path, picked, tmp)
-            for i, arch in enumerate(models):
-                label = model_name(arch)
+        with queued():
+            evaluate_models(path, picked, models, usable)
+    draw_folder_results()
 
-                def progress(done: int, count: int, name: str, i=i, label=label) -> None:
-                    bar.progress((i + done / count) / total,
-                                 text=f"{label}: {name} ({done}/{count})")
 
-                try:
-                    segmenter = ensemble_of(usable) if arch == ENSEMBLE else \
-                        get_segmenter(architecture=arch, source=usable[arch][1])
-                    results[label] = evaluate_dataset(subset, segmenter, progress=progress)
-                except Exception as err:
-                    failed[label] = error_message(err, f"evaluating {label}")
-        bar.progress(1.0, text="Done")
-        st.session_state[FOLDER_STATE] = {"results": results, "failed": failed}
+def evaluate_models(path: str, picked: list[str], models: list[str], usable: dict) -> None:
+    """Evaluate each model on the picked patients of ``path``; keep the results."""
+    from lvseg_core.workflows import evaluate_dataset
 
+    results, failed = {}, {}
+    bar = st.progress(0.0, text="Evaluating…")
+    total = len(models)
+    with tempfile.TemporaryDirectory(prefix="lvseg-compare-") as tmp:
+        subset = an.make_subset(path, picked, tmp)
+        for i, arch in enumerate(models):
+            label = model_name(arch)
+
+            def progress(done: int, count: int, name: str, i=i, label=label) -> None:
+                bar.progress((i + done / count) / total,
+                             text=f"{label}: {name} ({done}/{count})")
+
+            try:
+                segmenter = ensemble_of(usable) if arch == ENSEMBLE else \
+                    get_segmenter(architecture=arch, source=usable[arch][1])
+                results[label] = evaluate_dataset(subset, segmenter, progress=progress)
+            except Exception as err:
+                failed[label] = error_message(err, f"evaluating {label}")
+    bar.progress(1.0, text="Done")
+    st.session_state[FOLDER_STATE] = {"results": results, "failed": failed}
+
+
+def draw_folder_results() -> None:
     state = st.session_state.get(FOLDER_STATE)
     if not state:
         return

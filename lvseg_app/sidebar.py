@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import streamlit as st
 
-from lvseg_core import hub
+from lvseg_core import hub, settings
 from lvseg_core.errors import WeightsError
 from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE, parse_members
 
@@ -66,7 +66,8 @@ def missing_weights_message(architecture: str) -> str:
         return (f"The ensemble averages the bundled weights of every model; "
                 f"{', '.join(DISPLAY_NAMES[a] for a in missing)} has none yet.")
     name = DISPLAY_NAMES.get(architecture, architecture)
-    return (f"No bundled {name} weights yet ({hub.bundled_folder(architecture)} has none). "
+    where = "" if settings.public_mode() else f" ({hub.bundled_folder(architecture)} has none)"
+    return (f"No bundled {name} weights yet{where}. "
             f"Train them on the Train page (or `python -m train fit --model {architecture}`), "
             "or pick a "
             "Hugging Face Hub repo or a finished training run in the sidebar.")
