@@ -249,6 +249,13 @@ class QCResult:
         """True unless the status is ``ok``."""
         return self.status != "ok"
 
+    @property
+    def message(self) -> str:
+        """One sentence for a banner: "Check this result: <reason>." and the like."""
+        lead = {"ok": "Quality control found no problem", "check": "Check this result",
+                "fail": "Do not use this result"}[self.status]
+        return f"{lead}." if self.status == "ok" else f"{lead}: {self.reason}."
+
     def to_dict(self) -> dict:
         """JSON-ready form: status, reason, score, issues and signals."""
         return {"status": self.status, "reason": self.reason, "score": self.score,
