@@ -53,6 +53,10 @@ MIN_COVERAGE_MM = 50.0
 #: :attr:`Issue.badness` of a problem that makes the result unusable by itself.
 FATAL = 1000.0
 
+#: Class probabilities are kept for QC up to this many values (classes x voxels,
+#: float16: 2 bytes each); a larger series is checked without them.
+MAX_PROBABILITY_VALUES = 120_000_000
+
 #: In-plane flips used for the agreement signal (axes of ``(x, y, z)``).
 QC_FLIPS: tuple[tuple[int, ...], ...] = ((0, 1),)
 
@@ -611,6 +615,28 @@ def check_segmentation(scan: Scan, segmentation, segmenter=None,
         return probabilities[..., t] if scan.is_cine else probabilities
 
     return _assess_frames(scan, mask, probs, extra, ed, es)
+
+
+def segment_and_check(segmenter, scan: Scan, flips: Sequence[tuple[int, ...]] = QC_FLIPS,
+                      progress=None, keep_probabilities: bool = False):
+    """Segment ``scan`` and check the result: ``(Segmentation, QCResult)``.
+
+    The class probabilities are computed when they fit in
+    :data:`MAX_PROBABILITY_VALUES`, used by QC, and then dropped unless
+    ``keep_probabilities``; ``flips`` (``()`` for none) are the extra passes
+    of the agreement signal. A cine's ED/ES frames come from ``scan.meta``
+    when it names them (else the largest and smallest LV volume).
+    """
+    from .labels import NUM_CLASSES
+
+    fits = NUM_CLASSES * int(np.prod(scan.array.shape)) <= MAX_PROBABILITY_VALUES
+    seg = segmenter.segment(scan, probabilities=fits, progress=progress)
+    frames = [scan.meta.get(k) for k in ("ED", "ES")]
+    ed, es = (f if isinstance(f, int) and 0 <= f < scan.n_frames else None for f in frames)
+    quality = check_segmentation(scan, seg, segmenter if flips else None, flips, ed, es)
+    if not keep_probabilities:
+        seg.probabilities = None
+    return seg, quality
 
 
 def _assess_frames(scan: Scan, mask: np.ndarray, probabilities_at, extra_at,

@@ -46,8 +46,8 @@ def _signals(issues: list[qc.Issue]) -> set[str]:
 
 def test_good_prediction_on_validation_volume_is_ok(unet, validation_ed):
     scan, truth = validation_ed
-    seg = unet.segment(scan, probabilities=True)
-    result = qc.check_segmentation(scan, seg, unet)
+    seg, result = qc.segment_and_check(unet, scan)
+    assert seg.probabilities is None                   # used by QC, then dropped
     assert result.status == "ok", result.reason
     assert result.reason == qc.OK_REASON and result.score < 1.0
     assert result.message == "Quality control found no problem."
