@@ -68,6 +68,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the image and its in-plane "
                              "flips (4x slower)")
+    parser.add_argument("--no-qc-flip", action="store_true",
+                        help="quality control without its flipped second pass (half the "
+                             "time; no agreement signal)")
     parser.add_argument("--fallback-bundled", action="store_true",
                         help="when Hub weights cannot be fetched, use the bundled weights "
                              "(with a warning) instead of failing")
@@ -161,6 +164,12 @@ def _fmt(value, digits: int = 3) -> str:
 # ---------------------------------------------------------------- commands
 
 
+def _qc_flips(args) -> tuple:
+    from .qc import QC_FLIPS
+
+    return () if args.no_qc_flip else QC_FLIPS
+
+
 def cmd_predict(args) -> int:
     from .workflows import collect_inputs, predict_inputs
 
@@ -171,7 +180,8 @@ def cmd_predict(args) -> int:
     segmenter = _segmenter(args)
     with _bar(len(inputs), "segmenting") as bar:
         report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,
-                                progress=bar, series_uid=args.series_uid)
+                                progress=bar, series_uid=args.series_uid,
+                                qc_flips=_qc_flips(args))
     for failure in report.failures:
         print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
     for row in report.rows:
@@ -190,6 +200,9 @@ def cmd_predict(args) -> int:
         elif row.get("kind") == "cine":
             print(f"  {row['name']}: ED frame {row.get('ED_frame', 'n/a')}, ES frame "
                   f"{row.get('ES_frame', 'n/a')}, LV EF {_fmt(row.get('LV_EF_pct'), 1)}%")
+    for row in report.rows:
+        if row.get("qc") in ("check", "fail"):
+            print(f"  {row['name']}: QC {row['qc']}: {row['qc_reason']}")
     print(f"masks: {report.out_dir.resolve()}")
     if report.summary_path is not None:
         print(f"summary: {report.summary_path.resolve()}")
@@ -218,7 +231,8 @@ def cmd_evaluate(args) -> int:
         raise LVSegError(f"{out.parent}: cannot create folder ({err.strerror or err})") from None
     segmenter = _segmenter(args)
     with _bar(len(cases), "evaluating") as bar:
-        result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients)
+        result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients,
+                                  qc_flips=_qc_flips(args))
     result["split"] = args.split
     path = write_json(result, out)
     for failure in result["failed"]:
@@ -233,6 +247,7 @@ def cmd_evaluate(args) -> int:
     print(f"  LV EF mean absolute error {_fmt(result['ef_abs_error'], 1)} points over "
           f"{result['ef_patients']} patient(s); {_fmt(result['seconds_per_volume'], 2)} s "
           "per volume")
+    print("  QC " + ", ".join(f"{n} {status}" for status, n in result["qc"].items()))
     print(f"report: {path.resolve()}")
     return 1 if result["failed"] else 0
 

@@ -33,6 +33,7 @@ from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
 from .metrics import count_valid, evaluate_segmentation, summarise
+from .qc import QC_FLIPS, STATUSES, combine, segment_and_check
 from .scan import Scan
 
 #: Name of the per-batch table written beside the masks.
@@ -46,12 +47,14 @@ MASK_SUFFIX = "_seg.nii.gz"
 #: patient) or ``failed``. Volumes in mL, EF in %, mass in g, seconds of
 #: inference (model load and file reading excluded). ``ED_frame``/``ES_frame``
 #: are 0-based frame indices of a cine scan, found from the LV volume curve.
+#: ``qc`` is ``ok``, ``check`` or ``fail`` and ``qc_reason`` says why
+#: (:mod:`lvseg_core.qc`; a patient row checks both frames and the EF).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "kind", "name", "source", "output", "patient", "phase", "group", "shape", "frames",
     "seconds", "device", "RV_ml", "Myo_ml", "LV_ml", "ED_frame", "ES_frame",
     "LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct",
-    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "notes", "error",
-    "weights", "weights_sha256",
+    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "qc", "qc_reason",
+    "notes", "error", "weights", "weights_sha256",
 )
 
 #: Lock file that keeps two ``predict`` runs out of one output folder.
@@ -452,6 +455,8 @@ def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
     row = {"kind": "patient", "name": patient, "patient": patient, "group": group,
            "source": f"{ed['name']} (ED) + {es['name']} (ES)"}
     row.update(indices_from_volumes(ed["volumes"], es["volumes"]))
+    quality = combine([("ED", ed["qc"]), ("ES", es["qc"])], {"LV_EF_pct": row["LV_EF_pct"]})
+    row.update(qc=quality.status, qc_reason=quality.reason)
     if ed["shape"] != es["shape"] or not np.allclose(ed["spacing"], es["spacing"]):
         row["notes"] = "ED and ES frames have different grids"
     return row
@@ -459,7 +464,8 @@ def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
 
 def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
                    overwrite: bool = False, progress: Any = None,
-                   series_uid: str | None = None) -> PredictReport:
+                   series_uid: str | None = None,
+                   qc_flips: Sequence[tuple[int, ...]] = QC_FLIPS) -> PredictReport:
     """Segment each input and write ``<name>_seg.nii.gz`` plus ``summary.csv``.
 
     Each mask has exactly its scan's grid (shape, or 4D shape for a cine scan,
@@ -486,6 +492,7 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         overwrite: replace existing masks and ``summary.csv``.
         progress: a tqdm bar or ``progress(done, total, name)``.
         series_uid: the DICOM series to read from folders and zips holding several.
+        qc_flips: flipped passes of quality control (``()``: none, half the time).
 
     Raises:
         LVSegError: the output folder cannot be used or is in use, or
@@ -507,11 +514,13 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         if summary_path.exists() and not overwrite:  # written while we waited for the lock
             raise LVSegError(f"{summary_path}: already exists; choose another output folder "
                              "or pass --overwrite")
-        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid)
+        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid,
+                               qc_flips)
 
 
 def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite: bool,
-                    progress: Any, series_uid: str | None) -> PredictReport:
+                    progress: Any, series_uid: str | None,
+                    qc_flips: Sequence[tuple[int, ...]]) -> PredictReport:
     """:func:`predict_inputs` once the output folder is locked."""
     summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
@@ -528,7 +537,7 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             if target.exists() and not overwrite:
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
             scan = load_input(item, series_uid)
-            seg = segmenter.segment(scan)
+            seg, quality = segment_and_check(segmenter, scan, qc_flips)
             save_mask(seg.mask, scan, target, overwrite=overwrite)
         except LVSegError as err:
             _fail(report, item, one_line(err))
@@ -537,11 +546,12 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
         else:
             report.outputs.append(target)
             row = _scan_row(item, scan, seg, target)
+            row.update(qc=quality.status, qc_reason=quality.reason)
             report.rows.append(row)
             if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
                 acdc[item.patient][item.phase] = {
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
-                    "shape": scan.shape3d, "spacing": scan.spacing}
+                    "shape": scan.shape3d, "spacing": scan.spacing, "qc": quality}
                 groups[item.patient] = item.group
         _report(progress, done, total, item.name)
 
@@ -609,7 +619,8 @@ def _grouped(per_case: list[dict], records: list[dict], key: str) -> dict[str, d
 
 
 def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
-                     patients: Collection[str] | None = None) -> dict:
+                     patients: Collection[str] | None = None,
+                     qc_flips: Sequence[tuple[int, ...]] = QC_FLIPS) -> dict:
     """Segment every labelled frame of an ACDC-layout folder and score it.
 
     For each frame: the image and its label map are read (shapes checked),
@@ -635,7 +646,10 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         absolute LV EF error, percentage points), ``ef_patients``, ``ef``
         (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
         (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
-        group), ``per_case`` and ``failed``.
+        group), ``qc`` (cases per QC status), ``per_case`` (each with its
+        ``qc``: status, reason, score, issues and signals, see
+        :func:`~lvseg_core.qc.segment_and_check`; ``qc_flips`` as for
+        :func:`predict_inputs`) and ``failed``.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
@@ -656,7 +670,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
             scan = load_nifti(case.image).require_3d()
             scan.name = case.name
             gt = load_label(case.label, scan)
-            seg = segmenter.segment(scan)
+            seg, quality = segment_and_check(segmenter, scan, qc_flips)
             metrics = evaluate_segmentation(seg.mask, gt, scan.spacing)
             predicted = structure_volumes(seg.mask, scan.spacing)
             manual = structure_volumes(gt, scan.spacing)
@@ -670,7 +684,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
                 "spacing_mm": list(scan.spacing), "metrics": metrics,
                 "volumes": {"predicted": _volumes_json(predicted),
                             "manual": _volumes_json(manual)},
-                "seconds": seg.seconds,
+                "seconds": seg.seconds, "qc": quality.to_dict(),
             })
         _report(progress, done, len(cases), case.name)
     if not records:
@@ -699,6 +713,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     result["seconds_per_volume"] = float(np.mean([c["seconds"] for c in per_case]))
     result["by_phase"] = _grouped(per_case, records, "phase")
     result["by_group"] = _grouped(per_case, records, "group")
+    result["qc"] = {status: sum(c["qc"]["status"] == status for c in per_case)
+                    for status in STATUSES}
     result["per_case"] = per_case
     result["failed"] = failed
     return result
