@@ -30,6 +30,7 @@ from .io import load_label, load_nifti, load_scan, save_mask
 from .labels import LABELS, STRUCTURES
 from .metrics import evaluate_segmentation
 from .models import DISPLAY_NAMES
+from .qc import QCResult, check_segmentation, named_frames
 from .scan import Scan
 
 #: The repository root.
@@ -275,6 +276,7 @@ class Analysis:
         precision: what the network computed in (``fp32``, ``bf16`` or ``fp16``;
             ``auto`` resolves to one of them on the device).
         tta: whether test-time flips were averaged.
+        qc: quality control of the segmentation (:mod:`lvseg_core.qc`), or None.
     """
 
     scan: Scan
@@ -292,6 +294,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     precision: str = "fp32"
     tta: bool = False
+    qc: QCResult | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -385,6 +388,8 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
     values = int(np.prod(scan.array.shape)) * len(STRUCTURES)
     keep_probabilities = values <= MAX_PROBABILITY_VALUES
     result = segmenter.segment(scan, probabilities=keep_probabilities, progress=progress)
+    ed, es = named_frames(scan)
+    quality = check_segmentation(scan, result, segmenter, ed=ed, es=es)
     quantised = None
     if result.probabilities is not None:
         quantised = np.empty(result.probabilities[1:].shape, np.uint8)
@@ -395,7 +400,7 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
                         weights=weights.description if weights is not None else "in-memory",
                         truth=truth, probabilities=quantised, truth_frames=truth_frames,
                         precision=str(getattr(segmenter, "precision_label", "fp32")),
-                        tta=bool(getattr(segmenter, "tta", False)))
+                        tta=bool(getattr(segmenter, "tta", False)), qc=quality)
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):
@@ -409,9 +414,6 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
         analysis.metrics[t] = evaluate_segmentation(analysis.mask_at(t), gt, spacing)
         analysis.manual_volumes[t] = structure_volumes(gt, spacing)
     if scan.is_cine:
-        ed, es = scan.meta.get("ED"), scan.meta.get("ES")
-        ed = ed if isinstance(ed, int) and 0 <= ed < scan.n_frames else None
-        es = es if isinstance(es, int) and 0 <= es < scan.n_frames else None
         analysis.indices = cine_indices(analysis.mask, spacing, ed=ed, es=es)
         e, s = analysis.indices["ED_frame"], analysis.indices["ES_frame"]
         if truth is not None and e in truth_frames and s in truth_frames:
@@ -476,7 +478,8 @@ def results_csv(analysis: Analysis) -> str:
 
     Columns: ``scan, model, weights, frame, section, structure, quantity, value``;
     sections are ``metrics`` (per labelled frame), ``volumes`` (per frame),
-    ``indices`` (cine scans: predicted and manual) and ``run`` (time, device).
+    ``indices`` (cine scans: predicted and manual), ``qc`` (status and reason)
+    and ``run`` (time, device).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -498,6 +501,9 @@ def results_csv(analysis: Analysis) -> str:
             continue
         for key in ("ED_frame", "ES_frame", *INDEX_TITLES):
             writer.writerow([*head, "", "indices", source, key, _cell(indices[key])])
+    if analysis.qc is not None:
+        writer.writerow([*head, "", "qc", "", "status", analysis.qc.status])
+        writer.writerow([*head, "", "qc", "", "reason", analysis.qc.reason])
     writer.writerow([*head, "", "run", "", "seconds", _cell(analysis.segmentation.seconds)])
     writer.writerow([*head, "", "run", "", "device", analysis.segmentation.device])
     return buffer.getvalue()

@@ -617,6 +617,14 @@ def check_segmentation(scan: Scan, segmentation, segmenter=None,
     return _assess_frames(scan, mask, probs, extra, ed, es)
 
 
+def named_frames(scan: Scan) -> tuple[int | None, int | None]:
+    """The ED and ES frames ``scan.meta`` names (0-based), None where it names
+    no valid frame."""
+    frames = [scan.meta.get(k) for k in ("ED", "ES")]
+    return tuple(f if isinstance(f, int) and not isinstance(f, bool) and 0 <= f < scan.n_frames
+                 else None for f in frames)
+
+
 def segment_and_check(segmenter, scan: Scan, flips: Sequence[tuple[int, ...]] = QC_FLIPS,
                       progress=None, keep_probabilities: bool = False):
     """Segment ``scan`` and check the result: ``(Segmentation, QCResult)``.
@@ -631,9 +639,8 @@ def segment_and_check(segmenter, scan: Scan, flips: Sequence[tuple[int, ...]] = 
 
     fits = NUM_CLASSES * int(np.prod(scan.array.shape)) <= MAX_PROBABILITY_VALUES
     seg = segmenter.segment(scan, probabilities=fits, progress=progress)
-    frames = [scan.meta.get(k) for k in ("ED", "ES")]
-    ed, es = (f if isinstance(f, int) and 0 <= f < scan.n_frames else None for f in frames)
-    quality = check_segmentation(scan, seg, segmenter if flips else None, flips, ed, es)
+    quality = check_segmentation(scan, seg, segmenter if flips else None, flips,
+                                 *named_frames(scan))
     if not keep_probabilities:
         seg.probabilities = None
     return seg, quality

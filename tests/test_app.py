@@ -85,8 +85,11 @@ def texts(at) -> str:
 
 
 def no_problems(at) -> None:
+    """No exception and no error, except the QC banner: random-init weights segment
+    nothing sensible and QC rightly says so (the banner is tested in test_qc_app.py)."""
     assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    errors = [e.value for e in at.error if not e.value.startswith("Do not use this result: ")]
+    assert not errors, errors
 
 
 # ---------------------------------------------------------------- navigation
