@@ -1,4 +1,4 @@
-"""Where weights come from: bundled folders, the Hugging Face Hub, training runs.
+"""Where weights come from and go to: bundled folders, the Hugging Face Hub, training runs.
 
 A weights source is one of:
 
@@ -12,37 +12,38 @@ A weights source is one of:
   request has a timeout (:mod:`lvseg_core.policy`). Weights that cannot be
   fetched are an error; with ``fallback=True`` the bundled weights are used
   instead and :attr:`Weights.notice` says so.
+
+:func:`push_to_hub` uploads a weights folder (the model wrote its own card,
+``README.md``, with :meth:`LVSegModel.save_pretrained`); :func:`push_run` the
+exported ``model/`` of a finished training run.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import torch
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.errors import (
     GatedRepoError,
     HFValidationError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
 
-from . import policy
-from .errors import WeightsError
+from . import policy, settings
+from .errors import LVSegError, WeightsError
 from .models import LVSegModel, check_architecture, read_config
-
-#: Bundled weights: ``<repo>/weights/<architecture>/``; the environment
-#: variable ``LVSEG_WEIGHTS_DIR`` (read at import) points elsewhere.
-WEIGHTS_DIR = Path(os.environ.get("LVSEG_WEIGHTS_DIR",
-                                  Path(__file__).resolve().parents[1] / "weights"))
 
 #: Files a weights folder consists of.
 WEIGHT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -84,13 +85,15 @@ class Weights:
 
 
 def bundled_folder(architecture: str) -> Path:
-    """Folder of the bundled weights of ``architecture``."""
-    return WEIGHTS_DIR / check_architecture(architecture)
+    """Folder of the bundled weights of ``architecture`` (under
+    :func:`lvseg_core.settings.weights_dir`)."""
+    return settings.weights_dir() / check_architecture(architecture)
 
 
 def available_bundled() -> list[str]:
     """Architectures with bundled weights present."""
-    return [p.name for p in sorted(WEIGHTS_DIR.glob("*")) if (p / "model.safetensors").is_file()]
+    return [p.name for p in sorted(settings.weights_dir().glob("*"))
+            if (p / "model.safetensors").is_file()]
 
 
 def weights_folder(path: Path) -> Path | None:
@@ -105,15 +108,27 @@ def parse_repo(source: str) -> tuple[str, str | None]:
     """Split ``"owner/name@revision"`` (``hf://`` prefix allowed) into id and revision."""
     source = source.removeprefix("hf://")
     repo_id, _, revision = source.partition("@")
+    check_repo_id(repo_id, WeightsError, shown=repr(source),
+                  invalid=f"{source!r} is neither a weights folder nor a Hub repo id "
+                          "(owner/name[@revision])")
+    return repo_id, revision or None
+
+
+def check_repo_id(repo_id: str, error: type[LVSegError] = LVSegError,
+                  shown: str | None = None, invalid: str | None = None) -> str:
+    """``repo_id`` if it is a Hub repo id ``owner/name``, else raise ``error``.
+
+    ``shown`` names the id in messages (default ``repr(repo_id)``); ``invalid``
+    replaces the message for a malformed id.
+    """
+    shown = shown or repr(repo_id)
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise WeightsError(
-            f"{source!r} is neither a weights folder nor a Hub repo id (owner/name[@revision])"
-        ) from None
+        raise error(invalid or f"{shown} is not a Hub repo id (owner/name)") from None
     if "/" not in repo_id:
-        raise WeightsError(f"{source!r}: a Hub repo id has the form owner/name")
-    return repo_id, revision or None
+        raise error(f"{shown}: a Hub repo id has the form owner/name")
+    return repo_id
 
 
 def _enforce_timeout(request) -> None:
@@ -148,13 +163,31 @@ def _install_timeouts() -> None:
         _hooked = True
 
 
+def _checked_commit(repo_id: str, revision: str | None, where: str, token, endpoint,
+                    timeout: float) -> str | None:
+    """The commit of ``revision`` after checking that the weight files fit
+    ``LVSEG_MAX_WEIGHTS_MB``, or None when the Hub cannot be reached."""
+    try:
+        info = HfApi(endpoint=endpoint, token=token).model_info(
+            repo_id, revision=revision, files_metadata=True, timeout=timeout, token=token)
+    except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled):
+        return None
+    limit = policy.Limits.from_env().max_weights_bytes
+    for entry in info.siblings or []:
+        if entry.rfilename in WEIGHT_FILES and (entry.size or 0) > limit:
+            raise WeightsError(f"Hub repo {where}: {entry.rfilename} is {entry.size / 2**20:.0f} MB, "
+                               f"over the {limit / 2**20:.0f} MB limit (LVSEG_MAX_WEIGHTS_MB)")
+    return info.sha
+
+
 def fetch_from_hub(repo_id: str, revision: str | None = None,
                    cache_dir: str | Path | None = None, local_files_only: bool = False) -> Path:
     """Download (or read from the cache) a weights repo; returns its snapshot folder.
 
     Anonymous (``token=False``) unless the owner opted in
     (:func:`lvseg_core.policy.hub_token`); each request times out after
-    ``LVSEG_HUB_TIMEOUT`` seconds; ``HF_ENDPOINT`` is read at each call.
+    ``LVSEG_HUB_TIMEOUT`` seconds; weight files over ``LVSEG_MAX_WEIGHTS_MB``
+    are refused before they are downloaded; ``HF_ENDPOINT`` is read at each call.
 
     Raises:
         WeightsError: repo or revision not found, gated, or not cached while
@@ -163,11 +196,17 @@ def fetch_from_hub(repo_id: str, revision: str | None = None,
     where = f"{repo_id}@{revision}" if revision else repo_id
     _install_timeouts()
     timeout = policy.hub_timeout()
+    token = policy.hub_token()
+    endpoint = settings.hub_endpoint()
     try:
+        if not local_files_only and not hf_constants.is_offline_mode():
+            commit = _checked_commit(repo_id, revision, where, token, endpoint, timeout)
+            # unreachable: the cache may still hold it
+            revision, local_files_only = (commit, False) if commit else (revision, True)
         folder = snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=list(WEIGHT_FILES),
-            local_files_only=local_files_only, etag_timeout=timeout,
-            token=policy.hub_token(), endpoint=os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=local_files_only, etag_timeout=timeout, token=token,
+            endpoint=endpoint,
         )
     except (RepositoryNotFoundError, GatedRepoError):
         raise WeightsError(f"Hub repo {where} not found or not accessible") from None
@@ -256,3 +295,54 @@ def _stamp(folder: Path) -> float:
 def _load_folder(folder: str, stamp: float, device: str) -> LVSegModel:
     model = LVSegModel.from_pretrained(folder)
     return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- pushing
+
+
+def _token() -> str:
+    token = settings.hub_token()
+    if not token:
+        raise LVSegError("set HF_TOKEN to a Hugging Face write token to push to the Hub")
+    return token
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload a weights folder to the Hub (token from ``HF_TOKEN``); returns its URL.
+
+    Raises:
+        LVSegError: no token, offline, or the upload failed.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HfHubHTTPError
+
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise LVSegError(f"{folder}: not a weights folder (no model.safetensors)")
+    if settings.hub_offline():
+        raise LVSegError("HF_HUB_OFFLINE is set: cannot push to the Hub")
+    token = _token()
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                                 commit_message="Upload LVSeg weights")
+    except HfHubHTTPError as err:
+        raise LVSegError(f"push to {repo_id} failed: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError) as err:
+        raise LVSegError(f"push to {repo_id} failed: cannot reach the Hub "
+                         f"({type(err).__name__})") from None
+    return str(getattr(info, "commit_url", f"https://huggingface.co/{repo_id}"))
+
+
+def push_run(run_dir: str | Path, repo_id: str) -> str:
+    """Upload a finished run's exported ``model/`` to the Hub (needs ``HF_TOKEN``).
+
+    Returns the commit URL. Raises :class:`LVSegError` with a one-line reason.
+    """
+    model = Path(run_dir) / "model"
+    if not (model / "model.safetensors").is_file():
+        raise LVSegError(f"{Path(run_dir).name}: no exported model/ (has the run finished?)")
+    _token()
+    check_repo_id(repo_id)
+    return push_to_hub(model, repo_id)

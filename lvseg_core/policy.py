@@ -3,7 +3,8 @@
 Every limit is checked from a header (shape, data type, voxel size) before the
 data it describes is read or allocated, and each refusal is one line that
 names the setting to raise. The settings are read from the environment when
-checked, so a deployment (or a test) sets them without code:
+checked (through :mod:`lvseg_core.settings`), so a deployment (or a test) sets
+them without code:
 
 - ``LVSEG_MAX_VOXELS``: voxels of one scan, ``x * y * z * t`` (default 128 M;
   a 512 x 428 x 18 x 30 cine is 118 M);
@@ -11,6 +12,11 @@ checked, so a deployment (or a test) sets them without code:
   decompressed, header extensions included (default 1024 MB);
 - ``LVSEG_MAX_GRID_VOXELS``: voxels of one frame on the network's grid after
   in-plane resampling, ``x' * y' * z`` (default 8 M; an ACDC frame is ~0.6 M);
+- ``LVSEG_MAX_FRAMES``: cardiac frames of one scan (default 100);
+- ``LVSEG_MAX_WEIGHTS_MB``: size of a weight file fetched from the Hub
+  (default 512 MB; the bundled ones are 8 MB);
+
+In public mode the scan limits default lower (32 M voxels, 256 MB, 40 frames).
 - ``LVSEG_HUB_TIMEOUT``: seconds any Hub request may wait for the server
   (default 10);
 - ``LVSEG_HUB_USE_TOKEN``: ``1`` lets Hub fetches send the owner's ``HF_TOKEN``
@@ -22,36 +28,14 @@ checked, so a deployment (or a test) sets them without code:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import LVSegError, ScanReadError
+from . import settings
+from .errors import ScanReadError
 
 #: Voxel sizes (mm) outside this range are not from a scanner.
 SPACING_RANGE_MM: tuple[float, float] = (1e-3, 1e3)
-
-_TRUE = ("1", "true", "yes", "on")
-
-
-def _number(name: str, default: float) -> float:
-    """A positive number from the environment variable ``name``."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise LVSegError(f"setting {name}={text!r} must be a positive number")
-    return value
-
-
-def flag(name: str) -> bool:
-    """True when the environment variable ``name`` is 1/true/yes/on."""
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -60,13 +44,20 @@ class Limits:
     max_voxels: int = 128_000_000
     max_data_bytes: int = 1024 * 2**20
     max_grid_voxels: int = 8_000_000
+    max_frames: int = 100
+    max_weights_bytes: int = 512 * 2**20
 
     @classmethod
     def from_env(cls) -> "Limits":
-        """The limits set in the environment, defaults otherwise."""
-        return cls(int(_number("LVSEG_MAX_VOXELS", cls.max_voxels)),
-                   int(_number("LVSEG_MAX_DATA_MB", cls.max_data_bytes / 2**20) * 2**20),
-                   int(_number("LVSEG_MAX_GRID_VOXELS", cls.max_grid_voxels)))
+        """The limits set in the environment, defaults otherwise (smaller ones
+        for scans in public mode: 32 M voxels, 256 MB, 40 frames)."""
+        public = public_mode()
+        return cls(
+            settings.max_voxels(32_000_000 if public else cls.max_voxels),
+            settings.max_data_bytes(256 * 2**20 if public else cls.max_data_bytes),
+            settings.max_grid_voxels(cls.max_grid_voxels),
+            settings.max_frames(40 if public else cls.max_frames),
+            settings.max_weights_bytes(cls.max_weights_bytes))
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -80,6 +71,10 @@ def check_data_size(shape: Sequence[int], itemsize: int, label: str,
     limits = Limits.from_env()
     voxels = math.prod(int(s) for s in shape)
     data = voxels * int(itemsize) + int(extra_bytes)
+    frames = int(shape[3]) if len(shape) > 3 else 1
+    if frames > limits.max_frames:
+        raise ScanReadError(f"{label}: too many frames: the header declares {frames}; the "
+                            f"limit is {limits.max_frames} (LVSEG_MAX_FRAMES)")
     if voxels > limits.max_voxels or data > limits.max_data_bytes:
         raise ScanReadError(
             f"{label}: too large: the header declares {_shape_text(shape)} voxels "
@@ -116,16 +111,16 @@ def check_grid(size_xy: Sequence[int], z: int, label: str = "scan") -> None:
 
 def public_mode() -> bool:
     """True in a public deployment (``LVSEG_PUBLIC=1``)."""
-    return flag("LVSEG_PUBLIC")
+    return settings.public_mode()
 
 
 def hub_token() -> bool | None:
     """The ``token`` argument of Hub fetches: ``False`` (anonymous) unless the
     owner opted in with ``LVSEG_HUB_USE_TOKEN=1`` outside public mode, then
     ``None`` (huggingface_hub's own token lookup, ``HF_TOKEN``)."""
-    return None if flag("LVSEG_HUB_USE_TOKEN") and not public_mode() else False
+    return None if settings.hub_use_token() and not public_mode() else False
 
 
 def hub_timeout() -> float:
     """Seconds a Hub request may wait for the server (``LVSEG_HUB_TIMEOUT``)."""
-    return _number("LVSEG_HUB_TIMEOUT", 10.0)
+    return settings.hub_timeout()
