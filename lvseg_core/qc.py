@@ -617,35 +617,6 @@ def check_segmentation(scan: Scan, segmentation, segmenter=None,
     return _assess_frames(scan, mask, probs, extra, ed, es)
 
 
-def named_frames(scan: Scan) -> tuple[int | None, int | None]:
-    """The ED and ES frames ``scan.meta`` names (0-based), None where it names
-    no valid frame."""
-    frames = [scan.meta.get(k) for k in ("ED", "ES")]
-    return tuple(f if isinstance(f, int) and not isinstance(f, bool) and 0 <= f < scan.n_frames
-                 else None for f in frames)
-
-
-def segment_and_check(segmenter, scan: Scan, flips: Sequence[tuple[int, ...]] = QC_FLIPS,
-                      progress=None, keep_probabilities: bool = False):
-    """Segment ``scan`` and check the result: ``(Segmentation, QCResult)``.
-
-    The class probabilities are computed when they fit in
-    :data:`MAX_PROBABILITY_VALUES`, used by QC, and then dropped unless
-    ``keep_probabilities``; ``flips`` (``()`` for none) are the extra passes
-    of the agreement signal. A cine's ED/ES frames come from ``scan.meta``
-    when it names them (else the largest and smallest LV volume).
-    """
-    from .labels import NUM_CLASSES
-
-    fits = NUM_CLASSES * int(np.prod(scan.array.shape)) <= MAX_PROBABILITY_VALUES
-    seg = segmenter.segment(scan, probabilities=fits, progress=progress)
-    quality = check_segmentation(scan, seg, segmenter if flips else None, flips,
-                                 *named_frames(scan))
-    if not keep_probabilities:
-        seg.probabilities = None
-    return seg, quality
-
-
 def _assess_frames(scan: Scan, mask: np.ndarray, probabilities_at, extra_at,
                    ed: int | None, es: int | None) -> QCResult:
     """:func:`assess` with per-frame getters of the probability maps."""

@@ -46,8 +46,11 @@ def _signals(issues: list[qc.Issue]) -> set[str]:
 
 def test_good_prediction_on_validation_volume_is_ok(unet, validation_ed):
     scan, truth = validation_ed
-    seg, result = qc.segment_and_check(unet, scan)
-    assert seg.probabilities is None                   # used by QC, then dropped
+    from lvseg_core.pipeline import run_scan
+
+    scanned = run_scan(scan, unet)
+    result = scanned.qc
+    assert scanned.segmentation.probabilities is None  # used by QC, then dropped
     assert result.status == "ok", result.reason
     assert result.reason == qc.OK_REASON and result.score < 1.0
     assert result.message == "Quality control found no problem."
