@@ -684,6 +684,8 @@ def _scan_row(item: Input, result: ScanResult, target: Path) -> dict:
         "seconds": seg.seconds, "device": seg.device,
         "notes": "; ".join(filter(None, [_notes(scan), *result.notes])),
     }
+    if result.qc is not None:
+        row.update(qc=result.qc.status, qc_reason=result.qc.reason)
     if scan.is_cine:
         row.update({k: v for k, v in (result.indices or {}).items() if k in SUMMARY_COLUMNS})
     else:
