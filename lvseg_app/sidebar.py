@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import streamlit as st
 
-from lvseg_core import hub
+from lvseg_core import hub, settings
 from lvseg_core.errors import WeightsError
 from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
 
@@ -53,7 +53,8 @@ class ModelChoice:
 
 def missing_weights_message(architecture: str) -> str:
     name = DISPLAY_NAMES.get(architecture, architecture)
-    return (f"No bundled {name} weights yet ({hub.bundled_folder(architecture)} has none). "
+    where = "" if settings.public_mode() else f" ({hub.bundled_folder(architecture)} has none)"
+    return (f"No bundled {name} weights yet{where}. "
             f"Train them on the Train page (or `python -m train fit --model {architecture}`), "
             "or pick a "
             "Hugging Face Hub repo or a finished training run in the sidebar.")
