@@ -22,7 +22,7 @@ import torch
 from lvseg_app import jobs
 from lvseg_core import hub
 from lvseg_core.models import create_model
-from tests.conftest import ROOT, make_heart
+from tests.conftest import ROOT, make_heart, non_qc_errors
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
@@ -89,8 +89,7 @@ def no_problems(at) -> None:
     """No exception and no error, except the QC banner: random-init weights segment
     nothing sensible and QC rightly says so (the banner is tested in test_qc_app.py)."""
     assert not at.exception, [e.value for e in at.exception]
-    errors = [e.value for e in at.error if not e.value.startswith("Do not use this result: ")]
-    assert not errors, errors
+    assert not non_qc_errors(at), non_qc_errors(at)
 
 
 # ---------------------------------------------------------------- navigation
