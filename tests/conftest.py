@@ -13,6 +13,11 @@ from lvseg_core.scan import Scan
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Tests run the torch backend unless they name another (tests/test_backends.py
+# does): an ONNX build of each random-weights model would cost a minute each.
+# LVSEG_BACKEND=auto runs the whole suite on the default backend instead.
+os.environ.setdefault("LVSEG_BACKEND", "torch")
+
 
 def acdc_path() -> Path:
     """The ACDC folder: ``$LVSEG_DATA`` or ``../shared/data/acdc`` beside the repo.
