@@ -325,6 +325,8 @@ def _load_images(entries: list[tuple[Path, Dataset, str]], name: str, source: st
         "series_uid": chosen,
         "series_description": str(first_ds.get("SeriesDescription", "") or ""),
         "n_images": len(images),
+        # The image file of each frame: source_files[z][t] holds array[:, :, z, t].T.
+        "source_files": [[str(im.path) for im in group] for group in groups],
     })
     if skipped:
         meta["skipped_series"] = skipped

@@ -1,0 +1,254 @@
+"""DICOM Segmentation objects (highdicom) of a mask on a DICOM series' own grid.
+
+The mask is ACDC-labelled ``(x, y, z)`` or ``(x, y, z, t)`` as read by
+:func:`lvseg_core.io.load_dicom_series`: ``mask[:, :, z, t].T`` is the
+``(rows, columns)`` frame of the image file ``scan.meta["source_files"][z][t]``.
+
+One SEG object holds one phase of one frame of reference: a 3D series gives
+one SEG, a cine series one SEG per cardiac phase (each referencing that
+phase's images at every slice position), and a series whose slices carry
+different FrameOfReferenceUIDs (some exports give every slice its own) one
+SEG per frame of reference, since a SEG's frames share one frame of
+reference. Each SEG has three BINARY segments with SNOMED CT codes:
+
+=========  ===============  ====================================================
+label      segment          segmented property type (category)
+=========  ===============  ====================================================
+1 (RV)     RV cavity        SCT 53085002 "Right ventricle" (Anatomical Structure)
+2 (Myo)    LV myocardium    SCT 49848007 "Left ventricle myocardium" (Tissue)
+3 (LV)     LV cavity        SCT 87878005 "Left ventricle" (Anatomical Structure)
+=========  ===============  ====================================================
+
+(Right and left ventricle: DICOM CID 7152 "Cardiac Structure Segmentation
+Type"; myocardium: pydicom's SCT dictionary; taken from
+``pydicom.sr.codedict.codes``, not typed in.) The segmentation algorithm is
+identified as LVSeg (family "Artificial Intelligence", DICOM CID 7162) with
+its version, model, weights source and weights SHA-256.
+
+Real exports are messy; highdicom is given sanitised copies of the source
+headers (the source files are never modified): dates that are not valid DICOM
+DA/DT values (e.g. the anonymised ``20120000``) are emptied, and missing
+patient and study attributes (PatientName, PatientID, PatientBirthDate,
+PatientSex, StudyID, AccessionNumber, ReferringPhysicianName, StudyDate,
+StudyTime) are added empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from ..errors import LVSegError
+from ..labels import LABEL_OF
+from ..provenance import Provenance
+from ._common import as_path, reason
+
+#: Attributes added empty when a source header lacks them.
+_EMPTY_IF_MISSING: tuple[str, ...] = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName", "StudyDate", "StudyTime",
+)
+
+#: Ending of every written SEG file.
+SEG_SUFFIX = "_seg.dcm"
+
+
+def segment_codes() -> list[tuple[int, str, object, object]]:
+    """(label value, segment label, category code, property type code) per segment."""
+    from pydicom.sr.codedict import codes
+
+    return [
+        (LABEL_OF["RV"], "RV cavity", codes.SCT.AnatomicalStructure, codes.SCT.RightVentricle),
+        (LABEL_OF["Myo"], "LV myocardium", codes.SCT.Tissue, codes.SCT.LeftVentricleMyocardium),
+        (LABEL_OF["LV"], "LV cavity", codes.SCT.AnatomicalStructure, codes.SCT.LeftVentricle),
+    ]
+
+
+def _valid_date(value: str, vr: str) -> bool:
+    text = str(value).strip()
+    if not text:
+        return True
+    try:
+        if vr == "DA":
+            _dt.datetime.strptime(text, "%Y%m%d")
+        else:  # DT: at least a full date, then optional time digits
+            pydicom.valuerep.DT(text)
+            _dt.datetime.strptime(text[:8], "%Y%m%d")
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def sanitised_copy(ds: Dataset) -> tuple[Dataset, list[str]]:
+    """A deep copy of ``ds`` that highdicom accepts, and what was changed.
+
+    Invalid DA/DT values (top level) are emptied; the attributes of
+    :data:`_EMPTY_IF_MISSING` are added empty when missing.
+    """
+    out = copy.deepcopy(ds)
+    changes: list[str] = []
+    for element in list(out):
+        if element.VR in ("DA", "DT") and element.VM <= 1:
+            raw = element.value
+            if raw not in (None, "") and not _valid_date(str(raw), element.VR):
+                changes.append(f"{element.keyword} {str(raw)!r} is not a valid date; emptied")
+                element.value = ""
+    for keyword in _EMPTY_IF_MISSING:
+        if keyword not in out:
+            setattr(out, keyword, "")
+            changes.append(f"{keyword} missing; added empty")
+    return out, changes
+
+
+def _read_sources(files: Sequence[Sequence[str]]) -> list[list[Dataset]]:
+    try:
+        return [[pydicom.dcmread(str(f), force=True) for f in row] for row in files]
+    except Exception as exc:  # unreadable or vanished source file
+        raise LVSegError(f"cannot read the source DICOM images ({reason(exc)})") from None
+
+
+def _algorithm(provenance: Provenance):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    parameters = {k: v for k, v in (("model", provenance.model),
+                                    ("weights_sha256", provenance.weights_sha256)) if v}
+    version = f"{provenance.lvseg_version} {provenance.model}".strip()[:64]
+    return hd.AlgorithmIdentificationSequence(
+        name="LVSeg", family=codes.cid7162.ArtificialIntelligence, version=version,
+        source=(provenance.weights or "unknown")[:64], parameters=parameters or None)
+
+
+def _descriptions(provenance: Provenance):
+    import highdicom as hd
+
+    algorithm = _algorithm(provenance)
+    return [hd.seg.SegmentDescription(number, label, category, kind,
+                                      hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                      algorithm_identification=algorithm)
+            for number, (_, label, category, kind) in enumerate(segment_codes(), start=1)]
+
+
+def _binary_frames(frames: np.ndarray) -> np.ndarray:
+    """(n, rows, cols) label frames -> (n, rows, cols, 3) binary segment masks."""
+    return np.stack([frames == value for value, *_ in segment_codes()], axis=-1).astype(np.uint8)
+
+
+def seg_groups(files: Sequence[Sequence[str]], datasets: list[list[Dataset]]
+               ) -> list[tuple[int, list[int]]]:
+    """(phase t, slice indices z) of each SEG to write: one per phase and frame of
+    reference, slices in stack order."""
+    n_frames = len(files[0])
+    groups = []
+    for t in range(n_frames):
+        by_frame: dict[str, list[int]] = {}
+        for z, row in enumerate(datasets):
+            by_frame.setdefault(str(row[t].get("FrameOfReferenceUID", "")), []).append(z)
+        groups.extend((t, zs) for zs in by_frame.values())
+    return groups
+
+
+def seg_file_names(name: str, groups: list[tuple[int, list[int]]], n_frames: int) -> list[str]:
+    """``<name>_seg.dcm``; ``_tNN`` per cine phase, ``_forNN`` per frame of reference."""
+    per_phase: dict[int, int] = {}
+    names = []
+    for t, _ in groups:
+        per_phase[t] = per_phase.get(t, 0) + 1
+    seen: dict[int, int] = {}
+    for t, _ in groups:
+        seen[t] = seen.get(t, 0) + 1
+        parts = [name]
+        if n_frames > 1:
+            parts.append(f"t{t:02d}")
+        if per_phase[t] > 1:
+            parts.append(f"for{seen[t]:02d}")
+        names.append("_".join(parts) + SEG_SUFFIX)
+    return names
+
+
+def write_dicom_seg(mask: np.ndarray, source_files: Sequence[Sequence[str | os.PathLike]],
+                    out_dir: str | os.PathLike, name: str, provenance: Provenance,
+                    overwrite: bool = False) -> tuple[list[Path], list[str]]:
+    """Write the DICOM SEG object(s) of ``mask`` into ``out_dir``.
+
+    Args:
+        mask: ACDC labels ``(x, y, z)`` or ``(x, y, z, t)`` on the series' grid.
+        source_files: ``[z][t]`` image files (``scan.meta["source_files"]``).
+        out_dir: folder of the SEG files (created if needed).
+        name: output name; files are ``<name>[_tNN][_forNN]_seg.dcm``.
+        provenance: algorithm identification (version, model, weights).
+        overwrite: replace existing SEG files.
+
+    Returns:
+        The written paths and the notes on sanitised source headers.
+
+    Raises:
+        LVSegError: the mask does not match the series, a source file cannot
+            be read, an output exists (without ``overwrite``) or highdicom
+            refuses the data.
+    """
+    import highdicom as hd
+
+    mask = np.asarray(mask)
+    volume = mask if mask.ndim == 4 else mask[..., np.newaxis]
+    files = [[str(f) for f in row] for row in source_files]
+    if not files or not files[0]:
+        raise LVSegError(f"{name}: no source DICOM images for the SEG")
+    nz, nt = len(files), len(files[0])
+    if volume.ndim != 4 or volume.shape[2:] != (nz, nt):
+        raise LVSegError(f"{name}: mask shape {mask.shape} does not match the series "
+                         f"({nz} slices x {nt} phases)")
+    sources = _read_sources(files)
+    rows, cols = int(sources[0][0].Rows), int(sources[0][0].Columns)
+    if volume.shape[:2] != (cols, rows):
+        raise LVSegError(f"{name}: mask in-plane shape {volume.shape[:2]} does not match "
+                         f"the images ({cols} columns x {rows} rows)")
+    clean, notes = [], []
+    for row in sources:
+        clean_row = []
+        for ds in row:
+            fixed, changes = sanitised_copy(ds)
+            clean_row.append(fixed)
+            notes.extend(c for c in changes if c not in notes)
+        clean.append(clean_row)
+
+    out_dir = as_path(out_dir)
+    groups = seg_groups(files, clean)
+    targets = [out_dir / n for n in seg_file_names(name, groups, nt)]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
+    descriptions = _descriptions(provenance)
+    series_uid = hd.UID()
+    written: list[Path] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for number, ((t, zs), target) in enumerate(zip(groups, targets), start=1):
+            images = [clean[z][t] for z in zs]
+            frames = np.stack([volume[:, :, z, t].T for z in zs])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # e.g. one-component names
+                seg = hd.seg.Segmentation(
+                    source_images=images, pixel_array=_binary_frames(frames),
+                    segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                    segment_descriptions=descriptions, series_instance_uid=series_uid,
+                    series_number=900, sop_instance_uid=hd.UID(), instance_number=number,
+                    manufacturer="LVSeg", manufacturer_model_name=provenance.model or "LVSeg",
+                    software_versions=provenance.lvseg_version, device_serial_number="none",
+                    series_description="LVSeg segmentation", omit_empty_frames=False)
+            seg.save_as(str(target))
+            written.append(target)
+    except OSError as exc:
+        raise LVSegError(f"{out_dir}: cannot write the DICOM SEG ({reason(exc)})") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise LVSegError(f"{name}: highdicom refused the DICOM SEG ({reason(exc)})") from None
+    return written, notes
