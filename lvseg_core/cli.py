@@ -47,6 +47,10 @@ def _warn(message: str) -> None:
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _note(message: str) -> None:
+    print(f"note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=MODEL_CHOICES,
                         help="architecture")
@@ -64,6 +68,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the image and its in-plane "
                              "flips (4x slower)")
+    parser.add_argument("--fallback-bundled", action="store_true",
+                        help="when Hub weights cannot be fetched, use the bundled weights "
+                             "(with a warning) instead of failing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="scan files or folders")
     _add_model_args(predict)
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    predict.add_argument("--series-uid", default=None, metavar="UID",
+                         help="SeriesInstanceUID to read from DICOM folders or zips that "
+                              "hold several series (default: the one with the most images)")
     predict.add_argument("--overwrite", action="store_true",
                          help="replace existing masks and summary.csv (input files are "
                               "never replaced)")
@@ -125,6 +135,7 @@ def _segmenter(args):
     from .inference import Segmenter
 
     segmenter = Segmenter.from_source(args.model, args.weights, _device(args.device),
+                                      fallback=args.fallback_bundled,
                                       postprocess=not args.no_postprocess,
                                       precision=args.precision, tta=args.tta)
     if segmenter.weights is not None and segmenter.weights.notice:
@@ -153,13 +164,19 @@ def _fmt(value, digits: int = 3) -> str:
 def cmd_predict(args) -> int:
     from .workflows import collect_inputs, predict_inputs
 
-    inputs = collect_inputs(args.inputs)  # fail fast, before the model is loaded
+    notes: list[str] = []
+    inputs = collect_inputs(args.inputs, notes)  # fail fast, before the model is loaded
+    for note in notes:
+        _note(note)
     segmenter = _segmenter(args)
     with _bar(len(inputs), "segmenting") as bar:
         report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,
-                                progress=bar)
+                                progress=bar, series_uid=args.series_uid)
     for failure in report.failures:
         print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
+    for row in report.rows:
+        if row.get("kind") in ("frame", "cine") and row.get("notes"):
+            _note(f"{row['name']}: {row['notes']}")
     done = len(report.outputs)
     seconds = [r["seconds"] for r in report.rows if r.get("kind") in ("frame", "cine")]
     weights = segmenter.weights.description if segmenter.weights else "in-memory"

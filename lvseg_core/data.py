@@ -13,6 +13,9 @@ VALIDATION_PATIENTS: tuple[str, ...] = tuple(
     f"patient{n:03d}" for n in (2, 19, 28, 30, 39, 45, 78, 82, 85, 87)
 )
 
+#: Pathology groups an ACDC Info.cfg may name.
+GROUPS: tuple[str, ...] = ("DCM", "HCM", "MINF", "NOR", "RV")
+
 _FRAME = re.compile(r"^(patient\d+)_frame(\d+)\.nii(\.gz)?$")
 
 
@@ -73,6 +76,8 @@ def patient_cases(folder: Path) -> list[Case]:
     for phase in ("ED", "ES"):
         if info.get(phase, "").strip().isdigit():
             phases[int(info[phase])] = phase
+    group = info.get("Group", "")
+    group = group if group in GROUPS else ""
     cases = []
     for image in sorted(folder.iterdir()):
         match = _FRAME.match(image.name)
@@ -80,9 +85,49 @@ def patient_cases(folder: Path) -> list[Case]:
             continue
         frame = int(match.group(2))
         label = image.with_name(image.name.replace(".nii", "_gt.nii", 1))
-        cases.append(Case(match.group(1), frame, phases.get(frame, ""), info.get("Group", ""),
+        cases.append(Case(match.group(1), frame, phases.get(frame, ""), group,
                           image, label if label.is_file() else None))
     return cases
+
+
+def _shown(value: str) -> str:
+    value = value if len(value) <= 40 else value[:37] + "..."
+    return repr(value)
+
+
+def info_problem(folder: Path) -> str:
+    """Why a patient folder's ``Info.cfg`` cannot be trusted, or "": missing,
+    ED/ES that are not frame numbers, a Group that is not one of :data:`GROUPS`."""
+    path = folder / "Info.cfg"
+    if not path.is_file():
+        return "no Info.cfg: its ED/ES frames and group are unknown, patient not used"
+    try:
+        info = read_info(path)
+    except LVSegError as err:
+        return str(err)
+    for phase in ("ED", "ES"):
+        if not info.get(phase, "").isdigit():
+            return f"Info.cfg {phase} {_shown(info.get(phase, ''))} is not a frame number"
+    if info.get("Group", "") not in GROUPS:
+        return (f"Info.cfg Group {_shown(info.get('Group', ''))} is not one of "
+                f"{', '.join(GROUPS)}; group left empty")
+    return ""
+
+
+def dataset_problems(root: str | Path) -> list[dict[str, str]]:
+    """``{"name", "error"}`` for each patient folder of an ACDC-layout ``root``
+    with frame files whose Info.cfg is missing or invalid (:func:`info_problem`)."""
+    root = Path(root)
+    folders = [root] if (root / "Info.cfg").is_file() else sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith("patient"))
+    problems = []
+    for folder in folders:
+        if not any(_FRAME.match(p.name) for p in folder.iterdir()):
+            continue
+        problem = info_problem(folder)
+        if problem:
+            problems.append({"name": folder.name, "error": problem})
+    return problems
 
 
 def find_cases(root: str | Path, require_labels: bool = False) -> list[Case]:

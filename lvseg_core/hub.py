@@ -8,19 +8,24 @@ A weights source is one of:
   training run folder (its exported ``model/`` sub-folder is used);
 - a Hub repo id ``owner/name`` with an optional ``@revision``, fetched with
   ``huggingface_hub`` into its cache (``HF_HOME``); ``HF_HUB_OFFLINE=1`` reads
-  the cache only. When the Hub cannot be reached the bundled weights are used
-  and :attr:`Weights.notice` says so.
+  the cache only. Fetches are anonymous unless the owner opted in, and every
+  request has a timeout (:mod:`lvseg_core.policy`). Weights that cannot be
+  fetched are an error; with ``fallback=True`` the bundled weights are used
+  instead and :attr:`Weights.notice` says so.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub import snapshot_download
+from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.errors import (
     GatedRepoError,
     HFValidationError,
@@ -30,6 +35,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
+from . import policy
 from .errors import WeightsError
 from .models import LVSegModel, check_architecture, read_config
 
@@ -59,6 +65,15 @@ class Weights:
     source: str
     kind: str
     notice: str = ""
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hex SHA-256 of ``model.safetensors``: which exact weights made a mask."""
+        digest = hashlib.sha256()
+        with open(self.folder / "model.safetensors", "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     @property
     def description(self) -> str:
@@ -101,19 +116,58 @@ def parse_repo(source: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def _enforce_timeout(request) -> None:
+    """httpx request hook: give every Hub request a timeout. huggingface_hub
+    sends some (``repo_info``, tree listings) with ``timeout=None``, which waits
+    for ever on a server that accepts the connection and never answers."""
+    seconds = policy.hub_timeout()
+    current = dict(request.extensions.get("timeout") or {})
+    request.extensions = {**request.extensions, "timeout": {
+        key: seconds if current.get(key) is None else min(current[key], seconds)
+        for key in ("connect", "read", "write", "pool")}}
+
+
+_HOOKED = threading.Lock()
+_hooked = False
+
+
+def _install_timeouts() -> None:
+    """Make huggingface_hub's shared HTTP client enforce :func:`_enforce_timeout`
+    (its documented ``set_client_factory``), once per process."""
+    global _hooked
+    with _HOOKED:
+        if _hooked:
+            return
+
+        def factory():
+            client = hf_http.default_client_factory()
+            client.event_hooks["request"].append(_enforce_timeout)
+            return client
+
+        hf_http.set_client_factory(factory)
+        _hooked = True
+
+
 def fetch_from_hub(repo_id: str, revision: str | None = None,
                    cache_dir: str | Path | None = None, local_files_only: bool = False) -> Path:
     """Download (or read from the cache) a weights repo; returns its snapshot folder.
+
+    Anonymous (``token=False``) unless the owner opted in
+    (:func:`lvseg_core.policy.hub_token`); each request times out after
+    ``LVSEG_HUB_TIMEOUT`` seconds; ``HF_ENDPOINT`` is read at each call.
 
     Raises:
         WeightsError: repo or revision not found, gated, or not cached while
             offline / unreachable.
     """
     where = f"{repo_id}@{revision}" if revision else repo_id
+    _install_timeouts()
+    timeout = policy.hub_timeout()
     try:
         folder = snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=list(WEIGHT_FILES),
-            local_files_only=local_files_only, etag_timeout=10,
+            local_files_only=local_files_only, etag_timeout=timeout,
+            token=policy.hub_token(), endpoint=os.environ.get("HF_ENDPOINT") or None,
         )
     except (RepositoryNotFoundError, GatedRepoError):
         raise WeightsError(f"Hub repo {where} not found or not accessible") from None
@@ -131,14 +185,15 @@ def fetch_from_hub(repo_id: str, revision: str | None = None,
 
 
 def resolve_weights(architecture: str, source: str | Path | None = None,
-                    fallback: bool = True) -> Weights:
+                    fallback: bool = False) -> Weights:
     """Turn a weights source into a local folder (see the module docstring).
 
     Args:
         architecture: the architecture the caller wants.
         source: None/"bundled", a folder, or a Hub repo id.
-        fallback: when the Hub cannot be reached, use the bundled weights and
-            set :attr:`Weights.notice` instead of raising.
+        fallback: when Hub weights cannot be fetched (unreachable, not
+            found, not accessible), use the bundled weights and set
+            :attr:`Weights.notice` instead of raising.
 
     Raises:
         WeightsError: with a one-line message, for every failure.
@@ -162,7 +217,7 @@ def resolve_weights(architecture: str, source: str | Path | None = None,
     try:
         folder = fetch_from_hub(repo_id, revision)
     except WeightsError as err:
-        if not fallback or "cannot be reached" not in str(err):
+        if not fallback:
             raise
         try:
             bundled = resolve_weights(architecture, None)
@@ -183,9 +238,11 @@ def _checked(weights: Weights) -> Weights:
 
 
 def load_model(architecture: str, source: str | Path | None = None,
-               device: str | torch.device = "cpu") -> tuple[LVSegModel, Weights]:
-    """Resolve ``source`` and load the model in eval mode on ``device`` (cached)."""
-    weights = resolve_weights(architecture, source)
+               device: str | torch.device = "cpu", fallback: bool = False
+               ) -> tuple[LVSegModel, Weights]:
+    """Resolve ``source`` (see :func:`resolve_weights`) and load the model in
+    eval mode on ``device`` (cached)."""
+    weights = resolve_weights(architecture, source, fallback=fallback)
     model = _load_folder(str(weights.folder), _stamp(weights.folder), str(device))
     return model, weights
 

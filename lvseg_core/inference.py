@@ -172,16 +172,17 @@ class Segmenter:
 
     @classmethod
     def from_source(cls, architecture: str, weights: str | None = None,
-                    device: str | torch.device | None = None, backend: str | None = None,
-                    **kwargs) -> "Segmenter":
-        """Load (cached) ``architecture`` from a weights source; see :mod:`lvseg_core.hub`.
+                    device: str | torch.device | None = None, fallback: bool = False,
+                    backend: str | None = None, **kwargs) -> "Segmenter":
+        """Load (cached) ``architecture`` from a weights source; see :mod:`lvseg_core.hub`
+        (``fallback``: bundled weights when Hub weights cannot be fetched).
 
         With the ONNX backend and a valid build for the weights, the torch model
         is not loaded at all.
         """
         device = torch.device(device) if device is not None else default_device()
         backend = check_backend(backend or default_backend())
-        info = resolve_weights(architecture, weights)
+        info = resolve_weights(architecture, weights, fallback=fallback)
         config = read_config(info.folder)
         preprocess = config.get("preprocess") or default_plan(architecture,
                                                               config.get("arch_args"))

@@ -40,11 +40,12 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .errors import LVSegError
+from .provenance import WEIGHTS_FILE
+from .provenance import read_sha256 as file_sha256
 
 #: Files of a build.
 ONNX_FILE = "model.onnx"
 RECORD_FILE = "onnx.json"
-WEIGHTS_FILE = "model.safetensors"
 
 #: Export and quantisation choices; part of the cache key (change it and every
 #: build is redone).
@@ -76,15 +77,6 @@ def calibration_data() -> Path:
     ``../shared/data/acdc`` beside the repository."""
     default = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc"
     return Path(os.environ.get("LVSEG_DATA") or default).expanduser()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnxruntime_version() -> str:

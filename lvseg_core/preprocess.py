@@ -16,6 +16,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import WeightsError
+from .policy import check_grid, check_spacing
+
+
+def _pair(value: Any, key: str, kind: type) -> tuple | None:
+    """``value`` as a pair of positive ``kind`` (finite), or WeightsError."""
+    if value is None:
+        return None
+    try:
+        pair = tuple(kind(v) for v in value)
+        valid = (len(pair) == 2 and all(np.isfinite(v) and v > 0 for v in pair)
+                 and all(kind(v) == v for v in value))
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise WeightsError(f"preprocess plan: {key} must be two positive numbers or null, "
+                           f"got {value!r}")
+    return pair
+
 
 @dataclass(frozen=True)
 class PreprocessPlan:
@@ -37,17 +56,41 @@ class PreprocessPlan:
     z_divisor: int = 1
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
 
+    def __post_init__(self) -> None:
+        """Refuse a plan no scan can go through (it comes from a config.json)."""
+        _pair(self.spacing_mm, "spacing_mm", float)
+        _pair(self.size, "size", int)
+        for key in ("divisor", "z_divisor"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+                raise WeightsError(f"preprocess plan: {key} must be an integer from 1 to "
+                                   f"1024, got {value!r}")
+        clip = self.clip_percentiles
+        try:
+            lo, hi = (float(v) for v in clip)
+            valid = 0 <= lo < hi <= 100
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise WeightsError(f"preprocess plan: clip_percentiles must be two numbers "
+                               f"0 <= low < high <= 100, got {clip!r}")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (stored in the weights' config.json)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "PreprocessPlan":
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        data = dict(data or {})
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """Inverse of :meth:`to_dict`; unknown keys are ignored.
+
+        Raises:
+            WeightsError: a value no scan can go through (e.g. ``divisor: 0``).
+        """
+        if data is not None and not isinstance(data, dict):
+            raise WeightsError(f"preprocess plan must be a JSON object, got {data!r}")
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
         for key in ("spacing_mm", "size", "clip_percentiles"):
-            if known.get(key) is not None:
+            if isinstance(known.get(key), list):
                 known[key] = tuple(known[key])
         return cls(**known)
 
@@ -188,11 +231,14 @@ def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"prepare expects an (x, y, z) volume, got shape {volume.shape}")
+    spacing = check_spacing(spacing)
+    size = resampled_size(volume.shape[:2], spacing[:2], plan.spacing_mm)
+    target = (_target(size[0], plan, 0), _target(size[1], plan, 1))
+    for grid in (size, target):
+        check_grid(grid, volume.shape[2])
     norm = normalise_intensity(volume, plan.clip_percentiles)
     slices = torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 0, 1)))[:, None]
-    size = resampled_size(volume.shape[:2], spacing[:2], plan.spacing_mm)
     slices = resize_slices(slices, size)
-    target = (_target(size[0], plan, 0), _target(size[1], plan, 1))
     offsets = [_place(size[0], target[0]), _place(size[1], target[1])]
     fill = float(norm.min()) if norm.size else 0.0
     slices = fit_to_grid(slices, offsets, target, fill)

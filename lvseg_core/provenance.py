@@ -12,13 +12,18 @@ from pathlib import Path
 WEIGHTS_FILE = "model.safetensors"
 
 
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime: float) -> str:
+def read_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file, read now in 1 MiB blocks (no cache)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime: float) -> str:
+    return read_sha256(path)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,6 +12,7 @@ folder that cannot be created, an existing ``summary.csv``) raise
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 import math
@@ -25,9 +26,10 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 import numpy as np
 
 from .clinical import (cine_indices, indices_from_volumes, structure_volumes)
-from .data import find_cases, is_acdc_folder
+from .data import dataset_problems, find_cases, is_acdc_folder
 from .errors import LVSegError
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
+from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
 from .metrics import count_valid, evaluate_segmentation, summarise
@@ -49,7 +51,11 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "seconds", "device", "RV_ml", "Myo_ml", "LV_ml", "ED_frame", "ES_frame",
     "LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct",
     "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "notes", "error",
+    "weights", "weights_sha256",
 )
+
+#: Lock file that keeps two ``predict`` runs out of one output folder.
+LOCK_NAME = ".lvseg-predict.lock"
 
 #: Metrics reported per phase and per pathology group by :func:`evaluate_dataset`.
 GROUP_METRICS: tuple[str, ...] = ("dice", "hd95_mm")
@@ -135,12 +141,21 @@ def is_dicom_folder(folder: Path, max_files: int = 200) -> bool:
     return False
 
 
-def _folder_inputs(folder: Path) -> list[Input]:
+def _folder_inputs(folder: Path, notes: list[str]) -> list[Input]:
     """The scans of a folder that is not in ACDC layout (see :func:`collect_inputs`)."""
     try:
         entries = sorted(p for p in folder.iterdir() if not _hidden(p))
     except OSError as err:
         raise LVSegError(f"{folder}: cannot list folder ({err.strerror or err})") from None
+    root = folder.resolve()
+    kept = []
+    for entry in entries:
+        why = skip_reason(entry, root)
+        if why:
+            notes.append(f"{folder.name}/{entry.name} skipped: {why}")
+        else:
+            kept.append(entry)
+    entries = kept
     files = [p for p in entries if is_scan_file(p) or _is_zip(p)]
     items = [Input(p, _file_name(p)) for p in files]
     series_name = folder.resolve().name or "dicom"
@@ -156,7 +171,8 @@ def _folder_inputs(folder: Path) -> list[Input]:
     return items
 
 
-def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[Input]:
+def collect_inputs(paths: Iterable[str | os.PathLike],
+                   notes: list[str] | None = None) -> list[Input]:
     """Expand user inputs into the list of scans to process.
 
     - a scan file (NIfTI, ``.zip``, ``.dcm``, PNG/JPEG/...) is itself;
@@ -169,7 +185,9 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[Input]:
       loose DICOM files, or with nothing else recognisable, is read as one
       DICOM series itself.
 
-    The same file given twice is kept once.
+    The same file given twice is kept once. Entries of a folder that are links
+    leading outside it, or FIFOs and other special files, are skipped; a
+    one-line note for each is appended to ``notes``.
 
     Raises:
         LVSegError: a path does not exist, or no paths were given.
@@ -188,7 +206,7 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[Input]:
                 found = [Input(c.image, c.name, "acdc", c.patient, c.frame, c.phase, c.group)
                          for c in find_cases(path)]
             else:
-                found = _folder_inputs(path)
+                found = _folder_inputs(path, notes if notes is not None else [])
         else:
             found = [Input(path, _file_name(path))]
         for item in found:
@@ -199,14 +217,15 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[Input]:
     return inputs
 
 
-def load_input(item: Input) -> Scan:
-    """Read the scan of one input (raises :class:`LVSegError` when it cannot)."""
+def load_input(item: Input, series_uid: str | None = None) -> Scan:
+    """Read the scan of one input (raises :class:`LVSegError` when it cannot);
+    ``series_uid`` picks the series of a DICOM folder or zip."""
     if item.kind == "acdc":
         scan = load_nifti(item.path)
     elif item.kind == "dicom-folder":
-        scan = load_scan(item.path, "dicom")
+        scan = load_scan(item.path, "dicom", series_uid=series_uid)
     else:
-        scan = load_scan(item.path)
+        scan = load_scan(item.path, series_uid=series_uid)
     scan.name = item.name
     if item.kind == "acdc":
         scan.meta.update({"patient": item.patient, "frame": item.frame,
@@ -332,9 +351,39 @@ def _notes(scan: Scan) -> str:
         notes.append("slice thickness unknown, 1 mm assumed")
     if scan.meta.get("non_finite_voxels"):
         notes.append(f"{scan.meta['non_finite_voxels']} non-finite voxels set to 0")
-    if scan.meta.get("skipped_series"):
-        notes.append("other DICOM series in the folder were skipped")
+    for series in scan.meta.get("skipped_series", []):
+        n = series["n_images"]
+        notes.append(f"skipped DICOM series '{series['description']}' ({n} image"
+                     f"{'s' if n != 1 else ''}, {series['series_uid']})")
+    for name, why in scan.meta.get("skipped_files", []):
+        notes.append(f"skipped {name}: {why}")
     return "; ".join(notes)
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """Hold an exclusive ``flock`` on ``out_dir``/:data:`LOCK_NAME` for the block,
+    so that a second ``predict`` into the same folder refuses at once instead
+    of overwriting the first one's ``summary.csv``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    try:
+        handle = open(out_dir / LOCK_NAME, "a")
+    except OSError as err:
+        raise LVSegError(f"{out_dir}: cannot create the lock file ({err.strerror or err})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LVSegError(f"{out_dir}: output folder in use by another predict run; "
+                             "wait for it to finish or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------- predict
@@ -409,7 +458,8 @@ def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
 
 
 def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
-                   overwrite: bool = False, progress: Any = None) -> PredictReport:
+                   overwrite: bool = False, progress: Any = None,
+                   series_uid: str | None = None) -> PredictReport:
     """Segment each input and write ``<name>_seg.nii.gz`` plus ``summary.csv``.
 
     Each mask has exactly its scan's grid (shape, or 4D shape for a cine scan,
@@ -421,7 +471,10 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
     Safety: a mask is never written over an input file (even with
     ``overwrite``), and an existing mask is an error for that scan unless
     ``overwrite``. ``summary.csv`` is written atomically at the end; an
-    existing one stops the batch before any work unless ``overwrite``.
+    existing one stops the batch before any work unless ``overwrite``, and a
+    second run into the same folder refuses while the first one works
+    (:func:`output_lock`). Every row names the weights (``weights``,
+    ``weights_sha256`` of ``model.safetensors``).
     A scan that fails (:class:`LVSegError`) is recorded with its one-line
     reason (in :attr:`PredictReport.failures` and as a ``failed`` row) and the
     batch goes on.
@@ -432,10 +485,11 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         out_dir: output folder (created if needed).
         overwrite: replace existing masks and ``summary.csv``.
         progress: a tqdm bar or ``progress(done, total, name)``.
+        series_uid: the DICOM series to read from folders and zips holding several.
 
     Raises:
-        LVSegError: the output folder cannot be used, or ``summary.csv``
-            exists and ``overwrite`` is False.
+        LVSegError: the output folder cannot be used or is in use, or
+            ``summary.csv`` exists and ``overwrite`` is False.
     """
     out_dir = Path(os.fspath(out_dir)).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
@@ -449,7 +503,17 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
     except OSError as err:
         raise LVSegError(f"{out_dir}: cannot create output folder "
                          f"({err.strerror or err})") from None
+    with output_lock(out_dir):
+        if summary_path.exists() and not overwrite:  # written while we waited for the lock
+            raise LVSegError(f"{summary_path}: already exists; choose another output folder "
+                             "or pass --overwrite")
+        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid)
 
+
+def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite: bool,
+                    progress: Any, series_uid: str | None) -> PredictReport:
+    """:func:`predict_inputs` once the output folder is locked."""
+    summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
     protected = {_resolve(item.path) for item in inputs}
     acdc: dict[str, dict[str, dict]] = defaultdict(dict)
@@ -463,7 +527,7 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
                                  "choose another output folder")
             if target.exists() and not overwrite:
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
-            scan = load_input(item)
+            scan = load_input(item, series_uid)
             seg = segmenter.segment(scan)
             save_mask(seg.mask, scan, target, overwrite=overwrite)
         except LVSegError as err:
@@ -484,6 +548,10 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
     for patient, phases in acdc.items():
         if "ED" in phases and "ES" in phases:
             report.rows.append(_patient_row(patient, groups[patient], phases["ED"], phases["ES"]))
+    weights = getattr(segmenter, "weights", None)
+    for row in report.rows:
+        row["weights"] = weights.description if weights is not None else "in-memory"
+        row["weights_sha256"] = weights.sha256 if weights is not None else ""
     if report.rows:
         _atomic_write_text(summary_path, summary_csv_text(report.rows))
         report.summary_path = summary_path
@@ -551,7 +619,9 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     patient with both ED and ES labelled, manual and predicted LV EF, EDV, ESV
     and myocardial mass are compared.
 
-    A frame that cannot be read is listed in ``failed`` and skipped.
+    A frame that cannot be read is listed in ``failed`` and skipped; so is a
+    patient folder whose Info.cfg is missing or invalid
+    (:func:`~lvseg_core.data.dataset_problems`).
     ``patients`` restricts the evaluation to those patient folders (e.g.
     :data:`~lvseg_core.data.VALIDATION_PATIENTS`).
 
@@ -579,7 +649,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
             raise LVSegError(f"{root}: none of the requested patients has labelled frames")
     records: list[dict] = []
     per_case: list[dict] = []
-    failed: list[dict] = []
+    failed: list[dict] = [p for p in dataset_problems(root)
+                          if patients is None or p["name"] in patients]
     for done, case in enumerate(cases, start=1):
         try:
             scan = load_nifti(case.image).require_3d()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import ScanReadError
@@ -30,8 +31,11 @@ def require_file(path: Path, what: str) -> None:
     """Raise :class:`ScanReadError` unless ``path`` is an existing file."""
     if not path.exists():
         raise ScanReadError(f"{path.name}: {what} not found ({path})")
-    if not path.is_file():
+    if path.is_dir():
         raise ScanReadError(f"{path.name}: expected a {what}, got a folder ({path})")
+    if not path.is_file():
+        raise ScanReadError(f"{path.name}: expected a {what}, got a special file "
+                            "(not a regular file)")
 
 
 def strip_suffixes(name: str, suffixes: tuple[str, ...]) -> str:
@@ -41,3 +45,20 @@ def strip_suffixes(name: str, suffixes: tuple[str, ...]) -> str:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def skip_reason(path: Path, root: Path) -> str:
+    """Why a file met while walking the input folder ``root`` (resolved) must not
+    be opened, or "" when it may: a link leading outside ``root`` (reading it
+    would read outside the input), a broken link, or a FIFO, socket or device
+    (opening one can block for ever)."""
+    try:
+        target = path.resolve(strict=True)
+        mode = os.stat(target).st_mode
+    except (OSError, RuntimeError):
+        return "broken link or unreadable entry"
+    if path.is_symlink() and target != root and root not in target.parents:
+        return "symbolic link to a place outside the input folder"
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return "not a regular file (FIFO, socket or device)"
+    return ""

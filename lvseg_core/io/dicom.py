@@ -26,8 +26,9 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from ..errors import LVSegError, ScanReadError
+from ..policy import check_data_size
 from ..scan import Scan
-from ._common import as_path, reason, require_file, strip_suffixes
+from ._common import as_path, reason, require_file, skip_reason, strip_suffixes
 
 #: Media Storage SOP class of a DICOMDIR index file.
 _DICOMDIR_UID = "1.2.840.10008.1.3.10"
@@ -87,19 +88,29 @@ def _read_header(path: Path, label: str) -> Dataset | None:
         raise ScanReadError(f"{label}: corrupt DICOM file ({reason(exc)})") from None
 
 
-def _candidate_files(folder: Path) -> list[Path]:
-    """Files under ``folder`` (recursive), skipping hidden ones and DICOMDIR."""
+def _candidate_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Regular files under ``folder`` (recursive), skipping hidden ones and
+    DICOMDIR; also the skipped entries ``(relative path, reason)``: FIFOs and
+    other special files (opening one would block) and links leading outside
+    ``folder`` (linked folders are not descended)."""
     found: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    root_dir = folder.resolve()
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
         for name in sorted(files):
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
-            found.append(Path(root) / name)
+            path = Path(root) / name
+            why = skip_reason(path, root_dir)
+            if why:
+                skipped.append((path.relative_to(folder).as_posix(), why))
+                continue
+            found.append(path)
             if len(found) > MAX_FILES:
                 raise ScanReadError(f"{folder.name}: more than {MAX_FILES} files; "
                                     "point to the folder of one DICOM series")
-    return found
+    return found, skipped
 
 
 def _is_image(ds: Dataset) -> bool:
@@ -190,7 +201,7 @@ def _choose_series(groups: dict[str, list[tuple[Path, Dataset]]], series_uid: st
         if len(best) > 1:
             listed = "; ".join(_describe(u, groups[u]) for u in best)
             raise ScanReadError(f"{label}: {len(best)} DICOM series have {most} images "
-                                f"each, choose one with series_uid: {listed}")
+                                f"each, choose one with --series-uid (series_uid): {listed}")
         chosen = best[0]
     skipped = [{"series_uid": u,
                 "description": str(e[0][1].get("SeriesDescription", "") or ""),
@@ -315,6 +326,7 @@ def _load_images(entries: list[tuple[Path, Dataset, str]], name: str, source: st
     groups, positions = _group_positions(images, normal, name)
     affine, meta = _stack_affine(groups, positions, normal, name)
     nz, nt = len(groups), len(groups[0])
+    check_data_size((ref.cols, ref.rows, nz, nt), 4, name)
     array = np.empty((ref.cols, ref.rows, nz, nt), dtype=np.float32)
     for z, group in enumerate(groups):
         for t, im in enumerate(group):
@@ -354,7 +366,7 @@ def load_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
         raise ScanReadError(f"{label}: DICOM folder not found ({folder})")
     if not folder.is_dir():
         raise ScanReadError(f"{label}: expected a folder of DICOM files ({folder})")
-    files = _candidate_files(folder)
+    files, skipped = _candidate_files(folder)
     if not files:
         raise ScanReadError(f"{label}: folder is empty, no DICOM files found")
     entries = []
@@ -366,7 +378,10 @@ def load_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
     if not entries:
         noun = "file" if len(files) == 1 else "files"
         raise ScanReadError(f"{label}: no DICOM image files found among {len(files)} {noun}")
-    return _load_images(entries, label, str(folder), series_uid)
+    scan = _load_images(entries, label, str(folder), series_uid)
+    if skipped:
+        scan.meta["skipped_files"] = skipped
+    return scan
 
 
 def load_dicom_file(path: str | os.PathLike) -> Scan:

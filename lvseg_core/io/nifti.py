@@ -6,8 +6,10 @@ indices to world millimetres in the nibabel (RAS+) convention.
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +17,7 @@ import numpy as np
 
 from ..errors import LVSegError, ScanReadError
 from ..labels import LABELS
+from ..policy import check_data_size, check_spacing
 from ..scan import Scan
 from ._common import as_path, reason, require_file, strip_suffixes
 
@@ -34,11 +37,52 @@ def is_nifti_name(name: str) -> bool:
     return name.lower().endswith(NIFTI_SUFFIXES)
 
 
+#: Header sizes (bytes) of NIfTI-1 and NIfTI-2.
+_HEADER_CLASSES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, from the header alone, a file whose data would exceed the limits
+    (:mod:`lvseg_core.policy`): a gzip bomb is "too large", and nothing is
+    decompressed but the header. nibabel then reads exactly the bytes the
+    header declares (extensions up to ``vox_offset``, then the data), so this
+    check also caps decompression. A voxel size nibabel would silently repair
+    (zero pixdim without qform/sform) is refused. Unparseable headers are left
+    to nibabel."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            block = fh.read(540)
+    except (OSError, EOFError, zlib.error):
+        return
+    for order in ("<", ">"):
+        size = int(np.frombuffer(block[:4], dtype=f"{order}i4")[0]) if len(block) >= 4 else 0
+        if size in _HEADER_CLASSES and len(block) >= size:
+            break
+    else:
+        return
+    try:
+        header = _HEADER_CLASSES[size](block[:size], check=False)
+        shape = header.get_data_shape()
+        itemsize = header.get_data_dtype().itemsize
+        offset = int(header["vox_offset"])
+        codes = int(header["qform_code"]), int(header["sform_code"])
+        pixdim = [float(v) for v in header["pixdim"][1:1 + min(3, len(shape))]]
+    except Exception:  # nibabel raises many types for bad headers; it reports them below
+        return
+    check_data_size(shape, itemsize, path.name, extra_bytes=max(offset, 0))
+    if codes == (0, 0) and not all(np.isfinite(v) and v != 0 for v in pixdim):
+        # nibabel would silently take 1 mm for a zero voxel size
+        raise ScanReadError(f"{path.name}: NIfTI voxel size (pixdim) {pixdim} mm is zero or "
+                            "not finite, and the header has no qform/sform")
+
+
 def _open(path: Path, what: str) -> tuple[nib.Nifti1Image | nib.Nifti2Image, np.ndarray]:
     """Read a NIfTI file; return the image and its raw (scaled) data array."""
     require_file(path, what)
     if not is_nifti_name(path.name):
         raise ScanReadError(f"{path.name}: a NIfTI {what} must end in .nii or .nii.gz")
+    _check_header(path)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad files
@@ -82,6 +126,7 @@ def _check_affine(affine: np.ndarray, path: Path) -> np.ndarray:
     if np.any(zooms == 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ScanReadError(f"{path.name}: NIfTI affine is degenerate "
                             f"(voxel sizes {np.round(zooms, 4).tolist()} mm)")
+    check_spacing(zooms, path.name)
     return affine
 
 

@@ -9,6 +9,7 @@ metrics. ``save_pretrained`` writes ``config.json`` + ``model.safetensors``;
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +43,7 @@ DISPLAY_NAMES: dict[str, str] = {
 
 def check_architecture(name: str) -> str:
     """Return ``name`` if it is a known architecture, else raise a clear error."""
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
         raise WeightsError(f"unknown architecture {name!r}; choose one of: {known}")
     return name
@@ -153,6 +154,7 @@ class LVSegModel(
             ))
         if not weights.is_file():
             raise WeightsError(f"{model_id}: model.safetensors is missing")
+        _check_buildable(model_id, weights, model_kwargs)
         model = cls(**model_kwargs)
         try:
             load_safetensors(model, str(weights), strict=strict, device=str(map_location))
@@ -163,6 +165,23 @@ class LVSegModel(
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise WeightsError(f"{model_id}: weights do not match the config ({first})") from None
         return model.eval()
+
+
+def _check_buildable(model_id: str, weights: Path, kwargs: dict) -> None:
+    """Build the network of ``kwargs`` on the meta device (no memory) and refuse
+    a config whose network cannot be built or has more parameters than
+    ``weights`` can hold (a lying config.json would otherwise allocate them)."""
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in LVSegModel(**kwargs).parameters())
+    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"{model_id}: config.json arch_args do not build a network "
+                           f"({first})") from None
+    size = weights.stat().st_size
+    if count * 2 > size:  # at least 2 bytes per stored parameter (fp16/bf16)
+        raise WeightsError(f"{model_id}: config.json describes {count / 1e6:.1f} M parameters "
+                           f"but model.safetensors holds {size / 1e6:.1f} MB")
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
@@ -176,8 +195,39 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: invalid JSON ({err})") from None
     if not isinstance(config, dict) or "architecture" not in config:
         raise WeightsError(f"{path}: no 'architecture' entry")
-    check_architecture(config["architecture"])
+    check_config(config, path.parent.name or str(path))
     return config
+
+
+def check_config(config: dict[str, Any], where: str) -> None:
+    """Raise :class:`WeightsError` (one line) unless ``config`` can build a model:
+    a known architecture, ``arch_args`` its builder accepts, one label per
+    class, a usable preprocessing plan."""
+    from ..preprocess import PreprocessPlan
+
+    architecture = check_architecture(config.get("architecture"))
+    arch_args = config.get("arch_args") or {}
+    if not isinstance(arch_args, dict):
+        raise WeightsError(f"{where}: config.json arch_args must be an object, got {arch_args!r}")
+    params = inspect.signature(ARCHITECTURES[architecture][0]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = set(params) - {"in_channels", "out_channels"}
+        unknown = sorted(set(arch_args) - allowed)
+        if unknown:
+            raise WeightsError(f"{where}: config.json arch_args {', '.join(unknown)} unknown to "
+                               f"{architecture}; it takes {', '.join(sorted(allowed))}")
+    labels = config.get("labels")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(LABELS)
+                               or not all(isinstance(v, str) for v in labels)):
+        raise WeightsError(f"{where}: config.json labels must list {len(LABELS)} class names "
+                           f"({', '.join(LABELS.values())}), got {labels!r}")
+    for key in ("metrics", "training"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise WeightsError(f"{where}: config.json {key} must be an object")
+    try:
+        PreprocessPlan.from_dict(config.get("preprocess"))
+    except WeightsError as err:
+        raise WeightsError(f"{where}: config.json {err}") from None
 
 
 def create_model(architecture: str, **arch_args: Any) -> LVSegModel:
