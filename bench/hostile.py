@@ -129,16 +129,27 @@ def two_series_folder(folder: Path, second: int = 3) -> None:
         staging.rmdir()
 
 
+#: The repo the fake Hub knows: its model.safetensors declares 10 GB.
+HUGE_REPO = "owner/huge-weights"
+
+
 class _HubLog(http.server.BaseHTTPRequestHandler):
-    """Logs each request's headers in ``server.seen``; answers 404 "repo not found"."""
+    """Logs each request's headers in ``server.seen``; describes :data:`HUGE_REPO`
+    and answers 404 "repo not found" to everything else."""
 
     def do_GET(self):  # noqa: N802 - http.server API
         self.server.seen.append({"path": self.path,
                                  **{k.lower(): v for k, v in self.headers.items()}})
-        body = b'{"error": "Repository not found"}'
-        self.send_response(404)
+        if self.path.startswith(f"/api/models/{HUGE_REPO}"):
+            body = json.dumps({"id": HUGE_REPO, "sha": "0" * 40, "siblings": [
+                {"rfilename": "config.json", "size": 900},
+                {"rfilename": "model.safetensors", "size": 10 * 10**9}]}).encode()
+            self.send_response(200)
+        else:
+            body = b'{"error": "Repository not found"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
         self.send_header("Content-Type", "application/json")
-        self.send_header("X-Error-Code", "RepoNotFound")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -23,13 +23,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import torch
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.errors import (
     GatedRepoError,
     HFValidationError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -148,13 +151,31 @@ def _install_timeouts() -> None:
         _hooked = True
 
 
+def _checked_commit(repo_id: str, revision: str | None, where: str, token, endpoint,
+                    timeout: float) -> str | None:
+    """The commit of ``revision`` after checking that the weight files fit
+    ``LVSEG_MAX_WEIGHTS_MB``, or None when the Hub cannot be reached."""
+    try:
+        info = HfApi(endpoint=endpoint, token=token).model_info(
+            repo_id, revision=revision, files_metadata=True, timeout=timeout, token=token)
+    except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled):
+        return None
+    limit = policy.Limits.from_env().max_weights_bytes
+    for entry in info.siblings or []:
+        if entry.rfilename in WEIGHT_FILES and (entry.size or 0) > limit:
+            raise WeightsError(f"Hub repo {where}: {entry.rfilename} is {entry.size / 2**20:.0f} MB, "
+                               f"over the {limit / 2**20:.0f} MB limit (LVSEG_MAX_WEIGHTS_MB)")
+    return info.sha
+
+
 def fetch_from_hub(repo_id: str, revision: str | None = None,
                    cache_dir: str | Path | None = None, local_files_only: bool = False) -> Path:
     """Download (or read from the cache) a weights repo; returns its snapshot folder.
 
     Anonymous (``token=False``) unless the owner opted in
     (:func:`lvseg_core.policy.hub_token`); each request times out after
-    ``LVSEG_HUB_TIMEOUT`` seconds; ``HF_ENDPOINT`` is read at each call.
+    ``LVSEG_HUB_TIMEOUT`` seconds; weight files over ``LVSEG_MAX_WEIGHTS_MB``
+    are refused before they are downloaded; ``HF_ENDPOINT`` is read at each call.
 
     Raises:
         WeightsError: repo or revision not found, gated, or not cached while
@@ -163,11 +184,17 @@ def fetch_from_hub(repo_id: str, revision: str | None = None,
     where = f"{repo_id}@{revision}" if revision else repo_id
     _install_timeouts()
     timeout = policy.hub_timeout()
+    token = policy.hub_token()
+    endpoint = os.environ.get("HF_ENDPOINT") or None
     try:
+        if not local_files_only and not hf_constants.is_offline_mode():
+            commit = _checked_commit(repo_id, revision, where, token, endpoint, timeout)
+            # unreachable: the cache may still hold it
+            revision, local_files_only = (commit, False) if commit else (revision, True)
         folder = snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=list(WEIGHT_FILES),
-            local_files_only=local_files_only, etag_timeout=timeout,
-            token=policy.hub_token(), endpoint=os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=local_files_only, etag_timeout=timeout, token=token,
+            endpoint=endpoint,
         )
     except (RepositoryNotFoundError, GatedRepoError):
         raise WeightsError(f"Hub repo {where} not found or not accessible") from None

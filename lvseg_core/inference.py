@@ -285,10 +285,14 @@ class Segmenter:
                        ) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels ``(x, y, z)`` uint8 (and float16 probabilities) of one frame."""
         probs = self.predict_probabilities(volume, spacing)
-        labels = probs.argmax(0).numpy().astype(np.uint8)
-        if self.postprocess:
-            labels = keep_largest_components(labels)
+        labels = self.labels_of(probs)
         return labels, (probs.numpy().astype(np.float16) if probabilities else None)
+
+    def labels_of(self, probs: torch.Tensor) -> np.ndarray:
+        """uint8 labels ``(x, y, z)`` of probabilities ``(C, x, y, z)``: argmax, then
+        the largest component per structure when :attr:`postprocess` is on."""
+        labels = probs.argmax(0).numpy().astype(np.uint8)
+        return keep_largest_components(labels) if self.postprocess else labels
 
     def segment(self, scan: Scan, probabilities: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> Segmentation:

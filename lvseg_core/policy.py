@@ -11,6 +11,11 @@ checked, so a deployment (or a test) sets them without code:
   decompressed, header extensions included (default 1024 MB);
 - ``LVSEG_MAX_GRID_VOXELS``: voxels of one frame on the network's grid after
   in-plane resampling, ``x' * y' * z`` (default 8 M; an ACDC frame is ~0.6 M);
+- ``LVSEG_MAX_FRAMES``: cardiac frames of one scan (default 100);
+- ``LVSEG_MAX_WEIGHTS_MB``: size of a weight file fetched from the Hub
+  (default 512 MB; the bundled ones are 8 MB);
+
+In public mode the scan limits default lower (32 M voxels, 256 MB, 40 frames).
 - ``LVSEG_HUB_TIMEOUT``: seconds any Hub request may wait for the server
   (default 10);
 - ``LVSEG_HUB_USE_TOKEN``: ``1`` lets Hub fetches send the owner's ``HF_TOKEN``
@@ -60,13 +65,21 @@ class Limits:
     max_voxels: int = 128_000_000
     max_data_bytes: int = 1024 * 2**20
     max_grid_voxels: int = 8_000_000
+    max_frames: int = 100
+    max_weights_bytes: int = 512 * 2**20
 
     @classmethod
     def from_env(cls) -> "Limits":
-        """The limits set in the environment, defaults otherwise."""
-        return cls(int(_number("LVSEG_MAX_VOXELS", cls.max_voxels)),
-                   int(_number("LVSEG_MAX_DATA_MB", cls.max_data_bytes / 2**20) * 2**20),
-                   int(_number("LVSEG_MAX_GRID_VOXELS", cls.max_grid_voxels)))
+        """The limits set in the environment, defaults otherwise (smaller ones
+        for scans in public mode: 32 M voxels, 256 MB, 40 frames)."""
+        public = public_mode()
+        return cls(
+            int(_number("LVSEG_MAX_VOXELS", 32_000_000 if public else cls.max_voxels)),
+            int(_number("LVSEG_MAX_DATA_MB", 256 if public else cls.max_data_bytes / 2**20)
+                * 2**20),
+            int(_number("LVSEG_MAX_GRID_VOXELS", cls.max_grid_voxels)),
+            int(_number("LVSEG_MAX_FRAMES", 40 if public else cls.max_frames)),
+            int(_number("LVSEG_MAX_WEIGHTS_MB", cls.max_weights_bytes / 2**20) * 2**20))
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -80,6 +93,10 @@ def check_data_size(shape: Sequence[int], itemsize: int, label: str,
     limits = Limits.from_env()
     voxels = math.prod(int(s) for s in shape)
     data = voxels * int(itemsize) + int(extra_bytes)
+    frames = int(shape[3]) if len(shape) > 3 else 1
+    if frames > limits.max_frames:
+        raise ScanReadError(f"{label}: too many frames: the header declares {frames}; the "
+                            f"limit is {limits.max_frames} (LVSEG_MAX_FRAMES)")
     if voxels > limits.max_voxels or data > limits.max_data_bytes:
         raise ScanReadError(
             f"{label}: too large: the header declares {_shape_text(shape)} voxels "

@@ -151,10 +151,11 @@ def _folder_inputs(folder: Path, notes: list[str]) -> list[Input]:
     kept = []
     for entry in entries:
         why = skip_reason(entry, root)
-        if why:
-            notes.append(f"{folder.name}/{entry.name} skipped: {why}")
-        else:
+        if not why:
             kept.append(entry)
+        elif entry.is_dir() or is_scan_file(entry) or entry.name.lower().endswith(".zip"):
+            # what would have been an input; other files are noted by the DICOM reader
+            notes.append(f"{folder.name}/{entry.name} skipped: {why}")
     entries = kept
     files = [p for p in entries if is_scan_file(p) or _is_zip(p)]
     items = [Input(p, _file_name(p)) for p in files]

@@ -375,7 +375,8 @@ def test_upload_dicom_zip_and_png(app, tmp_path):
     assert any("1 mm assumed" in i.value for i in app.info)     # no pixel size in a PNG
 
 
-def test_hub_unreachable_falls_back_to_bundled(app, monkeypatch):
+def test_hub_unreachable_is_a_one_line_error(app, monkeypatch):
+    # Named weights that cannot be fetched are never silently replaced (issue 13).
     from lvseg_core.errors import WeightsError
 
     def unreachable(repo_id, revision=None, **kwargs):
@@ -386,12 +387,10 @@ def test_hub_unreachable_falls_back_to_bundled(app, monkeypatch):
     assert any("Enter a Hugging Face Hub repo id" in w.value for w in app.warning)
     app.text_input(key="hub_repo").set_value("someone/lvseg-unet-offline-test").run()
     app.button(key="segment_sample_run").click().run()
-    no_problems(app)
-    assert any("using the bundled unet weights" in w.value for w in app.warning)
-    assert "Dice LV" in {m.label for m in app.metric}
-    # A different model in the sidebar: the page says the results are from the old one.
-    app.radio(key="weights_kind").set_value("Bundled").run()
-    assert any("press Segment" in i.value for i in app.info)
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "Hub repo someone/lvseg-unet-offline-test cannot be reached and is not in the local cache"]
+    assert "Dice LV" not in {m.label for m in app.metric}
 
 
 def test_training_can_be_switched_off(app, monkeypatch):

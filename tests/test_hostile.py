@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bench.hostile import (OWNER_TOKEN, dicom_series, fake_hub, finish, gzip_bomb,
+from bench.hostile import (HUGE_REPO, OWNER_TOKEN, dicom_series, fake_hub, finish, gzip_bomb,
                            hostile_weights, nifti, raw_nifti, start, tarpit, tiny_weights,
                            two_series_folder, volume, child_env)
 from lvseg_core import cli
@@ -94,6 +94,13 @@ def test_limits_are_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("LVSEG_MAX_VOXELS", "lots")
     with pytest.raises(LVSegError, match="LVSEG_MAX_VOXELS"):
         load_nifti(path)
+    monkeypatch.delenv("LVSEG_MAX_VOXELS")
+    cine = tmp_path / "cine.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([volume((16, 16, 2))] * 45, -1), np.eye(4)), str(cine))
+    assert load_nifti(cine).n_frames == 45
+    monkeypatch.setenv("LVSEG_PUBLIC", "1")          # public mode: 40 frames at most
+    with pytest.raises(ScanReadError, match="LVSEG_MAX_FRAMES"):
+        load_nifti(cine)
 
 
 def test_decompression_stops_at_the_header_size(tmp_path):
@@ -256,6 +263,17 @@ def test_hub_fetch_is_anonymous_unless_the_owner_opts_in(tmp_path, hub_log, monk
     predict(str(scan), "--weights", "victim-org/private-weights", "--out", str(tmp_path / "o3"))
     capsys.readouterr()
     assert fake_hub and all("authorization" not in request for request in fake_hub)
+
+
+def test_huge_hub_weights_refused_before_download(tmp_path, hub_log, monkeypatch):
+    from lvseg_core.errors import WeightsError
+    from lvseg_core.hub import fetch_from_hub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(WeightsError, match="LVSEG_MAX_WEIGHTS_MB"):
+        fetch_from_hub(HUGE_REPO)
+    assert hub_log and not any("/resolve/" in r["path"] for r in hub_log)
+    assert not any("authorization" in r for r in hub_log)
 
 
 @pytest.fixture

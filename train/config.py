@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .transforms import AugmentOptions
+
 
 @dataclass
 class TrainConfig:
@@ -34,6 +36,9 @@ class TrainConfig:
     init_weights: str | None = None        # start from these weights (fine-tuning)
     init_run: str | None = None            # the run that trained init_weights (filled in)
     augment: bool = True
+    # Ranges and probabilities of the augmentation (train.transforms.AugmentOptions);
+    # missing keys (configs written before they were recorded) take today's defaults.
+    augmentation: dict[str, Any] = field(default_factory=lambda: AugmentOptions().to_dict())
     seed: int = 0
     val_patients: list[str] | None = None  # None: the standard split
     val_fraction: float = 0.125            # used when the standard patients are absent

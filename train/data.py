@@ -9,6 +9,7 @@ spent decoding NIfTI. The split is by patient, never by slice.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,10 @@ from lvseg_core.preprocess import (
     resize_slices,
 )
 
-from .transforms import Augment
+from .transforms import Augment, AugmentOptions, StackSampler
+
+#: Bumped when :class:`Volume` changes, so that older disk caches are not read.
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Volume:
         image: intensities scaled to [0, 1], float32 ``(z, X, Y)`` on the plan grid.
         label: uint8 ``(z, X, Y)``.
         mean, std: statistics of ``image`` used for z-scoring.
+        z_mm: slice spacing (mm).
     """
 
     name: str
@@ -48,6 +53,7 @@ class Volume:
     label: np.ndarray
     mean: float
     std: float
+    z_mm: float = 10.0
 
     def zscore(self, image: np.ndarray) -> np.ndarray:
         """Z-score an (augmented) copy of :attr:`image` with the volume's statistics."""
@@ -64,7 +70,7 @@ def preprocess_case(case: Case, plan: PreprocessPlan) -> Volume:
     labels = resize_slices(torch.from_numpy(label.transpose(2, 0, 1))[:, None].float(), size,
                            mode="nearest")
     return Volume(case.name, image[:, 0].numpy(), labels[:, 0].numpy().astype(np.uint8),
-                  mean, std)
+                  mean, std, float(scan.spacing[2]))
 
 
 def load_volumes(cases: list[Case], plan: PreprocessPlan, cache_dir: str | Path | None = None,
@@ -72,7 +78,7 @@ def load_volumes(cases: list[Case], plan: PreprocessPlan, cache_dir: str | Path 
     """Preprocess ``cases`` (reading a disk cache when one matches)."""
     cache = None
     if cache_dir:
-        key = hashlib.sha1(repr((plan.to_dict(), [str(c.image) for c in cases])).encode())
+        key = hashlib.sha1(repr((CACHE_VERSION, plan.to_dict(), [str(c.image) for c in cases])).encode())
         cache = Path(cache_dir) / f"volumes-{key.hexdigest()[:16]}.pt"
         if cache.is_file():
             return [Volume(**v) for v in torch.load(cache, weights_only=False)]
@@ -113,10 +119,10 @@ class SliceDataset(Dataset):
     """Augmented 2D training slices: ``image (1, X, Y)`` float, ``label (1, X, Y)`` long."""
 
     def __init__(self, volumes: list[Volume], crop: tuple[int, int], augment: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, options: AugmentOptions | None = None) -> None:
         self.volumes = volumes
         self.index = [(v, z) for v, vol in enumerate(volumes) for z in range(vol.image.shape[0])]
-        self.augment = Augment(crop, augment)
+        self.augment = Augment(crop, augment, options)
         self.augment.set_seed(seed)
 
     def __len__(self) -> int:
@@ -130,35 +136,57 @@ class SliceDataset(Dataset):
 
 
 class StackDataset(Dataset):
-    """Augmented V-Net patches: ``image (1, D, X, Y)``, ``label (1, D, X, Y)``.
+    """Augmented V-Net patches: ``image (1, D, X, Y)``, ``label (1, D, X, Y)``, ``depth``.
 
-    D consecutive slices are taken at random (zero-padded when a volume has
-    fewer); the same in-plane augmentation is applied to every slice.
+    Without augmentation, ``depth`` consecutive slices are taken at random
+    (zero-padded when a volume has fewer). With it, :class:`StackSampler`
+    draws a stack of 1-20 slices at a 5-10 mm spacing (the options' ranges),
+    padded at the end to D = the largest depth rounded up to ``z_divisor``
+    with the intensity inference pads with (the volume's minimum); the padded
+    slices are background. :func:`collate_stacks` trims a batch to its deepest
+    stack. The same in-plane augmentation is applied to every slice.
     """
 
     def __init__(self, volumes: list[Volume], crop: tuple[int, int], depth: int = 8,
-                 augment: bool = True, seed: int = 0) -> None:
+                 augment: bool = True, seed: int = 0, options: AugmentOptions | None = None,
+                 z_divisor: int = 1) -> None:
         self.volumes = volumes
-        self.depth = depth
-        self.augment = Augment(crop, augment)
+        options = options or AugmentOptions()
+        self.sampler = StackSampler(options, seed) if augment else None
+        most = options.stack_depths[1] if augment else depth
+        self.z_divisor = max(1, int(z_divisor))
+        self.depth = int(math.ceil(most / self.z_divisor) * self.z_divisor)
+        self.augment = Augment(crop, augment, options)
         self.augment.set_seed(seed)
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.volumes)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         vol = self.volumes[i]
-        z = vol.image.shape[0]
-        start = int(self.rng.integers(0, z - self.depth + 1)) if z > self.depth else 0
-        image = np.zeros((self.depth, *vol.image.shape[1:]), np.float32)
-        label = np.zeros((self.depth, *vol.label.shape[1:]), np.uint8)
-        n = min(z, self.depth)
-        image[:n] = vol.image[start:start + n]
-        label[:n] = vol.label[start:start + n]
+        if self.sampler is not None:
+            image, label = self.sampler(vol.image, vol.label, vol.z_mm)
+        else:
+            z = vol.image.shape[0]
+            start = int(self.rng.integers(0, z - self.depth + 1)) if z > self.depth else 0
+            image = vol.image[start:start + self.depth]
+            label = vol.label[start:start + self.depth]
+        n = image.shape[0]
         image, label = self.augment(image, label)
-        return (torch.from_numpy(vol.zscore(image))[None].float(),
-                torch.from_numpy(label)[None].long())
+        stack = np.zeros((self.depth, *image.shape[1:]), np.float32)
+        labels = np.zeros((self.depth, *label.shape[1:]), np.uint8)
+        stack[:n], labels[:n] = image, label
+        return (torch.from_numpy(vol.zscore(stack))[None].float(),
+                torch.from_numpy(labels)[None].long(), n)
+
+
+def collate_stacks(batch: list, z_divisor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label, depth)`` items and trim z to the deepest one (rounded up
+    to ``z_divisor``): ``image (B, 1, D, X, Y)``, ``label (B, 1, D, X, Y)``."""
+    images, labels, depths = zip(*batch)
+    keep = int(math.ceil(max(depths) / z_divisor) * z_divisor)
+    return torch.stack(images)[:, :, :keep], torch.stack(labels)[:, :, :keep]
 
 
 class VolumeDataset(Dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -31,9 +32,17 @@ from lvseg_core.runs import best_epoch, read_events
 
 from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps, append_event
 from .config import TrainConfig
-from .data import SliceDataset, StackDataset, VolumeDataset, load_volumes, split_dataset
+from .data import (
+    SliceDataset,
+    StackDataset,
+    VolumeDataset,
+    collate_stacks,
+    load_volumes,
+    split_dataset,
+)
 from .export import export_run
 from .task import SegmentationTask
+from .transforms import AugmentOptions
 
 RUNS_DIR = Path("runs")
 
@@ -59,13 +68,17 @@ def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
     train_vols = load_volumes(train_cases, plan, cfg.cache_dir)
     val_vols = load_volumes(val_cases, plan, cfg.cache_dir)
     augment = cfg.augment and not cfg.overfit_batches
+    options = AugmentOptions.from_dict(cfg.augmentation)
+    collate = None
     if ARCHITECTURES[cfg.model][1] == 3:
-        train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed)
+        train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed, options,
+                                 plan.z_divisor)
+        collate = functools.partial(collate_stacks, z_divisor=plan.z_divisor)
     else:
-        train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed)
+        train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed, options)
     workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=not cfg.overfit_batches,
-                       drop_last=len(train_set) > cfg.batch_size, **workers)
+                       drop_last=len(train_set) > cfg.batch_size, collate_fn=collate, **workers)
     val = DataLoader(VolumeDataset(val_vols, plan), batch_size=1, **workers)
     return train, val, plan
 

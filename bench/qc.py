@@ -1,0 +1,365 @@
+"""Quality control: how well ``lvseg_core.qc`` separates good from bad results.
+
+Measure (default): each validation volume is segmented clean and as broken
+copies, and QC (with one flipped pass for agreement) rates each result:
+
+=================  ==============================================================
+copy               how it is made
+=================  ==============================================================
+inverted           intensities mirrored (``max + min - value``): dark blood
+severe noise       Gaussian noise, SD 30 % of the p99.5 (``bench.robustness.perturb``)
+photograph         ``skimage.data.camera()`` resized to the slice grid, on every slice
+no heart           an in-plane corner of the volume that does not hold the heart
+robustness         every perturbation of ``bench.robustness.PERTURBATIONS``
+=================  ==============================================================
+
+Reported: the share of clean volumes rated ``ok`` (target >= 90 %), the share
+of broken copies flagged ``check`` or ``fail`` (target >= 80 %), per copy and
+overall, and the ROC AUC of the QC score for a result whose mean Dice is below
+0.8 (over every result with a ground truth on its grid: clean, inverted, noise
+and the robustness perturbations; the photograph and the heartless crop have
+none).
+
+Calibrate (``--calibrate``): the signals of the 70 training patients (expert
+labels for anatomy and images, the model's predictions for agreement,
+entropy and removed share, EF per patient) and the limits
+:func:`lvseg_core.qc.calibrated_limits` derives from them, as
+``lvseg_core.qc.RULES`` uses them::
+
+    python -m bench.qc --calibrate --json docs/qc_calibration.json
+    python -m bench.qc --json bench/results/qc.json          # all validation volumes
+    python -m bench.qc --cases 2                             # quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (add_common_options, data_problem, environment, fmt, log,  # noqa: E402
+                          pick_device, resolve_models, run_main, select_cases,
+                          setup_torch, split_patients, write_json)
+from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb  # noqa: E402
+from lvseg_core.errors import LVSegError  # noqa: E402
+from lvseg_core.scan import Scan  # noqa: E402
+
+#: Mean Dice below which a result counts as bad for the AUC.
+BAD_DICE = 0.8
+
+#: Noise of the "severe noise" copy (SD as a share of the p99.5).
+SEVERE_NOISE = Perturbation("noise", "severe", 0.30, "noise SD 30%")
+
+#: The broken copies that are not robustness perturbations.
+BROKEN_KINDS: tuple[str, ...] = ("inverted", "severe_noise", "photograph", "no_heart")
+
+
+# ---------------------------------------------------------------- broken copies
+
+
+def _copy(scan: Scan, array: np.ndarray, suffix: str, affine: np.ndarray | None = None) -> Scan:
+    return Scan(array.astype(np.float32), scan.affine.copy() if affine is None else affine,
+                f"{scan.name}_{suffix}", scan.source, dict(scan.meta))
+
+
+def inverted(scan: Scan) -> Scan:
+    """Intensities mirrored within their range (bright blood becomes dark)."""
+    a = scan.array
+    return _copy(scan, float(a.max()) + float(a.min()) - a, "inverted")
+
+
+def photograph(scan: Scan) -> Scan:
+    """The scikit-image camera photograph, resized to the slice grid, in every slice,
+    scaled to the scan's intensity range."""
+    from skimage.data import camera
+    from skimage.transform import resize
+
+    x, y, z = scan.shape3d
+    photo = resize(camera().astype(np.float32) / 255.0, (x, y), anti_aliasing=True)
+    lo, hi = float(scan.array.min()), float(scan.array.max())
+    return _copy(scan, np.repeat((lo + photo * (hi - lo))[..., None], z, axis=2), "photograph")
+
+
+def heartless_crop(scan: Scan, labels: np.ndarray, margin_mm: float = 10.0) -> Scan | None:
+    """The largest in-plane corner of the volume (all slices) that stays
+    ``margin_mm`` away from every labelled voxel; None when no corner of at
+    least 48 x 48 voxels fits. The affine keeps the voxel size."""
+    sx, sy, _ = scan.spacing
+    xs, ys = np.nonzero(labels.any(axis=2))
+    if xs.size == 0:
+        return None
+    mx, my = int(math.ceil(margin_mm / sx)), int(math.ceil(margin_mm / sy))
+    x0, x1 = max(0, xs.min() - mx), min(scan.shape3d[0], xs.max() + mx + 1)
+    y0, y1 = max(0, ys.min() - my), min(scan.shape3d[1], ys.max() + my + 1)
+    nx, ny = scan.shape3d[:2]
+    windows = [(slice(0, x0), slice(0, ny)), (slice(x1, nx), slice(0, ny)),
+               (slice(0, nx), slice(0, y0)), (slice(0, nx), slice(y1, ny))]
+    best = max(windows, key=lambda w: (w[0].stop - w[0].start) * (w[1].stop - w[1].start))
+    if min(best[0].stop - best[0].start, best[1].stop - best[1].start) < 48:
+        return None
+    affine = scan.affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ np.array([best[0].start, best[1].start, 0.0])
+    return _copy(scan, scan.array[best[0], best[1], :], "no_heart", affine)
+
+
+def broken_copies(scan: Scan, labels: np.ndarray, seed: int = 0
+                  ) -> Iterator[tuple[str, str, Scan, np.ndarray | None]]:
+    """``(kind, label, scan, labels on its grid or None)`` of every broken copy."""
+    yield "inverted", "contrast inverted", inverted(scan), labels
+    noisy, _ = perturb(scan, labels, SEVERE_NOISE, seed)
+    yield "severe_noise", SEVERE_NOISE.label, noisy, labels
+    yield "photograph", "photograph", photograph(scan), None
+    crop = heartless_crop(scan, labels)
+    if crop is not None:
+        yield "no_heart", "field of view without the heart", crop, None
+    for p in PERTURBATIONS:
+        copy, copy_labels = perturb(scan, labels, p, seed)
+        yield f"{p.kind}/{p.strength}", p.label, copy, copy_labels
+
+
+# ---------------------------------------------------------------- one result
+
+
+def rate(segmenter, scan: Scan, labels: np.ndarray | None) -> dict[str, Any]:
+    """Segment ``scan``, run QC (one flipped pass) and score against ``labels``."""
+    from lvseg_core.qc import check_segmentation
+
+    seg = segmenter.segment(scan, probabilities=True)
+    result = check_segmentation(scan, seg, segmenter)
+    row: dict[str, Any] = {"status": result.status, "reason": result.reason,
+                           "score": result.score, "signals": result.signals}
+    row["dice"] = dice_scores(seg.mask, labels) if labels is not None else None
+    return row
+
+
+def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive`` (rank-based,
+    ties counted half; infinite scores rank highest); NaN without both classes."""
+    from scipy.stats import rankdata
+
+    s = np.asarray([min(x, 1e12) for x in scores], np.float64)
+    pos = np.asarray(positive, bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------- measure
+
+
+def measure(data: Path, spec, split: str = "validation", cases: int | None = None,
+            device: str = "auto") -> dict:
+    """QC of clean and broken copies of the ``split`` volumes; the JSON-ready report."""
+    from tqdm import tqdm
+
+    from lvseg_core.io import load_label, load_nifti
+
+    problem = data_problem(data)
+    if problem:
+        raise LVSegError(problem)
+    frames = select_cases(data, split_patients(data, split, cases))
+    frames = frames[:cases] if cases else frames
+    segmenter = spec.segmenter(pick_device(device))
+    rows: list[dict] = []
+    copies = 2 + len(BROKEN_KINDS) + len(PERTURBATIONS) - 1
+    with tqdm(total=len(frames) * copies, desc="qc", unit="result") as bar:
+        for index, case in enumerate(frames):
+            scan = load_nifti(case.image).require_3d()
+            scan.name = case.name
+            gt = load_label(case.label, scan)
+            items = [("clean", "clean", scan, gt), *broken_copies(scan, gt, 1000 + index)]
+            for kind, label, image, labels in items:
+                row = {"case": case.name, "kind": kind, "label": label}
+                row.update(rate(segmenter, image, labels))
+                rows.append(row)
+                bar.set_postfix_str(f"{case.name} {kind}: {row['status']}", refresh=False)
+                bar.update(1)
+    return {"kind": "qc", "environment": environment(), "data": str(data), "split": split,
+            "model": spec.arch, "weights_id": spec.fingerprint(), "bad_dice": BAD_DICE,
+            "volumes": [c.name for c in frames], "summary": summarise(rows), "rows": rows}
+
+
+def _share(rows: list[dict], flagged: bool) -> float:
+    if not rows:
+        return float("nan")
+    return float(np.mean([(r["status"] != "ok") == flagged for r in rows]))
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Headline figures and one line per kind of copy."""
+    clean = [r for r in rows if r["kind"] == "clean"]
+    broken = [r for r in rows if r["kind"] != "clean"]
+    destructive = [r for r in broken if r["kind"] in BROKEN_KINDS]
+    perturbed = [r for r in broken if r["kind"] not in BROKEN_KINDS]
+    scored = [r for r in rows if r["dice"] is not None]
+    bad = [r["dice"]["mean"] < BAD_DICE for r in scored]
+    kinds: dict[str, dict] = {}
+    for r in rows:
+        entry = kinds.setdefault(r["kind"], {"label": r["label"], "results": 0, "ok": 0,
+                                             "check": 0, "fail": 0, "dice": []})
+        entry["results"] += 1
+        entry[r["status"]] += 1
+        if r["dice"] is not None:
+            entry["dice"].append(r["dice"]["mean"])
+    for entry in kinds.values():
+        entry["flagged_share"] = (entry["check"] + entry["fail"]) / entry["results"]
+        entry["mean_dice"] = float(np.mean(entry["dice"])) if entry["dice"] else None
+        entry["bad_results"] = int(sum(d < BAD_DICE for d in entry["dice"]))
+        del entry["dice"]
+    return {
+        "clean_ok_share": _share(clean, False),
+        "broken_flagged_share": _share(broken, True),
+        "destructive_flagged_share": _share(destructive, True),
+        "perturbed_flagged_share": _share(perturbed, True),
+        "perturbed_bad_flagged_share": _share(
+            [r for r in perturbed if r["dice"]["mean"] < BAD_DICE], True),
+        "perturbed_good_ok_share": _share(
+            [r for r in perturbed if r["dice"]["mean"] >= BAD_DICE], False),
+        "auc_bad_dice": roc_auc([r["score"] for r in scored], bad),
+        "auc_results": len(scored), "auc_bad_results": int(sum(bad)),
+        "clean": len(clean), "broken": len(broken), "by_kind": kinds,
+    }
+
+
+def print_table(report: dict) -> None:
+    """The summary as a markdown table."""
+    s = report["summary"]
+    print(f"QC of {report['model']} on {s['clean']} {report['split']} volumes "
+          f"({s['broken']} broken copies)\n")
+    print("| copy | results | ok | check | fail | flagged | mean Dice | Dice < 0.8 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for entry in s["by_kind"].values():
+        print(f"| {entry['label']} | {entry['results']} | {entry['ok']} | {entry['check']} | "
+              f"{entry['fail']} | {entry['flagged_share']:.0%} | {fmt(entry['mean_dice'])} | "
+              f"{entry['bad_results']} |")
+    print()
+    print("| measure | value | target |")
+    print("|---|---:|---:|")
+    print(f"| clean volumes rated ok | {fmt(100 * s['clean_ok_share'], 1)} % | >= 90 % |")
+    print(f"| broken copies flagged (all) | {fmt(100 * s['broken_flagged_share'], 1)} % "
+          "| >= 80 % |")
+    print(f"| - inverted, severe noise, photograph, no heart | "
+          f"{fmt(100 * s['destructive_flagged_share'], 1)} % | |")
+    print(f"| - robustness perturbations | {fmt(100 * s['perturbed_flagged_share'], 1)} % | |")
+    print(f"| - perturbed results with Dice < 0.8 flagged | "
+          f"{fmt(100 * s['perturbed_bad_flagged_share'], 1)} % | |")
+    print(f"| ROC AUC, QC score vs mean Dice < 0.8 ({s['auc_results']} results, "
+          f"{s['auc_bad_results']} bad) | {fmt(s['auc_bad_dice'])} | |")
+
+
+# ---------------------------------------------------------------- calibrate
+
+
+def calibrate(data: Path, spec, cases: int | None = None, device: str = "auto") -> dict:
+    """Signals of the training patients and the limits they give (see module docstring)."""
+    from tqdm import tqdm
+
+    from lvseg_core import qc
+    from lvseg_core.clinical import ejection_fraction
+    from lvseg_core.data import VALIDATION_PATIENTS, find_cases
+    from lvseg_core.io import load_label, load_nifti
+
+    problem = data_problem(data)
+    if problem:
+        raise LVSegError(problem)
+    labelled = find_cases(data, require_labels=True)
+    patients = sorted({c.patient for c in labelled} - set(VALIDATION_PATIENTS))
+    if cases:
+        patients = patients[:: max(1, len(patients) // max(1, cases // 2))][: max(1, cases // 2)]
+    frames = [c for c in labelled if c.patient in set(patients)]
+    segmenter = spec.segmenter(pick_device(device))
+    signals: dict[str, list[float]] = {}
+    lv: dict[str, dict[str, float]] = {}
+    rows = []
+    for case in tqdm(frames, desc="calibrate", unit="volume"):
+        scan = load_nifti(case.image).require_3d()
+        gt = load_label(case.label, scan)
+        truth = qc.frame_signals(scan.array, gt, scan.spacing)
+        seg = segmenter.segment(scan, probabilities=True)
+        predicted = qc.check_segmentation(scan, seg, segmenter).signals
+        merged = {k: (predicted if k in qc.PREDICTION_SIGNALS else truth)[k] for k in truth}
+        for key, value in merged.items():
+            signals.setdefault(key, []).append(value)
+        lv.setdefault(case.patient, {})[case.phase] = truth["LV_ml"]
+        rows.append({"case": case.name, "dice": dice_scores(seg.mask, gt)["mean"], **merged})
+    signals["LV_EF_pct"] = [ejection_fraction(v["ED"], v["ES"]) for v in lv.values()
+                            if "ED" in v and "ES" in v]
+    limits = {}
+    for rule in qc.RULES:
+        typical, check, fail = qc.calibrated_limits(signals[rule.signal], rule.high, rule.kind,
+                                                    rule.min_span)
+        limits[rule.key] = {"typical": typical, "check": check,
+                            "fail": fail if rule.fail is not None else None}
+    stats = {}
+    for key, values in signals.items():
+        v = np.asarray([x for x in values if math.isfinite(x)], np.float64)
+        if v.size:
+            stats[key] = {"n": int(v.size), "min": float(v.min()), "median": float(np.median(v)),
+                          "max": float(v.max())}
+    return {"kind": "qc_calibration", "environment": environment(), "data": str(data),
+            "model": spec.arch, "weights_id": spec.fingerprint(), "patients": patients,
+            "volumes": len(frames), "margins": list(qc.MARGINS), "limits": limits,
+            "signals": stats, "rows": rows}
+
+
+def print_calibration(report: dict) -> None:
+    print(f"Calibrated on {report['volumes']} training volumes ({len(report['patients'])} "
+          f"patients, model {report['model']})\n")
+    print("| rule | training min | median | max | check | fail |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, lim in report["limits"].items():
+        st = report["signals"][key.split(":")[0]]
+        print(f"| {key} | {st['min']:.4g} | {st['median']:.4g} | {st['max']:.4g} | "
+              f"{lim['check']:.4g} | {fmt(lim['fail'], 4) if lim['fail'] is not None else '-'} |")
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.qc",
+                                     description=__doc__.split("\n\n")[0])
+    add_common_options(parser, json_default=None)
+    parser.add_argument("--calibrate", action="store_true",
+                        help="compute the limits on the training patients instead")
+    args = parser.parse_args(argv)
+    if args.cases is not None and args.cases < 1:
+        parser.error("--cases must be >= 1")
+    if args.json is None:
+        args.json = Path("docs/qc_calibration.json" if args.calibrate
+                         else "bench/results/qc.json")
+    return args
+
+
+def _main(args) -> int:
+    setup_torch(args.threads)
+    spec = next((s for s in resolve_models(args.models[:1], args.weights_dir, args.runs)), None)
+    if spec is None or not spec.available:
+        raise LVSegError(f"{args.models[0]}: {spec.note if spec else 'no weights'}")
+    if args.calibrate:
+        report = calibrate(args.data, spec, args.cases, args.device)
+        write_json(report, args.json)
+        print_calibration(report)
+    else:
+        report = measure(args.data, spec, args.split, args.cases, args.device)
+        write_json(report, args.json)
+        print_table(report)
+    log(f"wrote {args.json}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main(_main, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

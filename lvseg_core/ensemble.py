@@ -1,0 +1,208 @@
+"""An ensemble of models that averages their class probabilities.
+
+Each member keeps its own preprocessing plan (spacing, padding, z
+divisor) and maps its probabilities back onto the input grid
+(:meth:`Segmenter.predict_probabilities`); the ensemble averages them there,
+voxel by voxel, then takes the argmax and post-processes like one model.
+:class:`Ensemble` is a :class:`Segmenter`: everything that segments with one
+model (``predict``, ``evaluate``, the app, the benchmarks) takes it as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import LVSegError
+from .hub import Weights
+from .inference import Segmenter, default_device
+from .models import ARCHITECTURES, check_architecture
+
+#: ``--model ensemble``: every architecture, in this order.
+ENSEMBLE = "ensemble"
+
+
+def parse_members(spec: str) -> list[str]:
+    """Architectures named by a ``--model`` value.
+
+    ``"ensemble"`` is all of :data:`~lvseg_core.models.ARCHITECTURES`;
+    ``"unet,attention_unet"`` those two; ``"unet"`` that one.
+
+    Raises:
+        LVSegError: an unknown or repeated name, or an empty list.
+    """
+    text = str(spec).strip()
+    if text == ENSEMBLE:
+        return list(ARCHITECTURES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise LVSegError(f"--model {spec!r}: name a model, several separated by commas, "
+                         f"or '{ENSEMBLE}'")
+    for name in names:
+        if name not in ARCHITECTURES:
+            raise LVSegError(f"--model {spec!r}: unknown model {name!r} (choose from "
+                             f"{', '.join(ARCHITECTURES)} or '{ENSEMBLE}')")
+    if len(set(names)) != len(names):
+        raise LVSegError(f"--model {spec!r}: a model is named twice")
+    return names
+
+
+def ensemble_name(members: Sequence[str]) -> str:
+    """``"ensemble"`` for all architectures in order, else ``"ensemble(unet,vnet)"``."""
+    if list(members) == list(ARCHITECTURES):
+        return ENSEMBLE
+    return f"{ENSEMBLE}({','.join(members)})"
+
+
+@dataclass(frozen=True)
+class EnsembleWeights:
+    """Where the members' weights came from (the interface of :class:`~lvseg_core.hub.Weights`)."""
+
+    members: tuple[Weights, ...]
+
+    @property
+    def description(self) -> str:
+        """E.g. ``"bundled:unet + bundled:vnet"``."""
+        return " + ".join(w.description for w in self.members)
+
+    @property
+    def sha256(self) -> str:
+        """The members' SHA-256 of ``model.safetensors``, joined by ``+``."""
+        return "+".join(w.sha256 for w in self.members)
+
+    @property
+    def notice(self) -> str:
+        return "; ".join(w.notice for w in self.members if w.notice)
+
+    @property
+    def kind(self) -> str:
+        kinds = {w.kind for w in self.members}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+class Ensemble(Segmenter):
+    """Segments scans with several models by averaging their class probabilities.
+
+    Args:
+        members: loaded segmenters (any mix of 2D and 3D models); their own
+            ``postprocess`` is not used, the ensemble's is.
+        postprocess: keep the largest connected component per structure.
+        weights: per-member sources, for reports (default: the members').
+    """
+
+    def __init__(self, members: Sequence[Segmenter], postprocess: bool = True) -> None:
+        if not members:
+            raise LVSegError("an ensemble needs at least one model")
+        labels = {tuple(m.model.labels) for m in members}
+        if len(labels) != 1:
+            raise LVSegError("ensemble members must predict the same labels")
+        self.members = list(members)
+        self.device = members[0].device
+        self.postprocess = postprocess
+        self.precision = members[0].precision
+        self.dtype = members[0].dtype
+        self.tta = all(m.tta for m in members)
+        self.model = None
+        member_weights = [m.weights for m in members]
+        self.weights = (EnsembleWeights(tuple(member_weights))
+                        if all(w is not None for w in member_weights) else None)
+
+    @classmethod
+    def from_source(cls, architectures: str | Sequence[str],
+                    weights: str | Sequence[str | None] | dict[str, str] | None = None,
+                    device: str | torch.device | None = None, postprocess: bool = True,
+                    **kwargs) -> "Ensemble":
+        """Load (cached) members.
+
+        Args:
+            architectures: a ``--model`` value (see :func:`parse_members`) or a list.
+            weights: None/"bundled" for all, one source per member (list, or a
+                comma-separated string), or ``{architecture: source}``.
+            device, kwargs: as for :meth:`Segmenter.from_source` (precision, tta,
+                batch_size).
+        """
+        names = (parse_members(architectures) if isinstance(architectures, str)
+                 else [check_architecture(a) for a in architectures])
+        sources = member_sources(names, weights)
+        device = torch.device(device) if device is not None else default_device()
+        members = [Segmenter.from_source(name, source, device, **kwargs)
+                   for name, source in zip(names, sources)]
+        return cls(members, postprocess=postprocess)
+
+    @property
+    def architecture(self) -> str:
+        return ensemble_name(self.architectures)
+
+    @property
+    def architectures(self) -> list[str]:
+        return [m.architecture for m in self.members]
+
+    @property
+    def precision_label(self) -> str:
+        labels = sorted({m.precision_label for m in self.members})
+        return labels[0] if len(labels) == 1 else "+".join(labels)
+
+    def member_probabilities(self, volume: np.ndarray, spacing) -> list[torch.Tensor]:
+        """Each member's probabilities ``(C, x, y, z)`` on the input grid."""
+        return [m.predict_probabilities(volume, spacing) for m in self.members]
+
+    def predict_probabilities(self, volume: np.ndarray, spacing) -> torch.Tensor:
+        """Mean of the members' class probabilities ``(C, x, y, z)`` (CPU, float32)."""
+        return average_probabilities(self.member_probabilities(volume, spacing))
+
+
+def average_probabilities(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Voxel-wise mean of class probabilities of one grid ``(C, x, y, z)``."""
+    if not probabilities:
+        raise LVSegError("no probabilities to average")
+    total = probabilities[0].clone()
+    for probs in probabilities[1:]:
+        total.add_(probs)
+    return total / len(probabilities)
+
+
+def member_sources(names: Sequence[str],
+                   weights: str | Sequence[str | None] | dict[str, str] | None
+                   ) -> list[str | None]:
+    """One weights source per member (see :meth:`Ensemble.from_source`).
+
+    Raises:
+        LVSegError: a list of the wrong length, or one folder/repo for several models.
+    """
+    if weights is None:
+        return [None] * len(names)
+    if isinstance(weights, dict):
+        unknown = set(weights) - set(names)
+        if unknown:
+            raise LVSegError(f"weights given for models not in the ensemble: "
+                             f"{', '.join(sorted(unknown))}")
+        return [weights.get(n) for n in names]
+    if isinstance(weights, (str, Path)):
+        text = str(weights)
+        if text == "bundled":
+            return [None] * len(names)
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) == 1 and len(names) > 1:
+            raise LVSegError(
+                f"--weights {text!r}: an ensemble of {len(names)} models needs one source per "
+                f"model, separated by commas, in the order {','.join(names)} (or 'bundled')")
+        weights = parts
+    weights = list(weights)
+    if len(weights) != len(names):
+        raise LVSegError(f"{len(weights)} weights sources for {len(names)} models "
+                         f"({','.join(names)})")
+    return [None if w in (None, "", "bundled") else str(w) for w in weights]
+
+
+def load_segmenter(model: str, weights: str | None = None,
+                   device: str | torch.device | None = None, **kwargs) -> Segmenter:
+    """A :class:`Segmenter` for one architecture, or an :class:`Ensemble` for
+    ``"ensemble"`` or a comma-separated list (see :func:`parse_members`)."""
+    names = parse_members(model)
+    if len(names) == 1 and model.strip() != ENSEMBLE:
+        return Segmenter.from_source(names[0], weights, device, **kwargs)
+    return Ensemble.from_source(names, weights, device, **kwargs)
