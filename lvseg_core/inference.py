@@ -131,6 +131,10 @@ class Segmenter:
 
     PRECISIONS = ("auto", "fp32", "bf16")
 
+    #: The ONNX Runtime network in use (None: the torch model runs).
+    onnx: OnnxNetwork | None = None
+    _model: LVSegModel | None = None
+
     #: In-plane flips averaged by test-time augmentation (dims of ``(n, C, X, Y)``).
     TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-2,), (-1,), (-2, -1))
 
@@ -203,6 +207,10 @@ class Segmenter:
             model, _ = load_model(self._config["architecture"], self.weights.folder, self.device)
             self._model = model.to(memory_format=self.memory_format).eval()
         return self._model
+
+    @model.setter
+    def model(self, model: LVSegModel | None) -> None:
+        self._model = model
 
     @property
     def memory_format(self) -> torch.memory_format:
