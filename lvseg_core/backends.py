@@ -40,13 +40,15 @@ def check_backend(name: str) -> str:
 
 
 def onnxruntime_available() -> bool:
-    """True when ONNX Runtime (and onnx, for the export) can be imported."""
+    """True when ONNX Runtime can be imported and onnx (for the export) is installed
+    (found, not imported: it takes seconds and only a build needs it)."""
+    from importlib.util import find_spec
+
     try:
-        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
-    return True
+    return find_spec("onnx") is not None
 
 
 def default_threads() -> int:

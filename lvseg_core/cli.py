@@ -68,6 +68,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the image and its in-plane "
                              "flips (4x slower)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
+                        help="what runs the network: auto (default, or $LVSEG_BACKEND): ONNX "
+                             "Runtime (int8 where it keeps Dice) on a CPU for the U-Net, torch "
+                             "otherwise; torch; onnx (CPU; the ONNX model is built once per "
+                             "weights file and cached)")
     parser.add_argument("--fallback-bundled", action="store_true",
                         help="when Hub weights cannot be fetched, use the bundled weights "
                              "(with a warning) instead of failing")
@@ -96,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true",
                          help="replace existing masks and summary.csv (input files are "
                               "never replaced)")
+    predict.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process; ray: Ray Data (pip install 'ray[data]'), "
+                              "reading on CPU tasks and one model per worker")
+    predict.add_argument("--workers", type=int, default=2, metavar="N",
+                         help="--engine ray: segmenting workers (default 2)")
+    predict.add_argument("--address", default=None, metavar="ADDRESS",
+                         help="--engine ray: a running Ray cluster (e.g. ray://head:10001); "
+                              "default: a local one")
+    predict.add_argument("--resume", action="store_true",
+                         help="continue a run into --out: skip inputs its manifest.jsonl "
+                              "records as done with the same file size/time and weights")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser(
@@ -137,10 +153,36 @@ def _segmenter(args):
     segmenter = Segmenter.from_source(args.model, args.weights, _device(args.device),
                                       fallback=args.fallback_bundled,
                                       postprocess=not args.no_postprocess,
-                                      precision=args.precision, tta=args.tta)
+                                      precision=args.precision, tta=args.tta,
+                                      backend=args.backend, report=_note)
     if segmenter.weights is not None and segmenter.weights.notice:
         _warn(segmenter.weights.notice)
+    if segmenter.notice:
+        _note(segmenter.notice)
     return segmenter
+
+
+def _cohort(args, inputs) -> int:
+    """``predict --engine ray`` or ``--resume``: :func:`lvseg_core.cohort.run_cohort`."""
+    from .cohort import SegmenterSpec, run_cohort
+
+    if args.workers < 1:
+        raise LVSegError("--workers must be at least 1")
+    spec = SegmenterSpec(args.model, args.weights, args.device if args.device != "auto"
+                         else None, args.backend, args.precision, not args.no_postprocess,
+                         args.tta)
+    with _bar(len(inputs), "segmenting") as bar:
+        report = run_cohort(inputs, spec, args.out, engine=args.engine, workers=args.workers,
+                            address=args.address, resume=args.resume,
+                            overwrite=args.overwrite, progress=bar, series_uid=args.series_uid)
+    for failure in report.failures:
+        print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
+    print(f"segmented {len(report.outputs)} of {len(inputs)} scan(s) with {args.model} "
+          f"({args.engine} engine{', resumed' if args.resume else ''})")
+    print(f"masks: {report.out_dir.resolve()}")
+    if report.summary_path is not None:
+        print(f"summary: {report.summary_path.resolve()}")
+    return 1 if report.failures else 0
 
 
 def _bar(total: int, desc: str):
@@ -168,6 +210,8 @@ def cmd_predict(args) -> int:
     inputs = collect_inputs(args.inputs, notes)  # fail fast, before the model is loaded
     for note in notes:
         _note(note)
+    if args.engine == "ray" or args.resume:
+        return _cohort(args, inputs)
     segmenter = _segmenter(args)
     with _bar(len(inputs), "segmenting") as bar:
         report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,

@@ -11,6 +11,7 @@ import importlib.abc
 import json
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -175,3 +176,20 @@ def test_onnx_matches_torch_fp32_on_a_real_volume(acdc_dir, tmp_path, monkeypatc
     if onnx.precision_label == "int8":
         check = onnx.onnx.record["check"]
         assert check["dice_torch_fp32"] - check["dice_onnx_int8"] <= onnx_export.DICE_TOLERANCE
+
+
+@pytest.mark.skipif("unet" not in available_bundled(), reason="no bundled U-Net weights")
+def test_cli_backend_option(acdc_dir, tmp_path, monkeypatch, capsys):
+    from lvseg_core import cli
+
+    monkeypatch.setenv("LVSEG_ONNX_CACHE", str(tmp_path / "cache"))
+    scan = acdc_frame(acdc_dir / VALIDATION_PATIENTS[0], "ED")
+    outs = {}
+    for backend in ("onnx", "torch"):
+        out = tmp_path / backend
+        assert cli.main(["predict", str(scan), "--model", "unet", "--device", "cpu",
+                         "--backend", backend, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert ("ONNX Runtime" in printed) == (backend == "onnx")
+        outs[backend] = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
+    assert np.mean(outs["onnx"] == outs["torch"]) >= 0.995

@@ -110,3 +110,17 @@ def test_ray_engine_writes_the_same_masks_as_local(scans, tmp_path, monkeypatch)
     before = _mtimes(tmp_path / "ray")
     run_cohort(inputs, spec, tmp_path / "ray", engine="ray", workers=2, resume=True)
     assert _mtimes(tmp_path / "ray") == before
+
+
+def test_cli_predict_resume(scans, small_weights, tmp_path, capsys):
+    from lvseg_core import cli
+
+    args = ["predict", str(scans), "--model", "unet", "--weights", str(small_weights),
+            "--device", "cpu", "--backend", "torch", "--out", str(tmp_path / "out")]
+    assert cli.main(args + ["--resume"]) == 0
+    assert "segmented 3 of 3" in capsys.readouterr().out
+    before = _mtimes(tmp_path / "out")
+    assert cli.main(args + ["--resume"]) == 0
+    assert _mtimes(tmp_path / "out") == before
+    assert cli.main(args + ["--engine", "ray", "--workers", "0"]) == 1
+    assert "--workers must be at least 1" in capsys.readouterr().err

@@ -9,8 +9,11 @@ metrics. ``save_pretrained`` writes ``config.json`` + ``model.safetensors``;
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
+import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,15 +25,62 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..labels import LABELS
-from .attention_unet import build_attention_unet
-from .unet import build_unet
-from .vnet import build_vnet, vnet_divisors
+
+
+class _LazyBuilder:
+    """A builder imported on first use, so that loading one architecture does not
+    import the libraries of the others (MONAI takes seconds to import)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.__name__ = module, name
+
+    def target(self) -> Callable[..., nn.Module]:
+        return getattr(import_module(f"{__package__}.{self.module}"), self.__name__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return self.target()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The builder's signature, read from its source while the module is not
+        imported (checking a config must not import smp or MONAI)."""
+        name = f"{__package__}.{self.module}"
+        if name not in sys.modules:
+            found = _source_signature(Path(__file__).with_name(f"{self.module}.py"),
+                                      self.__name__)
+            if found is not None:
+                return found
+        return inspect.signature(self.target())
+
+
+def _source_signature(path: Path, function: str) -> inspect.Signature | None:
+    """Signature of the top-level ``function`` in the Python file ``path``, from its
+    syntax tree; None when a default is not a literal (then import it)."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            args = node.args
+            if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
+                return None
+            defaults = [inspect.Parameter.empty] * (len(args.args) - len(args.defaults))
+            try:
+                defaults += [ast.literal_eval(d) for d in args.defaults]
+            except ValueError:
+                return None
+            return inspect.Signature([
+                inspect.Parameter(a.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+                for a, d in zip(args.args, defaults)])
+    return None
+
 
 #: Architecture name -> (builder, spatial dimensions of its input).
 ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], int]] = {
-    "unet": (build_unet, 2),
-    "attention_unet": (build_attention_unet, 2),
-    "vnet": (build_vnet, 3),
+    "unet": (_LazyBuilder("unet", "build_unet"), 2),
+    "attention_unet": (_LazyBuilder("attention_unet", "build_attention_unet"), 2),
+    "vnet": (_LazyBuilder("vnet", "build_vnet"), 3),
 }
 
 #: Human-readable names.
@@ -53,6 +103,7 @@ def default_plan(architecture: str, arch_args: dict | None = None) -> dict[str, 
     """The preprocessing plan used when training ``architecture`` (with ``arch_args``)
     from scratch."""
     from ..preprocess import PreprocessPlan
+    from .vnet import vnet_divisors
 
     if ARCHITECTURES[check_architecture(architecture)][1] == 3:
         divisor, z_divisor = vnet_divisors(**(arch_args or {}))
