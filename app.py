@@ -2,7 +2,8 @@
 
 This script declares the pages and draws what they share: the model and
 weights picker and the device, in the sidebar. Each page script in
-``app_pages/`` draws; the work is done in :mod:`lvseg_core`.
+``app_pages/`` only draws; the work is done in :mod:`lvseg_app` and
+:mod:`lvseg_core`.
 
 The folder is deliberately not called ``pages/``: Streamlit treats a
 ``pages/`` folder beside the main script as an old-style multipage app until
@@ -17,7 +18,7 @@ import streamlit as st
 st.set_page_config(page_title="LVSeg · cardiac MRI segmentation", page_icon="🫀",
                    layout="wide")
 
-from app_pages.common import draw_sidebar, mark_shell_drawn  # noqa: E402  (after set_page_config)
+from lvseg_app.sidebar import draw_sidebar, mark_shell_drawn  # noqa: E402  (after set_page_config)
 
 PAGES = [
     st.Page("app_pages/segment.py", title="Segment", icon=":material/favorite:", default=True),

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from lvseg_core import analysis as an
-from lvseg_core import viz
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
-from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
-from app_pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
-                          page_setup, samples, weights_sources)
+from lvseg_core.render import auto_window
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
+from lvseg_app import analysis as an
+from lvseg_app import viz
+from lvseg_app.caching import samples
+from lvseg_app.sidebar import current_choice, get_segmenter, page_setup, weights_sources
+from lvseg_app.ui import error_message, fmt, guard
 
 SCAN_STATE = "compare_scan"        # {"scan", "truth", "results": {arch: Analysis | str}}
 FOLDER_STATE = "compare_folder"    # {"results": {label: dict}, "failed": {label: str}}
@@ -103,7 +105,7 @@ def one_scan(chosen) -> None:
     if scan.is_cine:
         t = cols[1].slider("Frame", 0, scan.n_frames - 1, 0, key="compare_frame")
     opacity = cols[2].slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="compare_opacity")
-    window, level = viz.auto_window(scan.array)
+    window, level = auto_window(scan.array)
     cols = st.columns(len(ARCHITECTURES))
     for col, arch in zip(cols, ARCHITECTURES):
         with col:

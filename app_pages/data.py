@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lvseg_core import explore, viz
-from lvseg_core.analysis import default_samples_dir
+from lvseg_core import explore
 from lvseg_core.data import find_cases
 from lvseg_core.errors import LVSegError
-from app_pages.common import guard, page_setup
+from lvseg_app import viz
+from lvseg_app.analysis import default_samples_dir
+from lvseg_app.sidebar import page_setup
+from lvseg_app.ui import guard
 
 
 @st.cache_data(show_spinner="Reading the headers…", ttl=600)

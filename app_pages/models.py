@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lvseg_core import catalog
 from lvseg_core.labels import STRUCTURES
-from lvseg_core.models import DISPLAY_NAMES
-from app_pages.common import fmt, get_segmenter, guard, missing_weights_message, page_setup
+from lvseg_core.registry import DISPLAY_NAMES
+from lvseg_app import catalog
+from lvseg_app.sidebar import get_segmenter, missing_weights_message, page_setup
+from lvseg_app.ui import fmt, guard
 
 SPEED_STATE = "models_speed"     # {card title: seconds per volume}
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from lvseg_core import analysis as an
-from lvseg_core import viz
 from lvseg_core.labels import STRUCTURES
-from app_pages.common import (current_choice, error_message, fmt, get_segmenter, guard,
-                          page_setup, samples)
+from lvseg_core.render import auto_window
+from lvseg_app import analysis as an
+from lvseg_app import viz
+from lvseg_app.caching import samples
+from lvseg_app.sidebar import current_choice, get_segmenter, page_setup
+from lvseg_app.ui import error_message, fmt, guard
 
 STATE = "segment_analysis"       # the current Analysis
 STATE_ID = "segment_analysis_id"  # increases with each new analysis (widget keys)
@@ -156,7 +158,7 @@ def results(a: an.Analysis, aid: int) -> None:
 
     # ---- display controls
     depth = scan.shape3d[2]
-    window0, level0 = _cached("window", lambda: viz.auto_window(scan.array))
+    window0, level0 = _cached("window", lambda: auto_window(scan.array))
     lo, hi = _cached("range", lambda: (float(np.nanmin(scan.array)),
                                        float(np.nanmax(scan.array))))
     span = max(hi - lo, 1e-6)

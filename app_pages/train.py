@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
-from lvseg_core import runs, viz
-from lvseg_core.analysis import default_samples_dir
-from lvseg_core.models import ARCHITECTURES, DISPLAY_NAMES
-from app_pages.common import error_message, fmt, guard, page_setup, use_run_as_weights
+from lvseg_core import hub, settings
+from lvseg_core.records import epoch_events, read_events, read_lr_find
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
+from lvseg_app import jobs
+from lvseg_app import viz
+from lvseg_app.analysis import default_samples_dir
+from lvseg_app.sidebar import page_setup, use_run_as_weights
+from lvseg_app.ui import error_message, fmt, guard
 
 POLL_SECONDS = 5
 
 
-def training_allowed() -> bool:
-    """Starting and stopping runs from the page (``LVSEG_ALLOW_TRAINING``, default on;
-    the Space's Dockerfile turns it off so that visitors only watch)."""
-    return os.environ.get("LVSEG_ALLOW_TRAINING", "1").strip().lower() not in \
-        ("0", "false", "no", "off")
-
-
-def options_panel() -> runs.TrainOptions:
+def options_panel() -> jobs.TrainOptions:
     """The options of ``python -m train`` as widgets (shared by the three buttons)."""
     data_default = str(default_samples_dir() or "../shared/data/acdc")
     with st.container(border=True):
@@ -59,7 +54,7 @@ def options_panel() -> runs.TrainOptions:
     if hours:
         minutes = int(round(hours * 60))
         max_time = f"{minutes // 1440:02d}:{minutes // 60 % 24:02d}:{minutes % 60:02d}:00"
-    return runs.TrainOptions(
+    return jobs.TrainOptions(
         model=model, data=data, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
         weight_decay=float(wd), crop=(int(crop), int(crop)), depth=int(depth),
         schedule=schedule, augment=augment, patience=int(patience), max_time=max_time,
@@ -67,9 +62,9 @@ def options_panel() -> runs.TrainOptions:
         limit_train_batches=None if limit >= 1.0 else float(limit))
 
 
-def start_buttons(options: runs.TrainOptions) -> None:
+def start_buttons(options: jobs.TrainOptions) -> None:
     name = st.session_state.get("train_name", "").strip() or None
-    allowed = training_allowed()
+    allowed = settings.training_allowed()
     if not allowed:
         st.info("Starting runs is switched off on this server (LVSEG_ALLOW_TRAINING=0); "
                 "runs started elsewhere are shown below.", icon=":material/lock:")
@@ -77,26 +72,26 @@ def start_buttons(options: runs.TrainOptions) -> None:
     started = None
     if cols[0].button("Start training", type="primary", key="train_start",
                       icon=":material/play_arrow:", disabled=not allowed):
-        started = runs.start_fit(options, name)
+        started = jobs.start_fit(options, name)
     if cols[1].button("LR range test", key="train_lr_find", icon=":material/query_stats:",
                       disabled=not allowed,
                       help="python -m train lr-find: 100 steps with a growing learning "
                            "rate; the loss curve suggests a learning rate."):
-        started = runs.start_lr_find(options, name=name)
+        started = jobs.start_lr_find(options, name=name)
     if cols[2].button("Overfit check", key="train_overfit", icon=":material/fact_check:",
                       disabled=not allowed,
                       help="Trains on 2 batches without augmentation: the loss should go "
                            "towards 0, otherwise the pipeline has a bug."):
-        started = runs.start_overfit(options, name=name)
+        started = jobs.start_overfit(options, name=name)
     cols[3].caption("Runs start as background processes (`python -m train …`) that keep "
                     "going when this page is closed; their folders are under "
-                    f"`{runs.RUNS_DIR}`.")
+                    f"`{settings.runs_dir()}`.")
     if started is not None:
         st.success(f"Started {started.kind} run **{started.name}** (process {started.pid}).",
                    icon=":material/rocket_launch:")
 
 
-def draw_live(run: runs.RunInfo) -> None:
+def draw_live(run: jobs.RunInfo) -> None:
     """Progress, curves, log and stop button of one running run."""
     with st.container(border=True):
         head = st.columns([4, 1])
@@ -104,35 +99,35 @@ def draw_live(run: runs.RunInfo) -> None:
                          f"{DISPLAY_NAMES.get(run.model, run.model)} · process {run.pid}")
         if run.started_here:
             if head[1].button("Stop", key=f"train_stop_{run.name}", icon=":material/stop:",
-                              disabled=not training_allowed()):
+                              disabled=not settings.training_allowed()):
                 try:
-                    runs.stop_run(run.path, timeout=5)
+                    jobs.stop_run(run.path, timeout=5)
                     st.toast(f"Stopped {run.name}")
                 except Exception as err:
                     st.error(error_message(err, "stopping the run"))
                 st.rerun()
         else:
             head[1].caption("started outside the app")
-        epochs = runs.epoch_events(runs.read_events(run.path))
+        epochs = epoch_events(read_events(run.path))
         text = (f"epoch {run.epochs_done}/{run.max_epochs or '?'} · {run.fraction:.0%} · "
-                f"elapsed {runs.format_seconds(run.elapsed)} · "
-                f"ETA {runs.format_seconds(run.eta_seconds)}")
+                f"elapsed {jobs.format_seconds(run.elapsed)} · "
+                f"ETA {jobs.format_seconds(run.eta_seconds)}")
         if run.best_dice is not None:
             text += f" · best val Dice {run.best_dice:.3f}"
         st.progress(min(max(run.fraction, 0.0), 1.0), text=text)
         if epochs:
             st.plotly_chart(viz.training_curves(epochs, height=280), key=f"train_live_{run.name}")
         with st.expander("Log"):
-            st.code(runs.log_tail(run.path) or "(no output yet)", language=None)
+            st.code(jobs.log_tail(run.path) or "(no output yet)", language=None)
 
 
 def live_section() -> None:
     """Running runs, refreshed every few seconds while any is running."""
-    running = [r for r in runs.list_runs() if r.running]
+    running = [r for r in jobs.list_runs() if r.running]
     names = sorted(r.name for r in running)
 
     def body() -> None:
-        current = [r for r in runs.list_runs() if r.running]
+        current = [r for r in jobs.list_runs() if r.running]
         if sorted(r.name for r in current) != names:
             st.rerun()              # a run started or ended: redraw the whole page
         if not current:
@@ -146,7 +141,7 @@ def live_section() -> None:
 
 def finished_section() -> None:
     st.subheader("Runs")
-    all_runs = [r for r in runs.list_runs() if not r.running]
+    all_runs = [r for r in jobs.list_runs() if not r.running]
     if not all_runs:
         st.caption("No finished runs yet.")
         return
@@ -165,7 +160,7 @@ def finished_section() -> None:
         cols[0].button("Use as weights", key="train_use", icon=":material/check_circle:",
                        on_click=use_run_as_weights, args=(run.name, run.model),
                        help="Select these weights in the sidebar for the other pages.")
-        token = bool(os.environ.get("HF_TOKEN")) and training_allowed()
+        token = bool(settings.hub_token()) and settings.training_allowed()
         repo = cols[1].text_input("Hub repo id", key="train_repo",
                                   placeholder="owner/lvseg-" + (run.model or "model"),
                                   disabled=not token, label_visibility="collapsed")
@@ -173,7 +168,7 @@ def finished_section() -> None:
                           icon=":material/cloud_upload:",
                           help=None if token else "Set HF_TOKEN (a write token) to push."):
             with st.spinner(f"Uploading {run.name} to {repo}…"):
-                url = runs.push_run(run.path, repo.strip())
+                url = hub.push_run(run.path, repo.strip())
             st.success(f"Pushed: {url}")
         if not token:
             cols[1].caption("Set HF_TOKEN to push weights to the Hugging Face Hub.")
@@ -181,14 +176,14 @@ def finished_section() -> None:
         cols[0].caption("No exported model/ (the run did not finish).")
 
     if run.kind == "lr-find":
-        result = runs.read_lr_find(run.path)
+        result = read_lr_find(run.path)
         if result:
             st.plotly_chart(viz.lr_find_curve(result["lr"], result["loss"],
                                               result.get("suggestion")), key="train_lr_plot")
             st.caption(f"Suggested learning rate: {fmt(result.get('suggestion'), 6)} "
                        "(steepest descent of the smoothed loss).")
         return
-    epochs = runs.epoch_events(runs.read_events(run.path))
+    epochs = epoch_events(read_events(run.path))
     if epochs:
         st.plotly_chart(viz.training_curves(epochs), key="train_curves")
         if run.kind == "overfit":
@@ -196,7 +191,7 @@ def finished_section() -> None:
             st.caption(f"Overfit check: training loss {fmt(first)} → {fmt(last)} "
                        "(should approach 0).")
     with st.expander("Log"):
-        st.code(runs.log_tail(run.path) or "(no log)", language=None)
+        st.code(jobs.log_tail(run.path) or "(no log)", language=None)
 
 
 def main() -> None:

@@ -26,14 +26,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (ModelSpec, add_common_options, data_problem, environment, log,  # noqa: E402
+from bench.common import (ModelSpec, add_common_options, data_problem, environment, log,
                           pick_device, resolve_models, run_main, setup_torch, split_patients,
                           write_json, reason)
-from lvseg_core.errors import LVSegError  # noqa: E402
-from lvseg_core.labels import LABEL_OF, STRUCTURES  # noqa: E402
+from lvseg_core.errors import LVSegError
+from lvseg_core.labels import LABEL_OF, STRUCTURES
 
 #: Slice positions, base to apex, and predictions on slices without labels.
 POSITIONS: tuple[str, ...] = ("basal", "mid", "apical")

@@ -21,24 +21,14 @@ Timings vary with machine load; the JSON records device, threads and versions.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lvseg_core.errors import LVSegError  # noqa: E402  (light import, before torch)
-
-ARCHS = ("unet", "attention_unet", "vnet")
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc"))
+from bench.common import ARCHS, default_data
+from lvseg_core.errors import LVSegError
 
 
 def parse_args(argv=None) -> argparse.Namespace:

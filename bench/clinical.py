@@ -17,13 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.agreement import INDICES, bland_altman_axes, clinical_agreement, index_pairs  # noqa: E402
-from bench.common import (DISPLAY, add_common_options, fmt, log, read_json,  # noqa: E402
+from bench.agreement import INDICES, bland_altman_axes, clinical_agreement, index_pairs
+from bench.common import (DISPLAY, add_common_options, fmt, log, read_json,
                           resolve_models, run_main, setup_torch, write_json)
-from lvseg_core.errors import LVSegError  # noqa: E402
+from lvseg_core.errors import LVSegError
 
 #: One colour per model in every figure.
 COLOURS = {"unet": "tab:blue", "attention_unet": "tab:orange", "vnet": "tab:green"}

@@ -24,22 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lvseg_core import settings
+from lvseg_core.errors import LVSegError
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
 
-from lvseg_core.errors import LVSegError  # noqa: E402  (light import, before torch)
+#: The repository root.
+ROOT = settings.REPO
 
 #: The architectures, in report order.
-ARCHS: tuple[str, ...] = ("unet", "attention_unet", "vnet")
+ARCHS: tuple[str, ...] = tuple(ARCHITECTURES)
 
-#: Display names (as in lvseg_core.models.DISPLAY_NAMES, without importing torch).
-DISPLAY = {"unet": "U-Net", "attention_unet": "Attention U-Net", "vnet": "V-Net"}
+#: Display names.
+DISPLAY = DISPLAY_NAMES
 
 
 def default_data() -> Path:
     """``$LVSEG_DATA`` or ``../shared/data/acdc`` beside the repository."""
-    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc"))
+    return settings.data_dir()
 
 
 def data_problem(data: Path) -> str | None:
@@ -67,7 +68,7 @@ def add_common_options(parser: argparse.ArgumentParser, cases_default: int | Non
     parser.add_argument("--weights-dir", type=Path, default=None, metavar="DIR",
                         help="weights in DIR/<architecture>/ (default: bundled weights, "
                              "then runs/<architecture>-main/model)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs",
+    parser.add_argument("--runs", type=Path, default=settings.runs_dir(),
                         help="training runs folder (default: runs/)")
     parser.add_argument("--split", choices=("validation", "all"), default="validation",
                         help="validation patients of the standard split (default) or all")
@@ -145,7 +146,7 @@ def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
         if weights_dir is not None:
             candidates = [(Path(weights_dir) / arch, f"{weights_dir}/{arch}")]
         else:
-            candidates = [(hub.bundled_folder(arch), f"bundled ({hub.WEIGHTS_DIR}/{arch})")]
+            candidates = [(hub.bundled_folder(arch), f"bundled ({settings.weights_dir()}/{arch})")]
             if runs is not None:
                 candidates.append((Path(runs) / f"{arch}-main",
                                    f"training run {Path(runs).name}/{arch}-main"))

@@ -38,17 +38,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (DISPLAY, add_common_options, data_problem, environment, fmt,  # noqa: E402
+from bench.common import (DISPLAY, add_common_options, data_problem, environment, fmt,
                           log, pick_device, read_json, resolve_models, run_main, select_cases,
                           setup_torch, split_patients, write_json)
-from bench.robustness import (Perturbation, _mean_scores, dice_scores, perturb,  # noqa: E402
+from bench.robustness import (Perturbation, _mean_scores, dice_scores, perturb,
                               resample_spacing)
-from lvseg_core.errors import LVSegError  # noqa: E402
-from lvseg_core.labels import STRUCTURES  # noqa: E402
-from lvseg_core.scan import Scan  # noqa: E402
+from lvseg_core.errors import LVSegError
+from lvseg_core.labels import STRUCTURES
+from lvseg_core.scan import Scan
 
 #: The ensemble's key in the results.
 ENSEMBLE = "ensemble"

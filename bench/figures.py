@@ -1,6 +1,6 @@
 """PNG figures of the report, drawn with matplotlib (no browser or kaleido needed).
 
-Pictures of slices reuse :mod:`lvseg_core.viz` (window/level, label overlay,
+Pictures of slices reuse :mod:`lvseg_core.render` (window/level, label overlay,
 error masks and colours), so the report looks like the app.
 """
 
@@ -119,10 +119,9 @@ def gallery(items: Sequence[tuple[str, np.ndarray]], path: Path, title: str = ""
 
 
 def _builder_defaults(arch: str) -> dict[str, Any]:
-    from lvseg_core.models import ARCHITECTURES
+    from lvseg_core.models import builder
 
-    builder = ARCHITECTURES[arch][0]
-    return {k: v.default for k, v in inspect.signature(builder).parameters.items()
+    return {k: v.default for k, v in inspect.signature(builder(arch)).parameters.items()
             if v.default is not inspect.Parameter.empty}
 
 
@@ -325,7 +324,7 @@ def case_dice_boxes(results: Mapping[str, dict], path: Path) -> Path:
 def error_rgb(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, window, level
               ) -> np.ndarray:
     """The slice in grey with false positives / negatives in the viz error colours."""
-    from lvseg_core.viz import ERROR_COLOURS, error_masks, overlay_rgb
+    from lvseg_core.render import ERROR_COLOURS, error_masks, overlay_rgb
 
     fp, fn = error_masks(pred, gt)
     rgb = overlay_rgb(image, None, window=window, level=level).astype(np.float32)
@@ -365,7 +364,7 @@ def segmentation_panel(image: np.ndarray, gt: np.ndarray, pred: np.ndarray,
     with the box drawn and the other three are zoomed on it; errors outside
     the box are counted in the title of the error panel.
     """
-    from lvseg_core.viz import ERROR_COLOURS, auto_window, error_masks, overlay_rgb
+    from lvseg_core.render import ERROR_COLOURS, auto_window, error_masks, overlay_rgb
 
     window, level = auto_window(volume if volume is not None else image)
     sx, sy = float(spacing[0]), float(spacing[1])
@@ -408,7 +407,7 @@ def models_panel(image: np.ndarray, gt: np.ndarray, preds: Mapping[str, np.ndarr
                  spacing: Sequence[float], title: str, path: Path,
                  volume: np.ndarray | None = None, box=None) -> Path:
     """One slice: ground truth and every model's prediction side by side (zoomed on ``box``)."""
-    from lvseg_core.viz import auto_window, overlay_rgb
+    from lvseg_core.render import auto_window, overlay_rgb
 
     window, level = auto_window(volume if volume is not None else image)
     bx, by = box if box is not None else (slice(0, image.shape[0]), slice(0, image.shape[1]))

@@ -41,15 +41,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (add_common_options, data_problem, environment, fmt, log,  # noqa: E402
+from bench.common import (add_common_options, data_problem, environment, fmt, log,
                           pick_device, resolve_models, run_main, select_cases,
                           setup_torch, split_patients, write_json)
-from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb  # noqa: E402
-from lvseg_core.errors import LVSegError  # noqa: E402
-from lvseg_core.scan import Scan  # noqa: E402
+from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
+from lvseg_core.errors import LVSegError
+from lvseg_core.scan import Scan
 
 #: Mean Dice below which a result counts as bad for the AUC.
 BAD_DICE = 0.8

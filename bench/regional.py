@@ -17,11 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import data_problem, default_data, fmt, log, run_main, write_json  # noqa: E402
-from lvseg_core.errors import LVSegError  # noqa: E402
+from bench.common import data_problem, default_data, fmt, log, run_main, write_json
+from lvseg_core.errors import LVSegError
 
 #: Study figures reported per group (keys of lvseg_core.regional.thickness_summary).
 FIGURES: tuple[str, ...] = ("mid_ed_mm", "max_ed_mm", "mean_thickening_pct")

@@ -29,22 +29,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,  # noqa: E402
+from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,
                           log, num, read_json, reason, resolve_models, setup_torch,
                           split_patients, write_json)
-from lvseg_core.errors import LVSegError  # noqa: E402
-from lvseg_core.labels import STRUCTURES  # noqa: E402
+from bench.document import SECTIONS, Report, md_table
+from lvseg_core.errors import LVSegError
+from lvseg_core.labels import STRUCTURES
+from lvseg_core.records import find_run, run_chain
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
-
-#: Section headings of REPORT.md, in order (tests check them).
-SECTIONS: tuple[str, ...] = (
-    "## 1. Problem", "## 2. Data", "## 3. Method", "## 4. Experiments", "## 5. Results",
-    "## 6. Failure analysis", "## 7. What to try next", "## Reproduce")
 
 #: Figure name prefixes this command owns (stale ones are removed before a run).
 FIGURE_PREFIXES = ("eda_", "architectures", "lr_find", "learning_curves", "results_", "seg_",
@@ -57,43 +51,12 @@ METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall"
 # ---------------------------------------------------------------- helpers
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(str(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def name(arch: str) -> str:
     return DISPLAY.get(arch, arch)
 
 
 def _finite(value: Any) -> bool:
     return math.isfinite(num(value))
-
-
-class Report:
-    """Collects markdown lines, figure paths and facts for the slides and README."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.figures = out / "figures"
-        self.lines: list[str] = []
-        self.facts: dict[str, Any] = {"figures": {}}
-
-    def add(self, *lines: str) -> None:
-        self.lines.extend(lines)
-
-    def figure(self, path: Path | None, caption: str, key: str | None = None) -> None:
-        if path is None:
-            return
-        rel = os.path.relpath(path, self.out)
-        self.add(f"![{caption}]({rel.replace(os.sep, '/')})", "", f"*{caption}*", "")
-        if key:
-            self.facts["figures"][key] = path
-
-    def text(self) -> str:
-        return "\n".join(self.lines).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------- measurements
@@ -329,53 +292,13 @@ def run_roots(args) -> list[Path]:
     return [Path(p) for p in (args.runs, getattr(args, "records", None)) if p is not None]
 
 
-def find_run(roots: Sequence[Path], name: str) -> Path | None:
-    """The first ``<root>/<name>`` folder of ``roots``."""
-    return next((root / name for root in roots if (root / name).is_dir()), None)
-
-
-def run_chain(runs: Path | Sequence[Path], spec: ModelSpec) -> list[Path]:
-    """The training runs behind ``spec``'s weights, oldest first.
-
-    The last is the run named in the weights' config (``training.run``), else
-    ``<arch>-main``; before it come the runs whose exported model it was
-    fine-tuned from (``init_run`` in its config, or ``init_weights`` pointing
-    at ``runs/<run>/model``). Each
-    run is looked for in ``runs`` (one folder, or several in order: the runs
-    of this machine, then the kept records of ``python -m train archive``).
-    """
-    roots = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
-    weights_cfg = read_json(spec.folder / "config.json") if spec.folder else None
-    named = ((weights_cfg or {}).get("training") or {}).get("run")
-    last = (find_run(roots, named) if named else None) or find_run(roots, f"{spec.arch}-main")
-    if last is None:
-        return []
-    chain = [last]
-    while len(chain) < 20:
-        cfg = read_json(chain[0] / "config.json") or {}
-        init = cfg.get("init_weights")
-        model = Path(init) if init else None
-        # train records init_run since a fine-tune may start from bundled weights;
-        # older runs are traced through an init_weights of runs/<run>/model.
-        parent = cfg.get("init_run") or (model.parent.name if model and model.name == "model"
-                                         else None)
-        run = find_run(roots, parent) if parent else None
-        if run is None or run in chain:
-            break
-        if not cfg.get("init_run") and not (model.parent.parent.name == run.parent.name
-                                            or model.parent.resolve() == run.resolve()):
-            break
-        chain.insert(0, run)
-    return chain
-
-
 def _run_config(run: Path) -> dict | None:
     return read_json(run / "config.json")
 
 
 def _planned_epochs(run: Path, cfg: dict) -> str:
     """The epochs a run was (last) started for: a resumed run may have got more."""
-    from lvseg_core.runs import read_events, since_last_start
+    from lvseg_core.records import read_events, since_last_start
 
     current = since_last_start(read_events(run))
     planned = current[0].get("max_epochs") if current else None
@@ -405,7 +328,7 @@ def _weights_training(spec: ModelSpec) -> list[str]:
 
 
 def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
-    from lvseg_core.runs import read_lr_find
+    from lvseg_core.records import read_lr_find
 
     from bench import figures
 
@@ -454,7 +377,7 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     rows = []
     for spec in specs:
         arch = spec.arch
-        chain = run_chain(run_roots(args), spec)
+        chain = run_chain(run_roots(args), spec.arch, spec.folder)
         if not chain:
             train_cfg = _weights_config(spec).get("training") or {}
             if not train_cfg:
@@ -531,7 +454,7 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
 
 
 def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
-    from lvseg_core.runs import (best_epoch, epoch_events, read_events, since_last_start,
+    from lvseg_core.records import (best_epoch, epoch_events, read_events, since_last_start,
                                  training_seconds)
 
     from bench import figures
@@ -555,7 +478,7 @@ def section_experiments(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     curves, rows = {}, []
     for spec in specs:
         arch = spec.arch
-        chain = run_chain(run_roots(args), spec)
+        chain = run_chain(run_roots(args), spec.arch, spec.folder)
         # Epochs of a fine-tuning chain follow each other; times add up epoch by
         # epoch (a resumed run restarts its own ``elapsed`` clock).
         epochs, offset, seconds, spent, events = [], 0, 0.0, 0.0, []

@@ -34,15 +34,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (ModelSpec, add_common_options, data_problem, environment, fmt,  # noqa: E402
+from bench.common import (ModelSpec, add_common_options, data_problem, environment, fmt,
                           log, pick_device, resolve_models, run_main, select_cases,
                           setup_torch, split_patients, write_json, reason)
-from lvseg_core.errors import LVSegError  # noqa: E402
-from lvseg_core.labels import LABEL_OF, STRUCTURES  # noqa: E402
-from lvseg_core.scan import Scan  # noqa: E402
+from lvseg_core.errors import LVSegError
+from lvseg_core.labels import LABEL_OF, STRUCTURES
+from lvseg_core.scan import Scan
 
 
 @dataclass(frozen=True)

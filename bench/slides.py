@@ -14,6 +14,8 @@ from pptx import Presentation
 from pptx.util import Emu, Inches, Pt
 
 from bench.common import ROOT
+from bench.document import SECTIONS, Report
+from lvseg_core.registry import display_name
 
 WIDTH, HEIGHT = Inches(13.333), Inches(7.5)
 
@@ -90,9 +92,8 @@ def app_screenshot() -> Path | None:
     return shots[0] if shots else None
 
 
-def build_deck(rep, results: dict, args, path: Path) -> Path:
+def build_deck(rep: Report, results: dict, args, path: Path) -> Path:
     """Write the deck from the report's facts (``rep.facts``) and figures."""
-    from bench.report import name
 
     prs = Presentation()
     prs.slide_width, prs.slide_height = WIDTH, HEIGHT
@@ -140,7 +141,7 @@ def build_deck(rep, results: dict, args, path: Path) -> Path:
     arch = rep.facts.get("architectures", [])
     _picture(slide, figs.get("architectures"), Inches(0.4), Inches(1.3), WIDTH - Inches(0.8),
              Inches(3.8))
-    _bullets(slide, [", ".join(f"{name(f['arch'])} {f['parameters'] / 1e6:.2f} M parameters"
+    _bullets(slide, [", ".join(f"{display_name(f['arch'])} {f['parameters'] / 1e6:.2f} M parameters"
                                for f in arch),
                      rep.facts.get("recipe", "Dice + cross-entropy loss, AdamW"),
                      "Inference: normalise, resample to the training spacing, pad; restore "
@@ -205,19 +206,6 @@ def build_deck(rep, results: dict, args, path: Path) -> Path:
     return path
 
 
-def _next_items(rep) -> list[str]:
+def _next_items(rep: Report) -> list[str]:
     """The bullets of the report's 'What to try next' section, without markdown."""
-    from bench.report import SECTIONS
-
-    lines = rep.lines
-    try:
-        start = lines.index(SECTIONS[6])
-    except ValueError:
-        return []
-    out = []
-    for line in lines[start + 1:]:
-        if line.startswith("## "):
-            break
-        if line.startswith("- "):
-            out.append(line[2:].replace("**", "").replace("`", ""))
-    return out[:6]
+    return rep.bullets(SECTIONS[6])[:6]

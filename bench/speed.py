@@ -49,15 +49,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.bench_inference import pick_volumes, slice_loop, timed  # noqa: E402
-from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, default_data,  # noqa: E402
+from bench.bench_inference import pick_volumes, slice_loop, timed
+from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, default_data,
                           environment,
                           fmt, log, pick_device, resolve_models, run_main, setup_torch,
                           write_json, reason)
-from lvseg_core.errors import LVSegError  # noqa: E402
+from lvseg_core.errors import LVSegError
 
 
 def peak_rss_mb() -> float:
@@ -298,9 +295,7 @@ def _isolated(spec: ModelSpec, data: Path, cases: int, repeats: int, warmup: int
             command.append("--no-baseline")
         if not backends:
             command.append("--no-backends")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run(command, cwd=str(ROOT), env=env, capture_output=True, text=True)
+        proc = subprocess.run(command, cwd=str(ROOT), capture_output=True, text=True)
         if proc.returncode != 0 or not out.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise LVSegError(f"speed worker failed: {last}")

@@ -27,9 +27,10 @@ ONNX_PAYS: frozenset[str] = frozenset({"unet"})
 
 
 def default_backend() -> str:
-    """The backend used when none is named: ``$LVSEG_BACKEND`` (``auto``, ``torch``
-    or ``onnx``), default ``auto``."""
-    return check_backend(os.environ.get("LVSEG_BACKEND") or "auto")
+    """The backend used when none is named (:func:`lvseg_core.settings.backend`)."""
+    from . import settings
+
+    return check_backend(settings.backend())
 
 
 def check_backend(name: str) -> str:

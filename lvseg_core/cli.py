@@ -10,16 +10,16 @@ parsed, so ``--help`` and usage errors are instant.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 from pathlib import Path
 
+from . import settings
 from .errors import LVSegError
+from .registry import ARCHITECTURES
 
-#: Architectures offered by ``--model`` (kept equal to ``models.ARCHITECTURES``
-#: by the tests; spelled out here so that parsing does not import torch).
-MODEL_CHOICES: tuple[str, ...] = ("unet", "attention_unet", "vnet")
+#: Architectures offered by ``--model`` (the torch-free registry).
+MODEL_CHOICES: tuple[str, ...] = tuple(ARCHITECTURES)
 
 #: Packages reported by ``info``.
 _PACKAGES = ("torch", "monai", "segmentation-models-pytorch", "numpy", "scipy", "nibabel",
@@ -286,7 +286,7 @@ def cmd_info(args) -> int:
 
     import torch
 
-    from .hub import WEIGHTS_DIR, available_bundled
+    from .hub import available_bundled
     from .inference import default_device, device_name
 
     print(f"python {platform.python_version()} ({platform.platform()})")
@@ -301,11 +301,12 @@ def cmd_info(args) -> int:
           + (f" (CUDA {torch.version.cuda})" if cuda else ""))
     print(f"default device: {device_name(default_device())}")
     bundled = available_bundled()
-    print(f"bundled weights ({WEIGHTS_DIR}): {', '.join(bundled) if bundled else 'none'}")
+    print(f"bundled weights ({settings.weights_dir()}): "
+          f"{', '.join(bundled) if bundled else 'none'}")
     print(f"architectures: {', '.join(MODEL_CHOICES)}")
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    offline = settings.hub_offline()
     print(f"hugging face hub: {'offline (cache only)' if offline else 'online'}; cache "
-          f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}")
+          f"{settings.hub_home()}")
     return 0
 
 

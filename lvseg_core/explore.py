@@ -18,7 +18,7 @@ from .data import Case, find_cases
 from .errors import LVSegError
 from .io import load_label, load_nifti
 from .labels import LABEL_OF, STRUCTURES
-from .viz import auto_window, overlay_rgb
+from .render import auto_window, overlay_rgb
 
 Progress = Callable[[int, int], None]
 

@@ -1,4 +1,4 @@
-"""Where weights come from: bundled folders, the Hugging Face Hub, training runs.
+"""Where weights come from and go to: bundled folders, the Hugging Face Hub, training runs.
 
 A weights source is one of:
 
@@ -12,13 +12,16 @@ A weights source is one of:
   request has a timeout (:mod:`lvseg_core.policy`). Weights that cannot be
   fetched are an error; with ``fallback=True`` the bundled weights are used
   instead and :attr:`Weights.notice` says so.
+
+:func:`push_to_hub` uploads a weights folder (the model wrote its own card,
+``README.md``, with :meth:`LVSegModel.save_pretrained`); :func:`push_run` the
+exported ``model/`` of a finished training run.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +41,9 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from . import policy
-from .errors import WeightsError
+from . import policy, settings
+from .errors import LVSegError, WeightsError
 from .models import LVSegModel, check_architecture, read_config
-
-#: Bundled weights: ``<repo>/weights/<architecture>/``; the environment
-#: variable ``LVSEG_WEIGHTS_DIR`` (read at import) points elsewhere.
-WEIGHTS_DIR = Path(os.environ.get("LVSEG_WEIGHTS_DIR",
-                                  Path(__file__).resolve().parents[1] / "weights"))
 
 #: Files a weights folder consists of.
 WEIGHT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -87,13 +85,15 @@ class Weights:
 
 
 def bundled_folder(architecture: str) -> Path:
-    """Folder of the bundled weights of ``architecture``."""
-    return WEIGHTS_DIR / check_architecture(architecture)
+    """Folder of the bundled weights of ``architecture`` (under
+    :func:`lvseg_core.settings.weights_dir`)."""
+    return settings.weights_dir() / check_architecture(architecture)
 
 
 def available_bundled() -> list[str]:
     """Architectures with bundled weights present."""
-    return [p.name for p in sorted(WEIGHTS_DIR.glob("*")) if (p / "model.safetensors").is_file()]
+    return [p.name for p in sorted(settings.weights_dir().glob("*"))
+            if (p / "model.safetensors").is_file()]
 
 
 def weights_folder(path: Path) -> Path | None:
@@ -108,15 +108,27 @@ def parse_repo(source: str) -> tuple[str, str | None]:
     """Split ``"owner/name@revision"`` (``hf://`` prefix allowed) into id and revision."""
     source = source.removeprefix("hf://")
     repo_id, _, revision = source.partition("@")
+    check_repo_id(repo_id, WeightsError, shown=repr(source),
+                  invalid=f"{source!r} is neither a weights folder nor a Hub repo id "
+                          "(owner/name[@revision])")
+    return repo_id, revision or None
+
+
+def check_repo_id(repo_id: str, error: type[LVSegError] = LVSegError,
+                  shown: str | None = None, invalid: str | None = None) -> str:
+    """``repo_id`` if it is a Hub repo id ``owner/name``, else raise ``error``.
+
+    ``shown`` names the id in messages (default ``repr(repo_id)``); ``invalid``
+    replaces the message for a malformed id.
+    """
+    shown = shown or repr(repo_id)
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise WeightsError(
-            f"{source!r} is neither a weights folder nor a Hub repo id (owner/name[@revision])"
-        ) from None
+        raise error(invalid or f"{shown} is not a Hub repo id (owner/name)") from None
     if "/" not in repo_id:
-        raise WeightsError(f"{source!r}: a Hub repo id has the form owner/name")
-    return repo_id, revision or None
+        raise error(f"{shown}: a Hub repo id has the form owner/name")
+    return repo_id
 
 
 def _enforce_timeout(request) -> None:
@@ -185,7 +197,7 @@ def fetch_from_hub(repo_id: str, revision: str | None = None,
     _install_timeouts()
     timeout = policy.hub_timeout()
     token = policy.hub_token()
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    endpoint = settings.hub_endpoint()
     try:
         if not local_files_only and not hf_constants.is_offline_mode():
             commit = _checked_commit(repo_id, revision, where, token, endpoint, timeout)
@@ -283,3 +295,54 @@ def _stamp(folder: Path) -> float:
 def _load_folder(folder: str, stamp: float, device: str) -> LVSegModel:
     model = LVSegModel.from_pretrained(folder)
     return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- pushing
+
+
+def _token() -> str:
+    token = settings.hub_token()
+    if not token:
+        raise LVSegError("set HF_TOKEN to a Hugging Face write token to push to the Hub")
+    return token
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload a weights folder to the Hub (token from ``HF_TOKEN``); returns its URL.
+
+    Raises:
+        LVSegError: no token, offline, or the upload failed.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HfHubHTTPError
+
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise LVSegError(f"{folder}: not a weights folder (no model.safetensors)")
+    if settings.hub_offline():
+        raise LVSegError("HF_HUB_OFFLINE is set: cannot push to the Hub")
+    token = _token()
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                                 commit_message="Upload LVSeg weights")
+    except HfHubHTTPError as err:
+        raise LVSegError(f"push to {repo_id} failed: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError) as err:
+        raise LVSegError(f"push to {repo_id} failed: cannot reach the Hub "
+                         f"({type(err).__name__})") from None
+    return str(getattr(info, "commit_url", f"https://huggingface.co/{repo_id}"))
+
+
+def push_run(run_dir: str | Path, repo_id: str) -> str:
+    """Upload a finished run's exported ``model/`` to the Hub (needs ``HF_TOKEN``).
+
+    Returns the commit URL. Raises :class:`LVSegError` with a one-line reason.
+    """
+    model = Path(run_dir) / "model"
+    if not (model / "model.safetensors").is_file():
+        raise LVSegError(f"{Path(run_dir).name}: no exported model/ (has the run finished?)")
+    _token()
+    check_repo_id(repo_id)
+    return push_to_hub(model, repo_id)

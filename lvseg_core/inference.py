@@ -19,10 +19,11 @@ from .backends import (ONNX_PAYS, OnnxNetwork, check_backend, default_backend,
                        onnxruntime_available, open_onnx)
 from .errors import LVSegError
 from .hub import Weights, load_model, resolve_weights
-from .models import ARCHITECTURES, LVSegModel, read_config
+from .models import LVSegModel, read_config
 from .models.base import default_plan
 from .postprocess import keep_largest_components
 from .preprocess import PreprocessPlan, prepare, restore, slice_axis
+from .registry import spatial_dims
 from .scan import Scan
 
 
@@ -158,7 +159,7 @@ class Segmenter:
             self._config.setdefault("preprocess", None)
             self._config["preprocess"] = self._config["preprocess"] or default_plan(
                 self._config["architecture"], self._config.get("arch_args"))
-        self.spatial_dims = ARCHITECTURES[self._config["architecture"]][1]
+        self.spatial_dims = spatial_dims(self._config["architecture"])
         self.plan = PreprocessPlan.from_dict(self._config.get("preprocess"))
         self.postprocess = postprocess
         self.batch_size = batch_size

@@ -64,19 +64,18 @@ Report = Callable[[str], None]
 
 
 def cache_dir() -> Path:
-    """Where builds are cached: ``$LVSEG_ONNX_CACHE``, else
-    ``$XDG_CACHE_HOME/lvseg/onnx``, else ``~/.cache/lvseg/onnx``."""
-    if os.environ.get("LVSEG_ONNX_CACHE"):
-        return Path(os.environ["LVSEG_ONNX_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "lvseg" / "onnx"
+    """Where builds are cached (:func:`lvseg_core.settings.onnx_cache_dir`)."""
+    from . import settings
+
+    return settings.onnx_cache_dir()
 
 
 def calibration_data() -> Path:
-    """The labelled ACDC folder used to calibrate and check: ``$LVSEG_DATA`` or
-    ``../shared/data/acdc`` beside the repository."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc"
-    return Path(os.environ.get("LVSEG_DATA") or default).expanduser()
+    """The labelled ACDC folder used to calibrate and check
+    (:func:`lvseg_core.settings.data_dir`)."""
+    from . import settings
+
+    return settings.data_dir()
 
 
 def onnxruntime_version() -> str:

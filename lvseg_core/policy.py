@@ -3,7 +3,8 @@
 Every limit is checked from a header (shape, data type, voxel size) before the
 data it describes is read or allocated, and each refusal is one line that
 names the setting to raise. The settings are read from the environment when
-checked, so a deployment (or a test) sets them without code:
+checked (through :mod:`lvseg_core.settings`), so a deployment (or a test) sets
+them without code:
 
 - ``LVSEG_MAX_VOXELS``: voxels of one scan, ``x * y * z * t`` (default 128 M;
   a 512 x 428 x 18 x 30 cine is 118 M);
@@ -27,36 +28,14 @@ In public mode the scan limits default lower (32 M voxels, 256 MB, 40 frames).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import LVSegError, ScanReadError
+from . import settings
+from .errors import ScanReadError
 
 #: Voxel sizes (mm) outside this range are not from a scanner.
 SPACING_RANGE_MM: tuple[float, float] = (1e-3, 1e3)
-
-_TRUE = ("1", "true", "yes", "on")
-
-
-def _number(name: str, default: float) -> float:
-    """A positive number from the environment variable ``name``."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise LVSegError(f"setting {name}={text!r} must be a positive number")
-    return value
-
-
-def flag(name: str) -> bool:
-    """True when the environment variable ``name`` is 1/true/yes/on."""
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -74,12 +53,11 @@ class Limits:
         for scans in public mode: 32 M voxels, 256 MB, 40 frames)."""
         public = public_mode()
         return cls(
-            int(_number("LVSEG_MAX_VOXELS", 32_000_000 if public else cls.max_voxels)),
-            int(_number("LVSEG_MAX_DATA_MB", 256 if public else cls.max_data_bytes / 2**20)
-                * 2**20),
-            int(_number("LVSEG_MAX_GRID_VOXELS", cls.max_grid_voxels)),
-            int(_number("LVSEG_MAX_FRAMES", 40 if public else cls.max_frames)),
-            int(_number("LVSEG_MAX_WEIGHTS_MB", cls.max_weights_bytes / 2**20) * 2**20))
+            settings.max_voxels(32_000_000 if public else cls.max_voxels),
+            settings.max_data_bytes(256 * 2**20 if public else cls.max_data_bytes),
+            settings.max_grid_voxels(cls.max_grid_voxels),
+            settings.max_frames(40 if public else cls.max_frames),
+            settings.max_weights_bytes(cls.max_weights_bytes))
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -133,16 +111,16 @@ def check_grid(size_xy: Sequence[int], z: int, label: str = "scan") -> None:
 
 def public_mode() -> bool:
     """True in a public deployment (``LVSEG_PUBLIC=1``)."""
-    return flag("LVSEG_PUBLIC")
+    return settings.public_mode()
 
 
 def hub_token() -> bool | None:
     """The ``token`` argument of Hub fetches: ``False`` (anonymous) unless the
     owner opted in with ``LVSEG_HUB_USE_TOKEN=1`` outside public mode, then
     ``None`` (huggingface_hub's own token lookup, ``HF_TOKEN``)."""
-    return None if flag("LVSEG_HUB_USE_TOKEN") and not public_mode() else False
+    return None if settings.hub_use_token() and not public_mode() else False
 
 
 def hub_timeout() -> float:
     """Seconds a Hub request may wait for the server (``LVSEG_HUB_TIMEOUT``)."""
-    return _number("LVSEG_HUB_TIMEOUT", 10.0)
+    return settings.hub_timeout()

@@ -95,7 +95,7 @@ def mid_slice(mask: np.ndarray) -> int:
 
 
 def _overlay_uri(image: np.ndarray, mask: np.ndarray, z: int) -> str:
-    from .viz import overlay_rgb, png_data_uri
+    from .render import overlay_rgb, png_data_uri
 
     return png_data_uri(overlay_rgb(image[:, :, z], mask[:, :, z]))
 

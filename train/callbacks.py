@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 
@@ -12,22 +10,7 @@ import torch
 
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
-
-
-def _number(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def append_event(path: str | Path, record: dict) -> None:
-    """Append one JSON line (NaN/inf written as null) to ``path``."""
-    clean = {k: (_number(v) if isinstance(v, float) else v) for k, v in record.items()}
-    with open(path, "a") as handle:
-        handle.write(json.dumps(clean) + "\n")
-        handle.flush()
+from lvseg_core.records import append_event, finite_or_none
 
 
 class MetricsLog(L.Callback):
@@ -70,11 +53,11 @@ class MetricsLog(L.Callback):
             "epoch": trainer.current_epoch,
             "max_epochs": trainer.max_epochs,
             "step": trainer.global_step,
-            "train_loss": _number(m.get("train_loss_epoch")),
-            "val_loss": _number(m.get("val_loss")),
-            "val_ce": _number(m.get("val_ce")),
-            "val_dice": _number(m.get("val_dice")),
-            **{f"val_dice_{s}": _number(m.get(f"val_dice_{s}")) for s in STRUCTURES},
+            "train_loss": finite_or_none(m.get("train_loss_epoch")),
+            "val_loss": finite_or_none(m.get("val_loss")),
+            "val_ce": finite_or_none(m.get("val_ce")),
+            "val_dice": finite_or_none(m.get("val_dice")),
+            **{f"val_dice_{s}": finite_or_none(m.get(f"val_dice_{s}")) for s in STRUCTURES},
             "lr": lr,
             "seconds": time.time() - self.epoch_start,
             "elapsed": time.time() - self.start,

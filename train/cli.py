@@ -8,12 +8,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from lvseg_core import settings
 from lvseg_core.errors import LVSegError
-from lvseg_core.models import ARCHITECTURES
-
-from .config import TrainConfig
-
-DEFAULT_DATA = "../shared/data/acdc"
+from lvseg_core.records import TrainConfig
+from lvseg_core.registry import ARCHITECTURES
 
 
 def _devices(text: str) -> str | int:
@@ -28,7 +26,8 @@ def _limit(text: str) -> float | int:
 def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, choices=list(ARCHITECTURES),
                    help="architecture to train")
-    p.add_argument("--data", default=DEFAULT_DATA, help="ACDC-layout folder (default: %(default)s)")
+    p.add_argument("--data", default=str(settings.data_dir()),
+                   help="ACDC-layout folder (default: $LVSEG_DATA or %(default)s)")
     p.add_argument("--arch-args", default="{}", type=json.loads,
                    help='architecture widths as JSON, e.g. \'{"decoder_channels": [64,32,16,8]}\'')
     p.add_argument("--batch-size", type=int, default=16)
@@ -126,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from . import runner
-    from .export import export_run, push_to_hub
+    from lvseg_core.hub import push_to_hub
+
+    from .export import export_run
 
     if args.command == "fit":
         path = runner.fit(_config(args), resume=args.resume)
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         print((Path(args.out) / "results.md").read_text())
         print(f"best: lr {rows[0]['lr']:g}, weight decay {rows[0]['weight_decay']:g}")
     elif args.command == "archive":
-        from lvseg_core.runs import keep_record
+        from lvseg_core.records import keep_record
 
         for run_dir in args.runs:
             print(f"kept {keep_record(run_dir, args.out, args.overwrite)}")

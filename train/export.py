@@ -1,16 +1,21 @@
-"""Export a training run to the lvseg_core weights layout, and push it to the Hub."""
+"""Export a training run: its best checkpoint -> a weights folder of the lvseg_core layout."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
-from lvseg_core.models import DISPLAY_NAMES, LVSegModel
-from lvseg_core.runs import best_epoch, epoch_events, read_events, training_seconds
+from lvseg_core.records import (
+    CONFIG_FILE,
+    best_epoch,
+    epoch_events,
+    read_events,
+    read_json,
+    training_seconds,
+)
 
 from .task import SegmentationTask
 
@@ -47,61 +52,6 @@ def evaluation_metrics(report: dict) -> dict[str, float]:
     return flat
 
 
-def model_card(model: LVSegModel) -> str:
-    """A Hugging Face model card (README.md) with ``model-index`` metrics."""
-    metrics = model.metrics
-    name = DISPLAY_NAMES.get(model.architecture, model.architecture)
-    # Prefer the post-processed evaluation on the original grids; else the
-    # training run's own validation Dice.
-    evaluated = metrics.get("eval_dice_mean") is not None
-    key, where = (("eval_dice_{}", "lvseg_core evaluate, validation") if evaluated
-                  else ("val_dice_{}", "training validation, 3D"))
-    results = "\n".join(
-        f"          - type: dice\n            name: Dice {s} ({where})\n"
-        f"            value: {metrics[key.format(s)]:.4f}"
-        for s in (*STRUCTURES, "mean") if metrics.get(key.format(s)) is not None
-    )
-    training = model.training_info
-    lines = [
-        "---",
-        "library_name: lvseg",
-        "license: cc-by-nc-sa-4.0",
-        "tags: [medical-imaging, cardiac-mri, segmentation, acdc, lvseg]",
-        "model-index:",
-        f"  - name: lvseg-{model.architecture}",
-        "    results:",
-        "      - task:",
-        "          type: image-segmentation",
-        "        dataset:",
-        "          name: ACDC (80-patient copy, standard validation split)",
-        "          type: acdc",
-        "        metrics:",
-        results or "          []",
-        "---",
-        "",
-        f"# LVSeg {name}",
-        "",
-        "Segments the right-ventricle cavity (RV, label 1), left-ventricle myocardium "
-        "(Myo, 2) and left-ventricle cavity (LV, 3) in short-axis cine MRI. "
-        "Load it with `lvseg_core.Segmenter.from_source(\"%s\", \"<this folder or repo>\")`."
-        % model.architecture,
-        "",
-        f"- Architecture: {name}, {model.num_parameters:,} parameters, arguments "
-        f"`{json.dumps(model.arch_args)}`",
-        f"- Preprocessing: `{json.dumps(model.preprocess)}`",
-        f"- Training: {json.dumps(training)}",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float))],
-        "",
-        "Training data: ACDC (Bernard et al., IEEE TMI 37(11), 2018); research and teaching "
-        "use only.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
                evaluation: str | Path | None = None) -> Path:
     """Write the best model of ``run`` to ``out`` (config.json, model.safetensors, README.md).
@@ -133,9 +83,7 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
     model.metrics = {k: best[k] for k in ("val_dice", *[f"val_dice_{s}" for s in STRUCTURES],
                                           "val_loss") if best.get(k) is not None}
     model.metrics.update(extra)
-    config = {}
-    if (run / "config.json").is_file():
-        config = json.loads((run / "config.json").read_text())
+    config = read_json(run / CONFIG_FILE)
     model.training_info = {
         "run": run.name,
         "data": "ACDC" if "acdc" in str(config.get("data", "")).lower() else config.get("data"),
@@ -147,40 +95,8 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
     }
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    (tmp / "README.md").write_text(model_card(model))
+    model.save_pretrained(tmp)                   # config.json, model.safetensors, README.md
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
-
-
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
-    """Upload a weights folder to the Hub (token from ``HF_TOKEN``); returns its URL.
-
-    Raises:
-        LVSegError: no token, offline, or the upload failed.
-    """
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import HfHubHTTPError
-
-    folder = Path(folder)
-    if not (folder / "model.safetensors").is_file():
-        raise LVSegError(f"{folder}: not a weights folder (no model.safetensors)")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise LVSegError("HF_HUB_OFFLINE is set: cannot push to the Hub")
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise LVSegError("set HF_TOKEN to a Hugging Face write token to push to the Hub")
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
-                                 commit_message="Upload LVSeg weights")
-    except HfHubHTTPError as err:
-        raise LVSegError(f"push to {repo_id} failed: {str(err).splitlines()[0]}") from None
-    except (OSError, ValueError) as err:
-        raise LVSegError(f"push to {repo_id} failed: cannot reach the Hub "
-                         f"({type(err).__name__})") from None
-    return str(getattr(info, "commit_url", f"https://huggingface.co/{repo_id}"))
-

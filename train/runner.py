@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
 import time
@@ -23,15 +22,24 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from lvseg_core import settings
 from lvseg_core.errors import LVSegError
 from lvseg_core.hub import load_model, resolve_weights
-from lvseg_core.models import ARCHITECTURES, check_architecture, read_config
+from lvseg_core.models import check_architecture, read_config
 from lvseg_core.models.base import default_plan
 from lvseg_core.preprocess import PreprocessPlan
-from lvseg_core.runs import best_epoch, read_events
+from lvseg_core.records import (
+    CONFIG_FILE,
+    EVENTS_FILE,
+    TrainConfig,
+    append_event,
+    best_epoch,
+    read_events,
+    write_lr_find,
+)
+from lvseg_core.registry import spatial_dims
 
-from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps, append_event
-from .config import TrainConfig
+from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps
 from .data import (
     SliceDataset,
     StackDataset,
@@ -44,14 +52,10 @@ from .export import export_run
 from .task import SegmentationTask
 from .transforms import AugmentOptions
 
-RUNS_DIR = Path("runs")
-
-#: Environment variable naming the run folder for the processes DDP launches.
-RUN_DIR_ENV = "LVSEG_RUN_DIR"
-
-
-def new_run_dir(model: str, root: Path = RUNS_DIR) -> Path:
-    """``runs/<model>-<timestamp>`` (made unique)."""
+def new_run_dir(model: str, root: Path | None = None) -> Path:
+    """``<root>/<model>-<timestamp>`` (made unique); ``root`` defaults to
+    :func:`lvseg_core.settings.runs_dir`."""
+    root = settings.runs_dir() if root is None else Path(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = root / f"{model}-{stamp}"
     n = 1
@@ -70,7 +74,7 @@ def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
     augment = cfg.augment and not cfg.overfit_batches
     options = AugmentOptions.from_dict(cfg.augmentation)
     collate = None
-    if ARCHITECTURES[cfg.model][1] == 3:
+    if spatial_dims(cfg.model) == 3:
         train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed, options,
                                  plan.z_divisor)
         collate = functools.partial(collate_stacks, z_divisor=plan.z_divisor)
@@ -142,7 +146,7 @@ def _trainer(cfg: TrainConfig, run: Path, callbacks: list, **overrides) -> L.Tra
     accelerator = cfg.accelerator
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     precision = cfg.precision or ("16-mixed" if gpu else "32-true")
-    if not gpu and str(precision).startswith("bf16") and ARCHITECTURES[cfg.model][1] == 3:
+    if not gpu and str(precision).startswith("bf16") and spatial_dims(cfg.model) == 3:
         # Measured with torch 2.14 on an AVX-512 BF16 CPU: the weight gradient of
         # the V-Net's deepest 5x5x5 convolution is off by ~70% (and its norm
         # overflows), so bf16 V-Net runs diverge. 2D models are unaffected.
@@ -177,8 +181,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     is_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
     if cfg.run_dir:
         run = Path(cfg.run_dir)
-    elif not is_zero and os.environ.get(RUN_DIR_ENV):
-        run = Path(os.environ[RUN_DIR_ENV])
+    elif not is_zero and settings.worker_run_dir():
+        run = settings.worker_run_dir()
     else:
         run = new_run_dir(cfg.model)
     last = run / "checkpoints" / "last.ckpt"
@@ -187,10 +191,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             raise LVSegError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
         # The run is defined by its saved config; the length and the threads of
         # this machine may change.
-        saved = TrainConfig.load(run / "config.json")
+        saved = TrainConfig.load(run / CONFIG_FILE)
         cfg = replace(saved, epochs=cfg.epochs, max_time=cfg.max_time, max_steps=cfg.max_steps,
                       run_dir=str(run), threads=cfg.threads or saved.threads)
-    elif is_zero and (run / "config.json").exists():
+    elif is_zero and (run / CONFIG_FILE).exists():
         raise LVSegError(f"{run} already holds a run; use --resume or another --run-dir")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -198,12 +202,13 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     train, val, plan = loaders(cfg)
     run.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, run_dir=str(run))
-    events = run / "metrics.jsonl"
+    events = run / EVENTS_FILE
     task = make_task(cfg, plan)
-    os.environ[RUN_DIR_ENV] = str(run)
+    settings.announce_run_dir(run)
     if is_zero and not resume:
-        cfg = replace(cfg, init_run=init_run(cfg))
-        cfg.save(run / "config.json")
+        cfg = replace(cfg, init_run=init_run(cfg), augmentation=AugmentOptions.from_dict(
+            cfg.augmentation).to_dict())            # every value recorded, not just changes
+        cfg.save(run / CONFIG_FILE)
         init = initial_loss(task, val)
         append_event(events, {"event": "initial_loss", **init})
         print(f"initial loss: cross-entropy {init['initial_ce']:.3f} "
@@ -303,7 +308,7 @@ def lr_find(cfg: TrainConfig, out: str | Path, num_training: int = 100) -> dict:
     result = {"model": cfg.model, "suggestion": suggestion,
               "lr": [float(x) for x in finder.results["lr"]],
               "loss": [float(x) for x in finder.results["loss"]]}
-    (out / "lr_find.json").write_text(json.dumps(result, indent=1))
+    write_lr_find(out, result)
     return result
 
 

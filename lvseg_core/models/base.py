@@ -25,37 +25,33 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..labels import LABELS
+from ..registry import ARCHITECTURES, check_architecture, spatial_dims
+from .card import model_card
 
 
-class _LazyBuilder:
-    """A builder imported on first use, so that loading one architecture does not
-    import the libraries of the others (MONAI takes seconds to import)."""
+def builder(architecture: str) -> Callable[..., nn.Module]:
+    """The function that builds the network of ``architecture`` (named in
+    :mod:`lvseg_core.registry`)."""
+    module, name = ARCHITECTURES[check_architecture(architecture)].builder.split(":")
+    return getattr(import_module(f"{__package__}.{module}"), name)
 
-    def __init__(self, module: str, name: str) -> None:
-        self.module, self.__name__ = module, name
 
-    def target(self) -> Callable[..., nn.Module]:
-        return getattr(import_module(f"{__package__}.{self.module}"), self.__name__)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
-        return self.target()(*args, **kwargs)
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        """The builder's signature, read from its source while the module is not
-        imported (checking a config must not import smp or MONAI)."""
-        name = f"{__package__}.{self.module}"
-        if name not in sys.modules:
-            found = _source_signature(Path(__file__).with_name(f"{self.module}.py"),
-                                      self.__name__)
-            if found is not None:
-                return found
-        return inspect.signature(self.target())
+def builder_signature(architecture: str) -> inspect.Signature:
+    """The signature of ``architecture``'s builder, read from its source file while
+    its module is not imported: checking a config must not import smp or MONAI
+    (seconds at start-up). Defaults that are not literals: the module is imported."""
+    module, name = ARCHITECTURES[check_architecture(architecture)].builder.split(":")
+    if f"{__package__}.{module}" not in sys.modules:
+        found = _source_signature(Path(__file__).with_name(f"{module}.py"), name)
+        if found is not None:
+            return found
+    return inspect.signature(builder(architecture))
 
 
 def _source_signature(path: Path, function: str) -> inspect.Signature | None:
     """Signature of the top-level ``function`` in the Python file ``path``, from its
-    syntax tree; None when a default is not a literal (then import it)."""
+    syntax tree; None when it has ``*args`` or keyword-only parameters or a
+    default that is not a literal."""
     try:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError):
@@ -76,36 +72,14 @@ def _source_signature(path: Path, function: str) -> inspect.Signature | None:
     return None
 
 
-#: Architecture name -> (builder, spatial dimensions of its input).
-ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], int]] = {
-    "unet": (_LazyBuilder("unet", "build_unet"), 2),
-    "attention_unet": (_LazyBuilder("attention_unet", "build_attention_unet"), 2),
-    "vnet": (_LazyBuilder("vnet", "build_vnet"), 3),
-}
-
-#: Human-readable names.
-DISPLAY_NAMES: dict[str, str] = {
-    "unet": "U-Net",
-    "attention_unet": "Attention U-Net",
-    "vnet": "V-Net",
-}
-
-
-def check_architecture(name: str) -> str:
-    """Return ``name`` if it is a known architecture, else raise a clear error."""
-    if not isinstance(name, str) or name not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise WeightsError(f"unknown architecture {name!r}; choose one of: {known}")
-    return name
-
-
 def default_plan(architecture: str, arch_args: dict | None = None) -> dict[str, Any]:
     """The preprocessing plan used when training ``architecture`` (with ``arch_args``)
     from scratch."""
     from ..preprocess import PreprocessPlan
-    from .vnet import vnet_divisors
 
-    if ARCHITECTURES[check_architecture(architecture)][1] == 3:
+    if spatial_dims(architecture) == 3:
+        from .vnet import vnet_divisors
+
         divisor, z_divisor = vnet_divisors(**(arch_args or {}))
         return PreprocessPlan(divisor=divisor, z_divisor=z_divisor).to_dict()
     return PreprocessPlan().to_dict()
@@ -121,7 +95,7 @@ class LVSegModel(
     """One segmentation network with its label map and preprocessing plan.
 
     Args:
-        architecture: a key of :data:`ARCHITECTURES`.
+        architecture: a key of :data:`lvseg_core.registry.ARCHITECTURES`.
         arch_args: keyword arguments of that architecture's builder (widths).
         labels: class names in label order (background first).
         preprocess: a :class:`~lvseg_core.preprocess.PreprocessPlan` as a dict.
@@ -142,14 +116,15 @@ class LVSegModel(
         training: dict | None = None,
     ) -> None:
         super().__init__()
-        builder, self.spatial_dims = ARCHITECTURES[check_architecture(architecture)]
+        self.spatial_dims = spatial_dims(architecture)
         self.architecture = architecture
         self.labels = list(labels or LABELS.values())
         self.arch_args = dict(arch_args or {})
         self.preprocess = dict(preprocess or default_plan(architecture, self.arch_args))
         self.metrics = dict(metrics or {})
         self.training_info = dict(training or {})
-        self.net = builder(in_channels=1, out_channels=len(self.labels), **self.arch_args)
+        build = builder(architecture)
+        self.net = build(in_channels=1, out_channels=len(self.labels), **self.arch_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -177,7 +152,13 @@ class LVSegModel(
         }
 
     def save_pretrained(self, save_directory, **kwargs):  # noqa: D102 - mixin API
+        """Write ``config.json``, ``model.safetensors`` and this model's card ``README.md``
+        (:func:`~lvseg_core.models.card.model_card`; the model writes its own card, as
+        segmentation-models-pytorch does, so a push needs no trainer)."""
         kwargs.setdefault("config", self.config())
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "README.md").write_text(model_card(self.config(), self.num_parameters))
         return super().save_pretrained(save_directory, **kwargs)
 
     @classmethod
@@ -260,7 +241,7 @@ def check_config(config: dict[str, Any], where: str) -> None:
     arch_args = config.get("arch_args") or {}
     if not isinstance(arch_args, dict):
         raise WeightsError(f"{where}: config.json arch_args must be an object, got {arch_args!r}")
-    params = inspect.signature(ARCHITECTURES[architecture][0]).parameters
+    params = builder_signature(architecture).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         allowed = set(params) - {"in_channels", "out_channels"}
         unknown = sorted(set(arch_args) - allowed)

@@ -32,7 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from app_pages.common import PRECISIONS
+from lvseg_app.sidebar import PRECISIONS
 from tests.conftest import ROOT, acdc_frame, acdc_path, make_heart
 
 OUT = ROOT / "test-output"
@@ -77,7 +77,7 @@ def sample_folder(folder: Path) -> Path:
     if (real / "Info.cfg").is_file():
         os.symlink(real.resolve(), folder / "patient002", target_is_directory=True)
     else:
-        from tests.test_app import make_sample_folder
+        from tests.app.test_app import make_sample_folder
 
         shutil.rmtree(folder)
         make_sample_folder(folder)

@@ -1,0 +1,73 @@
+"""What the app keeps between reruns: loaded models, the device, the sample list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from lvseg_core import hub
+from lvseg_core.errors import LVSegError
+
+from .analysis import Sample, default_samples_dir, list_samples
+
+
+@st.cache_resource(show_spinner=False)
+def _device_label() -> str:
+    from lvseg_core.inference import default_device, device_name
+
+    return device_name(default_device())
+
+
+def device_label() -> str:
+    """``"CPU (2 threads)"`` or ``"CUDA (NVIDIA A10G)"``."""
+    return _device_label()
+
+
+@st.cache_resource(show_spinner=False, max_entries=6, ttl=3600)
+def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float,
+                    precision: str = "auto", tta: bool = False):
+    from lvseg_core.inference import Segmenter
+
+    return Segmenter.from_source(architecture, source, precision=precision, tta=tta)
+
+
+def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
+    """Folder and weights-file time that identify a local source (reload on change)."""
+    if source is None:
+        folder = hub.bundled_folder(architecture)
+    else:
+        path = Path(source)
+        if not path.exists():
+            return source, 0.0                       # a Hub repo: the id is the key
+        folder = hub.weights_folder(path) or path
+    weights = folder / "model.safetensors"
+    return str(folder), (weights.stat().st_mtime if weights.is_file() else 0.0)
+
+
+def load_segmenter(architecture: str, source: str | None, precision: str = "auto",
+                   tta: bool = False):
+    """The cached :class:`~lvseg_core.inference.Segmenter` of ``architecture`` with the
+    weights ``source`` (reloaded when a local weights file changes)."""
+    folder, stamp = _stamp(architecture, source)
+    return _load_segmenter(architecture, source, folder, stamp, precision, tta)
+
+
+# ---------------------------------------------------------------- samples
+
+
+@st.cache_data(show_spinner=False, ttl=300)
+def _samples(root: str) -> list[Sample]:
+    return list_samples(root)
+
+
+def samples() -> tuple[Path | None, list[Sample]]:
+    """The sample folder (``LVSEG_SAMPLES`` / ``LVSEG_DATA`` / ``../shared/data/acdc``)
+    and its patients; ``(None, [])`` when there is none."""
+    root = default_samples_dir()
+    if root is None:
+        return None, []
+    try:
+        return root, _samples(str(root))
+    except LVSegError:
+        return root, []

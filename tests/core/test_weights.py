@@ -1,0 +1,43 @@
+"""The shipped weights still segment: two held-out ACDC volumes per bundled model.
+
+Noise, a broken export or a wrong preprocessing plan in ``weights/<model>/``
+fails here (the other tests only check shapes and plumbing). Skipped with a
+reason when the ACDC data is absent. Point ``LVSEG_WEIGHTS_DIR`` elsewhere to
+check other weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lvseg_core import settings
+from lvseg_core.inference import Segmenter
+from lvseg_core.io import load_label, load_nifti
+from lvseg_core.labels import LABEL_OF, STRUCTURES
+from lvseg_core.metrics import dice
+from lvseg_core.models import ARCHITECTURES
+from tests.conftest import acdc_frame
+
+#: Validation patients of the standard split (never trained on) and their phase.
+VOLUMES = (("patient019", "ES"), ("patient078", "ED"))
+MIN_LV, MIN_MEAN = 0.90, 0.85
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_bundled_weights_segment_held_out_volumes(architecture, acdc_dir):
+    if not (settings.weights_dir() / architecture / "model.safetensors").is_file():
+        pytest.fail(f"no bundled weights in {settings.weights_dir() / architecture}")
+    segmenter = Segmenter.from_source(architecture, None, "cpu")
+    for patient, phase in VOLUMES:
+        folder = acdc_dir / patient
+        if not folder.is_dir():
+            pytest.skip(f"validation patient {patient} not in {acdc_dir}")
+        scan = load_nifti(acdc_frame(folder, phase)).require_3d()
+        gt = load_label(acdc_frame(folder, phase, label=True), scan)
+        mask = segmenter.segment(scan).mask
+        scores = {name: dice(mask, gt, LABEL_OF[name]) for name in STRUCTURES}
+        mean = float(np.mean(list(scores.values())))
+        assert scores["LV"] >= MIN_LV and mean >= MIN_MEAN, (
+            f"{architecture} ({settings.weights_dir() / architecture}) on {patient} {phase}: "
+            f"Dice {', '.join(f'{k} {v:.3f}' for k, v in scores.items())}, mean {mean:.3f}")
