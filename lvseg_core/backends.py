@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
+from . import onnx_export
 from .errors import LVSegError
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
@@ -52,62 +52,20 @@ def onnxruntime_available() -> bool:
     return find_spec("onnx") is not None
 
 
-def default_threads() -> int:
-    """Intra-op threads for ONNX Runtime: torch's setting, so both backends use
-    the same share of the CPU."""
-    import torch
-
-    return max(1, torch.get_num_threads())
-
-
-class OnnxNetwork:
-    """An ONNX model in an ONNX Runtime CPU session.
-
-    ``run`` maps float32 ``(n, 1, X, Y)`` slices (or a ``(1, 1, z, X, Y)``
-    stack) to float32 logits with the class channel second.
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 batch_size: int = 1, precision: str = "fp32",
-                 record: dict[str, Any] | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # Idle threads sleep instead of spinning: on a shared CPU (a laptop, a
-        # free Space, this 2-core machine) spinning cost 1.5x in wall time.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.batch_size = max(1, int(batch_size))
-        self.precision = precision
-        self.record = dict(record or {})
-
-    def run(self, image: np.ndarray) -> np.ndarray:
-        """Logits of one batch, float32."""
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(
-            image, dtype=np.float32)})[0]
-
-
 def open_onnx(architecture: str, weights_folder: Path | None, preprocess: dict,
-              load_model: Callable[[], Any], build: bool = True,
-              report: Callable[[str], None] | None = None) -> OnnxNetwork:
+              load_model: Callable[[], Any], segmenter_class, build: bool = True,
+              report: Callable[[str], None] | None = None) -> onnx_export.OnnxNetwork:
     """The ONNX network for these weights: a valid build beside the weights or
     in the cache, else (``build``) a new one made from ``load_model()``.
 
     The torch model is only loaded when a build has to be made, so a prediction
     with a cached build imports no network library but ONNX Runtime.
+    ``segmenter_class`` (:class:`~lvseg_core.inference.Segmenter`) runs the
+    build's Dice check.
 
     Raises:
         LVSegError: ONNX Runtime missing, no weights file, or the build failed.
     """
-    from . import onnx_export
-
     if not onnxruntime_available():
         raise LVSegError("--backend onnx needs ONNX Runtime: pip install onnxruntime onnx")
     if weights_folder is None or not (weights_folder / onnx_export.WEIGHTS_FILE).is_file():
@@ -125,11 +83,42 @@ def open_onnx(architecture: str, weights_folder: Path | None, preprocess: dict,
         if report is not None:
             report(f"building the ONNX model of these weights once ({why}); cache {cache}")
         try:
-            found = onnx_export.build(load_model(), key, cache, report=report)
+            found = onnx_export.build(load_model(), key, cache, segmenter_class, report=report)
         except LVSegError:
             raise
         except Exception as err:  # export / quantisation failures of any kind
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise LVSegError(f"ONNX build of {architecture} failed: {first}") from None
-    return OnnxNetwork(found.path, batch_size=found.batch_size, precision=found.precision,
-                       record=found.record)
+    return onnx_export.OnnxNetwork(found.path, batch_size=found.batch_size,
+                                   precision=found.precision, record=found.record)
+
+
+def ensure_build(architecture: str, segmenter_class, source: str | None = None,
+                 beside_weights: bool = False, report: Callable[[str], None] | None = None
+                 ) -> onnx_export.OnnxBuild:
+    """The build for ``architecture``'s weights ``source``, made if needed; with
+    ``beside_weights`` it is also copied into the weights folder, so that a
+    fresh machine finds it there and needs no calibration (it is still used
+    only while its recorded key matches the weights file)."""
+    from .hub import load_model, resolve_weights
+
+    weights = resolve_weights(architecture, source)
+    model, _ = load_model(architecture, weights.folder, "cpu")
+    sha = onnx_export.file_sha256(weights.folder / onnx_export.WEIGHTS_FILE)
+    key = onnx_export.build_key(architecture, sha, model.preprocess)
+    found = onnx_export.find_build(weights.folder, key)
+    if found is None:
+        found = onnx_export.build(model, key, onnx_export.build_folders(weights.folder, key)[-1],
+                                  segmenter_class, report=report)
+    if beside_weights and found.path.parent != weights.folder:
+        tmp = Path(tempfile.mkdtemp(prefix=".onnx.", dir=weights.folder))
+        try:
+            for name in (onnx_export.ONNX_FILE, onnx_export.RECORD_FILE):
+                shutil.copy2(found.path.parent / name, tmp / name)
+            onnx_export.install(tmp, weights.folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        found, why = onnx_export.read_build(weights.folder, key)
+        if found is None:
+            raise LVSegError(f"{weights.folder}: copied ONNX build is not valid ({why})")
+    return found

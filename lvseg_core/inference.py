@@ -15,12 +15,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .backends import (ONNX_PAYS, OnnxNetwork, check_backend, default_backend,
-                       onnxruntime_available, open_onnx)
+from .backends import (ONNX_PAYS, check_backend, default_backend, onnxruntime_available,
+                       open_onnx)
 from .errors import LVSegError
 from .hub import Weights, load_model, resolve_weights
 from .models import LVSegModel, read_config
 from .models.base import default_plan
+from .onnx_export import OnnxNetwork
 from .postprocess import keep_largest_components
 from .preprocess import PreprocessPlan, prepare, restore, slice_axis
 from .registry import spatial_dims
@@ -82,7 +83,7 @@ def choose_onnx(backend: str, device: torch.device, architecture: str,
         return None, "ONNX Runtime is not installed: using torch"
     try:
         folder = weights.folder if weights is not None else None
-        return open_onnx(architecture, folder, preprocess, load, report=report), ""
+        return open_onnx(architecture, folder, preprocess, load, Segmenter, report=report), ""
     except LVSegError as err:
         if backend == "onnx":
             raise

@@ -40,8 +40,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .errors import LVSegError
-from .provenance import WEIGHTS_FILE
-from .provenance import read_sha256 as file_sha256
+from .hashing import WEIGHTS_FILE
+from .hashing import read_sha256 as file_sha256
 
 #: Files of a build.
 ONNX_FILE = "model.onnx"
@@ -146,6 +146,49 @@ def find_build(weights_folder: Path | None, key: dict[str, Any]) -> OnnxBuild | 
         if found is not None:
             return found
     return None
+
+
+def default_threads() -> int:
+    """Intra-op threads for ONNX Runtime: torch's setting, so both backends use
+    the same share of the CPU."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+class OnnxNetwork:
+    """An ONNX model in an ONNX Runtime CPU session.
+
+    ``run`` maps float32 ``(n, 1, X, Y)`` slices (or a ``(1, 1, z, X, Y)``
+    stack) to float32 logits with the class channel second.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 batch_size: int = 1, precision: str = "fp32",
+                 record: dict[str, Any] | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # Idle threads sleep instead of spinning: on a shared CPU (a laptop, a
+        # free Space, this 2-core machine) spinning cost 1.5x in wall time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.batch_size = max(1, int(batch_size))
+        self.precision = precision
+        self.record = dict(record or {})
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """Logits of one batch, float32."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(
+            image, dtype=np.float32)})[0]
+
 
 
 # ---------------------------------------------------------------- export
@@ -303,11 +346,11 @@ def fastest_batch(network, inputs: list[np.ndarray], repeats: int = 2) -> tuple[
     return int(best), seconds
 
 
-def _check(model, fp32_path: Path, int8_path: Path | None, check_cases: Sequence,
-           report: Report) -> dict[str, Any]:
-    """Dice of torch float32, ONNX float32 and ONNX int8 on ``check_cases``."""
-    from .backends import OnnxNetwork
-    from .inference import Segmenter
+def _check(model, segmenter_class, fp32_path: Path, int8_path: Path | None,
+           check_cases: Sequence, report: Report) -> dict[str, Any]:
+    """Dice of torch float32, ONNX float32 and ONNX int8 on ``check_cases``, each
+    through ``segmenter_class`` (the :class:`~lvseg_core.inference.Segmenter`)."""
+    Segmenter = segmenter_class  # noqa: N806
 
     out: dict[str, Any] = {"cases": [c.name for c in check_cases]}
     report(f"checking on {len(check_cases)} held-out training volumes")
@@ -328,15 +371,17 @@ def _check(model, fp32_path: Path, int8_path: Path | None, check_cases: Sequence
 # ---------------------------------------------------------------- build
 
 
-def build(model, key: dict[str, Any], folder: Path, data: Path | None = None,
-          report: Report | None = None) -> OnnxBuild:
+def build(model, key: dict[str, Any], folder: Path, segmenter_class,
+          data: Path | None = None, report: Report | None = None) -> OnnxBuild:
     """Make the build of ``model`` for ``key`` in ``folder`` (see the module docstring).
 
-    ``data`` is the labelled ACDC folder (default :func:`calibration_data`);
+    ``segmenter_class`` is :class:`~lvseg_core.inference.Segmenter` (the check
+    segments through the real pipeline; passed in, as the engine's inference
+    module imports this one). ``data`` is the labelled ACDC folder (default
+    :func:`calibration_data`);
     when it is absent the float32 model is built. The folder is written
     atomically: a reader sees the old build, no build, or the whole new one.
     """
-    from .backends import OnnxNetwork
     from .preprocess import PreprocessPlan
 
     report = report or (lambda message: None)
@@ -364,7 +409,7 @@ def build(model, key: dict[str, Any], folder: Path, data: Path | None = None,
             quantize_int8(fp32, int8, reader)
             record["calibration"] = {"cases": [c.name for c in calib],
                                      "inputs": reader.count}
-            check = _check(model, fp32, int8, check_cases, report)
+            check = _check(model, segmenter_class, fp32, int8, check_cases, report)
             record["check"] = check
             loss = check["dice_torch_fp32"] - check["dice_onnx_int8"]
             if loss <= DICE_TOLERANCE:
@@ -391,7 +436,7 @@ def build(model, key: dict[str, Any], folder: Path, data: Path | None = None,
         record["build_seconds"] = round(time.perf_counter() - started, 1)
         record["built"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        _install(tmp, folder)
+        install(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     found, why = read_build(folder, key)
@@ -401,7 +446,7 @@ def build(model, key: dict[str, Any], folder: Path, data: Path | None = None,
     return found
 
 
-def _install(tmp: Path, folder: Path) -> None:
+def install(tmp: Path, folder: Path) -> None:
     """Put the finished build ``tmp`` at ``folder``: its two files replace those
     there one by one (record last, so a reader never trusts a half-made pair:
     the sha256 in the record must match the file)."""
@@ -409,62 +454,3 @@ def _install(tmp: Path, folder: Path) -> None:
     (folder / RECORD_FILE).unlink(missing_ok=True)
     os.replace(tmp / ONNX_FILE, folder / ONNX_FILE)
     os.replace(tmp / RECORD_FILE, folder / RECORD_FILE)
-
-
-# ---------------------------------------------------------------- shipping
-
-
-def ensure_build(architecture: str, source: str | None = None, beside_weights: bool = False,
-                 report: Report | None = None) -> OnnxBuild:
-    """The build for ``architecture``'s weights ``source``, made if needed; with
-    ``beside_weights`` it is also copied into the weights folder, so that a
-    fresh machine finds it there and needs no calibration (it is still used
-    only while its recorded key matches the weights file)."""
-    from .hub import load_model, resolve_weights
-
-    weights = resolve_weights(architecture, source)
-    model, _ = load_model(architecture, weights.folder, "cpu")
-    key = build_key(architecture, file_sha256(weights.folder / WEIGHTS_FILE), model.preprocess)
-    found = find_build(weights.folder, key)
-    if found is None:
-        found = build(model, key, build_folders(weights.folder, key)[-1], report=report)
-    if beside_weights and found.path.parent != weights.folder:
-        tmp = Path(tempfile.mkdtemp(prefix=".onnx.", dir=weights.folder))
-        try:
-            for name in (ONNX_FILE, RECORD_FILE):
-                shutil.copy2(found.path.parent / name, tmp / name)
-            _install(tmp, weights.folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        found, why = read_build(weights.folder, key)
-        if found is None:
-            raise LVSegError(f"{weights.folder}: copied ONNX build is not valid ({why})")
-    return found
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lvseg_core.onnx_export MODEL [--weights SOURCE] [--beside-weights]``."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m lvseg_core.onnx_export",
-                                     description="Build (or find) the ONNX model of a "
-                                                 "weights folder; see lvseg_core.onnx_export.")
-    parser.add_argument("model", choices=("unet", "attention_unet", "vnet"))
-    parser.add_argument("--weights", default=None, metavar="SOURCE")
-    parser.add_argument("--beside-weights", action="store_true",
-                        help="also copy the build into the weights folder (to ship it)")
-    args = parser.parse_args(argv)
-    try:
-        found = ensure_build(args.model, args.weights, args.beside_weights,
-                             report=lambda m: print(m, file=sys.stderr))
-    except LVSegError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"{found.path} ({found.precision}, {found.record['onnx_bytes'] / 1e6:.1f} MB): "
-          f"{found.record.get('reason', '')}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

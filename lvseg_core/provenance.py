@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-#: Weights file whose hash identifies a model.
-WEIGHTS_FILE = "model.safetensors"
-
-
-def read_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file, read now in 1 MiB blocks (no cache)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from .hashing import WEIGHTS_FILE, read_sha256
 
 
 @lru_cache(maxsize=16)

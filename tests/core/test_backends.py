@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lvseg_core import onnx_export
-from lvseg_core.backends import onnxruntime_available
+from lvseg_core.backends import ensure_build, onnxruntime_available
 from lvseg_core.data import VALIDATION_PATIENTS
 from lvseg_core.errors import LVSegError
 from lvseg_core.hub import available_bundled
@@ -79,7 +79,7 @@ def test_onnx_build_cached_and_rebuilt_when_weights_change(tmp_path, cache):
 
 def test_shipped_build_beside_stale_weights_is_not_used(tmp_path, cache):
     folder = _save_small_unet(tmp_path / "weights")
-    shipped = onnx_export.ensure_build("unet", str(folder), beside_weights=True)
+    shipped = ensure_build("unet", Segmenter, str(folder), beside_weights=True)
     assert shipped.path == folder / onnx_export.ONNX_FILE
     assert Segmenter.from_source("unet", str(folder), "cpu", backend="onnx").onnx.path \
         == shipped.path
