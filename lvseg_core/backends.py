@@ -22,8 +22,10 @@ from .errors import LVSegError
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
 
 #: Architectures for which ``auto`` picks ONNX Runtime on a CPU: where it was
-#: measured faster than torch (``python -m bench.speed``, see the README).
-ONNX_PAYS: frozenset[str] = frozenset({"unet"})
+#: measured faster than torch bf16 (``python -m bench.speed``: U-Net and
+#: Attention U-Net int8 several times faster; V-Net int8 slower than bf16, as
+#: ONNX Runtime's int8 3D convolutions are).
+ONNX_PAYS: frozenset[str] = frozenset({"unet", "attention_unet"})
 
 
 def default_backend() -> str:
