@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lvseg_core import explore
-from lvseg_core.data import find_cases
+from lvseg_core.data import find_cases, select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_app import viz
 from lvseg_app.analysis import default_samples_dir
@@ -20,12 +20,12 @@ def _overview(root: str):
 
 @st.cache_data(show_spinner=False, ttl=600)
 def _balance(root: str, patients: tuple[str, ...]):
-    return explore.class_balance(explore.select_cases(root, patients))
+    return explore.class_balance(select_cases(root, patients=patients))
 
 
 @st.cache_data(show_spinner=False, ttl=600)
 def _histograms(root: str, patients: tuple[str, ...], by: str):
-    return explore.intensity_histograms(explore.select_cases(root, patients), by=by)
+    return explore.intensity_histograms(select_cases(root, patients=patients), by=by)
 
 
 def main() -> None:

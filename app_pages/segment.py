@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from lvseg_core.errors import LVSegError
+from lvseg_core.io import upload
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.render import auto_window
 from lvseg_app import analysis as an
+from lvseg_app import clinical as clin
 from lvseg_app import viz
 from lvseg_app.caching import samples
 from lvseg_app.sidebar import current_choice, get_segmenter, page_setup
@@ -78,10 +81,10 @@ def input_panel() -> None:
     cols = st.columns(2)
     scan_file = cols[0].file_uploader(
         "Scan: NIfTI (3D or 4D cine), DICOM series as .zip, .dcm, PNG/JPG", key="segment_upload",
-        type=list(an.SCAN_TYPES))
+        type=list(upload.SCAN_TYPES))
     truth_file = cols[1].file_uploader(
         "Ground truth (optional): NIfTI label map, 0 bg · 1 RV · 2 Myo · 3 LV",
-        key="segment_upload_gt", type=list(an.LABEL_TYPES))
+        key="segment_upload_gt", type=list(upload.LABEL_TYPES))
     with st.expander("Upload options"):
         opts = st.columns(2)
         spacing = opts[0].number_input("Pixel size of a PNG/JPG (mm, 0 = unknown)", 0.0, 10.0,
@@ -107,11 +110,11 @@ def input_panel() -> None:
     st.session_state["segment_upload_error"] = ""
 
     def load():
-        scan = an.load_uploaded_scan(scan_file.name, scan_file.getvalue(),
+        scan = upload.load_uploaded_scan(scan_file.name, scan_file.getvalue(),
                                      spacing_mm=spacing or None)
         truth = None
         if truth_file is not None:
-            truth = an.load_uploaded_label(truth_file.name, truth_file.getvalue(), scan)
+            truth = upload.load_uploaded_label(truth_file.name, truth_file.getvalue(), scan)
         return scan, truth
 
     try:
@@ -271,6 +274,23 @@ def results(a: an.Analysis, aid: int) -> None:
         st.caption("Ejection fraction and stroke volume need an end-diastolic and an "
                    "end-systolic frame: upload a 4D cine scan, or open a sample with ED + ES.")
 
+    # ---- AHA segments
+    if clin.has_study(a):
+        st.subheader("AHA 16-segment wall thickness")
+        try:
+            rows = _cached("aha", lambda: clin.aha_rows(a))
+        except LVSegError as err:
+            st.info(f"No AHA segments: {err}")
+        else:
+            ed_png, thick_png = _cached("bullseyes", lambda: clin.bullseyes(rows))
+            cols = st.columns(2)
+            cols[0].image(ed_png, caption="ED wall thickness (mm)")
+            cols[1].image(thick_png, caption="Systolic thickening (%)")
+            st.dataframe(rows, hide_index=True)
+            st.caption("Segments oriented by the RV insertion points; thickness measured "
+                       "perpendicular to the wall at ED and ES. Without an oriented affine "
+                       "(e.g. the ACDC samples) anterior and inferior may be swapped.")
+
     # ---- 3D
     st.subheader("3D surface")
     if st.toggle("Show the 3D surface of this frame", False, key="segment_show_3d",
@@ -293,9 +313,30 @@ def results(a: an.Analysis, aid: int) -> None:
                             key=f"segment_dl_mask_{aid}", on_click="ignore",
                             icon=":material/download:")
     cols[1].download_button("Metrics and indices (CSV)", data=an.results_csv(a),
-                            file_name=an.safe_file_name(f"{scan.name}_results.csv"),
+                            file_name=upload.safe_file_name(f"{scan.name}_results.csv"),
                             mime="text/csv", key=f"segment_dl_csv_{aid}", on_click="ignore",
                             icon=":material/download:")
+    choice = current_choice()
+    same_model = st.session_state.get("segment_choice") == choice.label and not choice.problem
+    segmenter = get_segmenter(choice) if same_model else None  # cached: for the weights hash
+    cols = st.columns(2)
+    cols[0].download_button("Report (HTML, one self-contained page)",
+                            data=_cached("report", lambda: clin.report_html(a, segmenter)),
+                            file_name=clin.report_file_name(a), mime="text/html",
+                            key=f"segment_dl_report_{aid}", on_click="ignore",
+                            icon=":material/download:")
+    uploaded = st.session_state.get("segment_upload")
+    if (st.session_state.get("segment_source") == "upload" and uploaded is not None
+            and clin.is_dicom_upload(uploaded.name)):
+        try:
+            name, data, mime = _cached("dicom_seg", lambda: clin.seg_download(
+                a, uploaded.name, uploaded.getvalue(), segmenter))
+        except LVSegError as err:
+            cols[1].warning(f"No DICOM SEG: {err}")
+        else:
+            cols[1].download_button("Segmentation (DICOM SEG, for PACS viewers)", data=data,
+                                    file_name=name, mime=mime, key=f"segment_dl_seg_{aid}",
+                                    on_click="ignore", icon=":material/download:")
 
 
 def main() -> None:

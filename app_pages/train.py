@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lvseg_core import hub, settings
-from lvseg_core.records import epoch_events, read_events, read_lr_find
+from lvseg_core.records import TrainConfig, epoch_events, read_events, read_lr_find
 from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
 from lvseg_app import jobs
 from lvseg_app import viz
@@ -16,9 +16,9 @@ from lvseg_app.ui import error_message, fmt, guard
 POLL_SECONDS = 5
 
 
-def options_panel() -> jobs.TrainOptions:
+def options_panel() -> TrainConfig:
     """The options of ``python -m train`` as widgets (shared by the three buttons)."""
-    data_default = str(default_samples_dir() or "../shared/data/acdc")
+    data_default = str(default_samples_dir() or settings.data_dir())
     with st.container(border=True):
         cols = st.columns([1.2, 2, 1.6])
         model = cols[0].selectbox("Architecture", list(ARCHITECTURES), key="train_model",
@@ -54,15 +54,15 @@ def options_panel() -> jobs.TrainOptions:
     if hours:
         minutes = int(round(hours * 60))
         max_time = f"{minutes // 1440:02d}:{minutes // 60 % 24:02d}:{minutes % 60:02d}:00"
-    return jobs.TrainOptions(
+    return TrainConfig(
         model=model, data=data, epochs=int(epochs), lr=float(lr), batch_size=int(batch),
         weight_decay=float(wd), crop=(int(crop), int(crop)), depth=int(depth),
         schedule=schedule, augment=augment, patience=int(patience), max_time=max_time,
         threads=int(threads) or None, precision=None if precision == "auto" else precision,
-        limit_train_batches=None if limit >= 1.0 else float(limit))
+        limit_train_batches=min(1.0, float(limit)))
 
 
-def start_buttons(options: jobs.TrainOptions) -> None:
+def start_buttons(options: TrainConfig) -> None:
     name = st.session_state.get("train_name", "").strip() or None
     allowed = settings.training_allowed()
     if not allowed:

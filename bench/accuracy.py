@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.common import (ModelSpec, add_common_options, data_problem, environment, log,
-                          pick_device, resolve_models, run_main, setup_torch, split_patients,
-                          write_json, reason)
+from bench.common import (ModelSpec, add_common_options, data_problem, environment, finish,
+                          log, pick_device, reason, resolve_models, run_main, setup_torch,
+                          split_patients)
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import LABEL_OF, STRUCTURES
 
@@ -241,9 +241,7 @@ def _main(args) -> int:
     setup_torch(args.threads)
     specs = resolve_models(args.models, args.weights_dir, args.runs)
     report = run(args.data, specs, args.split, args.cases, args.device, args.masks)
-    write_json(report, args.json)
-    print_summary(report)
-    return 0 if report["models"] else 1
+    return finish(report, args.json, print_summary)
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from bench.agreement import INDICES, bland_altman_axes, clinical_agreement, index_pairs
-from bench.common import (DISPLAY, add_common_options, fmt, log, read_json,
-                          resolve_models, run_main, setup_torch, write_json)
+from bench.common import (DISPLAY, add_common_options, finish, fmt, log, read_json,
+                          resolve_models, run_main, setup_torch)
 from lvseg_core.errors import LVSegError
 
 #: One colour per model in every figure.
@@ -131,14 +131,12 @@ def _main(args) -> int:
         specs = resolve_models(args.models, args.weights_dir, args.runs)
         accuracy = acc.run(args.data, specs, args.split, args.cases, args.device)
     report = compute(accuracy)
-    write_json(report, args.json)
     if args.figures is not None:
         for arch in accuracy["models"]:
             path = bland_altman_figure(accuracy, args.figures / f"bland_altman_{arch}.png", arch)
             if path:
                 log(f"figure: {path}")
-    print_table(report)
-    return 0 if report["models"] else 1
+    return finish(report, args.json, print_table)
 
 
 def main(argv=None) -> int:

@@ -22,10 +22,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from lvseg_core import settings
-from lvseg_core.errors import LVSegError
+from lvseg_core.errors import LVSegError, one_line
 from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
 
 #: The repository root.
@@ -184,17 +184,13 @@ def split_patients(data: Path, split: str = "validation", cases: int | None = No
     """Patients to evaluate: the validation split (or all), at most ``cases`` volumes
     as whole patients (``cases // 2`` patients, at least one), taken in turn from
     each pathology group so that a small subset still covers the groups."""
-    from lvseg_core.data import VALIDATION_PATIENTS, find_cases
+    from lvseg_core.data import VALIDATION_PATIENTS, select, select_cases
 
-    labelled = find_cases(data, require_labels=True)
-    present = sorted({c.patient for c in labelled})
-    if split == "validation":
-        wanted = [p for p in VALIDATION_PATIENTS if p in present]
-        if not wanted:
-            raise LVSegError(f"{data}: none of the validation patients "
-                             f"({', '.join(VALIDATION_PATIENTS)}) is there; use --split all")
-    else:
-        wanted = present
+    labelled = select_cases(data)
+    wanted = sorted({c.patient for c in select(labelled, split)})
+    if split == "validation" and not wanted:
+        raise LVSegError(f"{data}: none of the validation patients "
+                         f"({', '.join(VALIDATION_PATIENTS)}) is there; use --split all")
     if cases is None:
         return wanted
     count = max(1, int(cases) // 2)
@@ -208,17 +204,6 @@ def split_patients(data: Path, split: str = "validation", cases: int | None = No
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0))
     return sorted(chosen, key=wanted.index)
-
-
-def select_cases(data: Path, patients: Sequence[str]):
-    """Labelled frames of ``patients`` (in patient, frame order)."""
-    from lvseg_core.data import find_cases
-
-    wanted = set(patients)
-    return [c for c in find_cases(data, require_labels=True) if c.patient in wanted]
-
-
-# ---------------------------------------------------------------- output
 
 
 def environment() -> dict:
@@ -271,14 +256,23 @@ def fmt(value: Any, digits: int = 3, unit: str = "") -> str:
 
 def reason(err: BaseException) -> str:
     """One line for an error: the message of an LVSegError, else type and message."""
-    text = " ".join(str(err).split())
+    text = one_line(err)
     if isinstance(err, LVSegError):
         return text or type(err).__name__
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return f"{type(err).__name__}: {text}" if str(err).strip() else type(err).__name__
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def finish(report: dict, json_path: Path | None, show=None) -> int:
+    """Write a benchmark's ``report`` as JSON, print it with ``show(report)`` (when
+    given); exit code 0 when any model was measured, else 1."""
+    write_json(report, json_path)
+    if show is not None:
+        show(report)
+    return 0 if report["models"] else 1
 
 
 def run_main(fn, args) -> int:
@@ -288,5 +282,5 @@ def run_main(fn, args) -> int:
     except KeyboardInterrupt:
         log("error: interrupted")
     except (LVSegError, OSError) as err:
-        log(f"error: {' '.join(str(err).split())}")
+        log(f"error: {one_line(err)}")
     return 1

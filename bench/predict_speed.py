@@ -31,11 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import ROOT, default_data, log, run_main, write_json  # noqa: E402
-from lvseg_core.errors import LVSegError  # noqa: E402
+from bench.common import ROOT, default_data, log, run_main, write_json
+from lvseg_core.errors import LVSegError
 
 
 def make_cine_series(data: Path, folder: Path, slices: int = 10, frames: int = 24,

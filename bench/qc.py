@@ -42,9 +42,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from bench.common import (add_common_options, data_problem, environment, fmt, log,
-                          pick_device, resolve_models, run_main, select_cases,
-                          setup_torch, split_patients, write_json)
+                          pick_device, resolve_models, run_main, setup_torch,
+                          split_patients, write_json)
 from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
+from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core.scan import Scan
 
@@ -163,7 +164,7 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
     problem = data_problem(data)
     if problem:
         raise LVSegError(problem)
-    frames = select_cases(data, split_patients(data, split, cases))
+    frames = select_cases(data, patients=split_patients(data, split, cases))
     frames = frames[:cases] if cases else frames
     segmenter = spec.segmenter(pick_device(device))
     rows: list[dict] = []

@@ -91,7 +91,7 @@ def _cached(path: Path, settings: dict, specs: Sequence[ModelSpec]) -> dict | No
 
 def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
     """Run (or reuse) the measurements; returns ``{kind: report or None, ...}``."""
-    from bench import accuracy, clinical, robustness, speed
+    from bench import accuracy, clinical, regional, robustness, speed
 
     results: dict[str, Any] = {"accuracy": None, "clinical": None, "speed": None,
                                "robustness": None, "data_problem": data_problem(args.data),
@@ -136,6 +136,7 @@ def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
     if not args.skip_robustness:
         results["robustness"] = step("robustness", lambda: robustness.run(
             args.data, specs, args.split, args.robustness_cases, args.device))
+    results["regional"] = step("regional", lambda: regional.compute(args.data))
     results["masks"] = masks
     return results
 
@@ -190,7 +191,7 @@ def section_problem(rep: Report) -> None:
 
 def section_data(rep: Report, args, results: dict) -> None:
     from lvseg_core import explore
-    from lvseg_core.data import VALIDATION_PATIENTS
+    from lvseg_core.data import select_cases, validation_patients
 
     from bench import figures
 
@@ -207,7 +208,7 @@ def section_data(rep: Report, args, results: dict) -> None:
     patients = int(ok["patient"].nunique())
     labelled = int(ok["labelled"].sum())
     spacings = sorted({(r.sx_mm, r.sy_mm, r.sz_mm) for r in ok.itertuples()})
-    val_present = [p for p in VALIDATION_PATIENTS if p in set(ok["patient"])]
+    val_present = validation_patients(ok["patient"])
     facts = {"patients": patients, "frames": int(len(ok)), "labelled": labelled,
              "groups": counts, "validation": len(val_present)}
     rep.facts["data"] = facts
@@ -238,7 +239,7 @@ def section_data(rep: Report, args, results: dict) -> None:
                "Patients per pathology group (DCM dilated, HCM hypertrophic, MINF previous "
                "infarction, NOR normal, RV abnormal right ventricle).", "eda_groups")
     balance_patients = results.get("patients") if args.quick else None
-    cases = explore.select_cases(args.data, balance_patients)
+    cases = select_cases(args.data, patients=balance_patients)
     balance = explore.class_balance(cases)
     if len(balance):
         rep.figure(figures.class_balance(balance, rep.figures / "eda_class_balance.png"),
@@ -246,7 +247,7 @@ def section_data(rep: Report, args, results: dict) -> None:
                    "labelled frames: the heart is a few percent of each volume, so overlap "
                    "losses (Dice) are used next to cross-entropy.", "eda_class_balance")
     hist_patients = results.get("patients") or val_present or None
-    hist_cases = explore.select_cases(args.data, hist_patients)
+    hist_cases = select_cases(args.data, patients=hist_patients)
     if args.quick:
         hist_cases = hist_cases[:2]
     if hist_cases:
@@ -632,6 +633,7 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
     section_speed(rep, results)
     section_robustness(rep, results)
     section_examples(rep, args, specs, results)
+    section_regional(rep, results)
 
 
 def section_speed(rep: Report, results: dict) -> None:
@@ -719,6 +721,20 @@ def section_robustness(rep: Report, results: dict) -> None:
     rep.figure(figures.robustness(rob["models"], rep.figures / "robustness.png"),
                "Change of mean Dice under each simulated acquisition difference.",
                "robustness")
+
+
+def section_regional(rep: Report, results: dict) -> None:
+    from bench.regional import table
+
+    rep.add("### 5.7 Regional wall thickness by pathology group", "")
+    reg = results.get("regional")
+    if not reg or not reg.get("by_group"):
+        rep.add("Regional wall thickness was not measured in this run.", "")
+        return
+    rep.add(f"AHA 16-segment wall thickness and systolic thickening "
+            f"(`lvseg_core.regional`, `python -m bench.regional`) from the expert labels of "
+            f"{len(reg['patients'])} patients: hypertrophic hearts (HCM) must stand out.", "")
+    rep.add(table(reg), "")
 
 
 # ---------------------------------------------------------------- example figures

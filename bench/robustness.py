@@ -34,9 +34,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.common import (ModelSpec, add_common_options, data_problem, environment, fmt,
-                          log, pick_device, resolve_models, run_main, select_cases,
-                          setup_torch, split_patients, write_json, reason)
+from bench.common import (ModelSpec, add_common_options, data_problem, environment, finish,
+                          fmt, log, pick_device, reason, resolve_models, run_main, setup_torch,
+                          split_patients)
+from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import LABEL_OF, STRUCTURES
 from lvseg_core.scan import Scan
@@ -193,7 +194,8 @@ def run(data: Path, specs: Sequence[ModelSpec], split: str = "validation", cases
     if problem:
         raise LVSegError(problem)
     patients = split_patients(data, split, cases)
-    frames = select_cases(data, patients)[:cases] if cases else select_cases(data, patients)
+    frames = select_cases(data, patients=patients)
+    frames = frames[:cases] if cases else frames
     report: dict[str, Any] = {
         "kind": "robustness", "environment": environment(), "data": str(data), "split": split,
         "volumes": [c.name for c in frames],
@@ -240,9 +242,7 @@ def _main(args) -> int:
     setup_torch(args.threads)
     specs = resolve_models(args.models, args.weights_dir, args.runs)
     report = run(args.data, specs, args.split, args.cases, args.device)
-    write_json(report, args.json)
-    print_table(report)
-    return 0 if report["models"] else 1
+    return finish(report, args.json, print_table)
 
 
 def main(argv=None) -> int:

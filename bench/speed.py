@@ -51,9 +51,8 @@ import numpy as np
 
 from bench.bench_inference import pick_volumes, slice_loop, timed
 from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, default_data,
-                          environment,
-                          fmt, log, pick_device, resolve_models, run_main, setup_torch,
-                          write_json, reason)
+                          environment, finish, fmt, log, pick_device, reason, resolve_models,
+                          run_main, setup_torch)
 from lvseg_core.errors import LVSegError
 
 
@@ -405,10 +404,7 @@ def _main(args) -> int:
     isolate = not args.no_isolate and not args.worker
     report = run(args.data, specs, args.cases, args.repeats, args.warmup, args.device,
                  not args.no_baseline, isolate, args.threads, not args.no_backends)
-    write_json(report, args.json)
-    if not args.worker:
-        print_table(report)
-    return 0 if report["models"] else 1
+    return finish(report, args.json, None if args.worker else print_table)
 
 
 def main(argv=None) -> int:

@@ -13,38 +13,29 @@ import csv
 import io
 import math
 import os
-import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lvseg_core import settings
-from lvseg_core.clinical import cine_indices, myocardial_mass, structure_volumes
-from lvseg_core.data import Case, find_cases, is_acdc_folder
-from lvseg_core.errors import LVSegError, ScanReadError
-from lvseg_core.io import load_label, load_nifti, load_scan, save_mask
-from lvseg_core.labels import LABELS, STRUCTURES
-from lvseg_core.metrics import evaluate_segmentation
+from lvseg_core.clinical import myocardial_mass
+from lvseg_core.data import Case, case_key, ed_es_pairs, find_cases, is_acdc_folder
+from lvseg_core.errors import LVSegError
+from lvseg_core.io import load_label, load_nifti, save_mask
+from lvseg_core.io.upload import safe_file_name
+from lvseg_core.labels import STRUCTURES
+from lvseg_core.pipeline import ScanResult, run_scan
 from lvseg_core.registry import display_name
 from lvseg_core.scan import Scan
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lvseg_core.inference import Segmentation
 
 #: Structure probabilities are kept (for the probability map, quantised to
 #: uint8: 1 byte per value) up to this many values (3 structures x voxels).
 MAX_PROBABILITY_VALUES = 120_000_000
-
-#: File endings accepted by the scan uploader (without the dot).
-SCAN_TYPES: tuple[str, ...] = ("nii", "gz", "zip", "dcm", "png", "jpg", "jpeg")
-
-#: File endings accepted by the ground-truth uploader.
-LABEL_TYPES: tuple[str, ...] = ("nii", "gz")
 
 #: Ways to open a sample patient.
 SAMPLE_VIEWS: tuple[str, ...] = ("ED + ES", "ED", "ES")
@@ -140,9 +131,10 @@ def load_sample(sample: Sample, view: str = "ED + ES") -> tuple[Scan, np.ndarray
         scan = _with_meta(load_nifti(case.image).require_3d(), case)
         truth = load_label(case.label, scan) if case.label is not None else None
         return scan, truth
-    ed, es = sample.case("ED"), sample.case("ES")
-    if ed is None or es is None:
+    pair = ed_es_pairs(sample.cases, case_key).get(sample.patient)
+    if pair is None:
         raise LVSegError(f"{sample.patient}: Info.cfg names no ED and ES frames; pick one frame")
+    ed, es = pair
     ed_scan = _with_meta(load_nifti(ed.image).require_3d(), ed)
     es_scan = _with_meta(load_nifti(es.image).require_3d(), es)
     if ed_scan.shape3d != es_scan.shape3d or not np.allclose(ed_scan.affine, es_scan.affine):
@@ -160,147 +152,24 @@ def load_sample(sample: Sample, view: str = "ED + ES") -> tuple[Scan, np.ndarray
     return scan, truth
 
 
-# ---------------------------------------------------------------- uploads
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_file_name(name: str, default: str = "upload") -> str:
-    """The base name of an uploaded file, reduced to ``[A-Za-z0-9._-]``."""
-    base = re.split(r"[\\/]", str(name or ""))[-1]
-    base = _UNSAFE.sub("_", base).lstrip(".")
-    return base[:120] or default
-
-
-def _check_size(name: str, data: bytes) -> None:
-    if len(data) == 0:
-        raise ScanReadError(f"{name}: the file is empty")
-    limit = settings.max_upload_bytes()
-    if len(data) > limit:
-        raise ScanReadError(f"{name}: {len(data) / 2**20:.0f} MB is over the upload limit of "
-                            f"{limit / 2**20:.0f} MB")
-
-
-def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None) -> Scan:
-    """Read an uploaded scan (NIfTI 3D/4D, DICOM series as .zip, .dcm, PNG/JPEG).
-
-    The bytes are written to a private temporary folder under a sanitised
-    name and read with :func:`~lvseg_core.io.load_scan` (zips go through its
-    safe extraction: no paths outside the folder, links, bombs).
-
-    Args:
-        name: the file name as uploaded (only its ending and stem are used).
-        data: the file content.
-        spacing_mm: pixel size of a PNG/JPEG picture (None: 1 mm, flagged).
-
-    Raises:
-        ScanReadError: empty, too large, unsupported or unreadable.
-    """
-    clean = safe_file_name(name, "scan")
-    _check_size(clean, data)
-    with tempfile.TemporaryDirectory(prefix="lvseg-upload-") as tmp:
-        path = Path(tmp) / clean
-        path.write_bytes(data)
-        scan = load_scan(path, spacing_mm=spacing_mm)
-    scan.source = f"upload:{clean}"
-    return scan
-
-
-def load_uploaded_label(name: str, data: bytes, like: Scan) -> np.ndarray:
-    """Read an uploaded ground-truth label map for ``like``.
-
-    Returns uint8 labels ``(x, y, z)``; for a cine scan either one frame
-    ``(x, y, z)`` or the whole series ``(x, y, z, t)`` (same shape as the scan).
-
-    Raises:
-        ScanReadError: unreadable, wrong shape or label values outside 0..3.
-    """
-    clean = safe_file_name(name, "label.nii.gz")
-    _check_size(clean, data)
-    with tempfile.TemporaryDirectory(prefix="lvseg-upload-") as tmp:
-        path = Path(tmp) / clean
-        path.write_bytes(data)
-        if like.is_cine:
-            series = load_nifti(path)
-            if series.array.shape == like.array.shape:
-                return _label_values(series.array, clean)
-        frame = like.frame(0) if like.is_cine else like
-        return load_label(path, frame)
-
-
-def _label_values(array: np.ndarray, name: str) -> np.ndarray:
-    """``array`` as uint8 labels, or raise unless every value is an integer 0..3."""
-    values = np.unique(array)
-    if not np.isfinite(values).all() or not np.array_equal(values, np.round(values)) \
-            or values.min() < 0 or values.max() > max(LABELS):
-        shown = ", ".join(f"{v:g}" for v in values[:5].tolist())
-        raise ScanReadError(f"{name}: label values must be integers 0..{max(LABELS)}; "
-                            f"found {shown}")
-    return array.astype(np.uint8)
-
-
 # ---------------------------------------------------------------- analysis
 
 
 @dataclass
-class Analysis:
-    """A segmented scan with everything the Segment page shows.
+class Analysis(ScanResult):
+    """A :class:`~lvseg_core.pipeline.ScanResult` with what only the Segment page shows.
 
     Attributes:
-        scan: the input.
-        segmentation: mask ``(x, y, z[, t])``, time, device (its float
-            probabilities are dropped once quantised into ``probabilities``).
         probabilities: uint8 probabilities of RV, Myo, LV (0..255 for 0..1),
-            shape ``(3, x, y, z[, t])``, or None when not kept.
-        truth: expert labels on the scan's grid, 3D for a 3D scan; for a cine
-            scan a 4D map or None, with ``truth_frames`` telling which frames
-            are labelled.
-        truth_frames: frames with ground truth (``[0]`` for a 3D scan).
-        metrics: frame -> :func:`~lvseg_core.metrics.evaluate_segmentation` result.
-        volumes: per frame, predicted structure volumes in mL.
-        manual_volumes: per labelled frame, the same from the ground truth.
-        indices: :func:`~lvseg_core.clinical.cine_indices` for a cine scan
-            (None for a 3D scan).
-        manual_indices: the same from the ground truth when ED and ES are labelled.
-        architecture, weights: which model produced it.
-        notes: remarks for the user (assumed spacing, dropped probabilities).
-        precision: what the network computed in (``fp32``, ``bf16`` or ``fp16``;
-            ``auto`` resolves to one of them on the device).
-        tta: whether test-time flips were averaged.
+            shape ``(3, x, y, z[, t])``, or None when not kept (the float
+            probabilities of the segmentation are dropped once quantised).
     """
 
-    scan: Scan
-    segmentation: Segmentation
-    architecture: str
-    weights: str
-    truth: np.ndarray | None = None
     probabilities: np.ndarray | None = None
-    truth_frames: list[int] = field(default_factory=list)
-    metrics: dict[int, dict] = field(default_factory=dict)
-    volumes: list[dict[str, float]] = field(default_factory=list)
-    manual_volumes: dict[int, dict[str, float]] = field(default_factory=dict)
-    indices: dict | None = None
-    manual_indices: dict | None = None
-    notes: list[str] = field(default_factory=list)
-    precision: str = "fp32"
-    tta: bool = False
-
-    @property
-    def mask(self) -> np.ndarray:
-        return self.segmentation.mask
 
     @property
     def model_name(self) -> str:
         return display_name(self.architecture)
-
-    @property
-    def ed(self) -> int | None:
-        return self.indices["ED_frame"] if self.indices else None
-
-    @property
-    def es(self) -> int | None:
-        return self.indices["ES_frame"] if self.indices else None
 
     def frame_label(self, t: int) -> str:
         """``"ED (frame 1)"`` for a sample, ``"frame 3 (ES)"`` for a cine scan, ..."""
@@ -309,22 +178,6 @@ class Analysis:
             return str(labels[t])
         tags = [name for name, frame in (("ED", self.ed), ("ES", self.es)) if frame == t]
         return f"frame {t}" + (f" ({', '.join(tags)})" if tags else "")
-
-    def image_at(self, t: int = 0) -> np.ndarray:
-        """Intensities ``(x, y, z)`` of frame ``t``."""
-        return self.scan.array[..., t] if self.scan.is_cine else self.scan.array
-
-    def mask_at(self, t: int = 0) -> np.ndarray:
-        """Predicted labels ``(x, y, z)`` of frame ``t``."""
-        return self.mask[..., t] if self.mask.ndim == 4 else self.mask
-
-    def truth_at(self, t: int = 0) -> np.ndarray | None:
-        """Expert labels ``(x, y, z)`` of frame ``t``, or None."""
-        if self.truth is None or t not in self.truth_frames:
-            return None
-        if self.truth.ndim == 4:
-            return self.truth[..., t]
-        return self.truth
 
     def probability_at(self, structure: str, t: int = 0) -> np.ndarray | None:
         """Probability ``(x, y, z)`` of ``structure`` in frame ``t``, or None."""
@@ -336,32 +189,10 @@ class Analysis:
         return values.astype(np.float32) / 255.0
 
 
-def _one_frame_truth(scan: Scan, truth: np.ndarray | None,
-                     truth_frame: int) -> tuple[np.ndarray | None, list[int]]:
-    """Check ``truth`` against ``scan``; return it with the labelled frames."""
-    if truth is None:
-        return None, []
-    truth = np.asarray(truth)
-    if not scan.is_cine:
-        if truth.shape != scan.shape3d:
-            raise ScanReadError(f"ground truth shape {truth.shape} does not match the scan "
-                                f"{scan.shape3d}")
-        return truth, [0]
-    if truth.shape == scan.array.shape:
-        return truth, list(range(scan.n_frames))
-    if truth.shape == scan.shape3d:
-        if not 0 <= truth_frame < scan.n_frames:
-            raise LVSegError(f"ground-truth frame {truth_frame} is outside 0..{scan.n_frames - 1}")
-        full = np.zeros(scan.array.shape, np.uint8)
-        full[..., truth_frame] = truth
-        return full, [truth_frame]
-    raise ScanReadError(f"ground truth shape {truth.shape} does not match the scan "
-                        f"{scan.array.shape}")
-
-
 def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame: int = 0,
             progress: Callable[[int, int], None] | None = None) -> Analysis:
-    """Segment ``scan`` and compute everything the Segment page shows.
+    """Segment ``scan`` and compute everything the Segment page shows
+    (:func:`lvseg_core.pipeline.run_scan`, probabilities kept as uint8).
 
     Args:
         scan: 3D or 4D scan.
@@ -374,41 +205,23 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
     Raises:
         LVSegError: a ground truth that does not match, or a failing step.
     """
-    truth, truth_frames = _one_frame_truth(scan, truth, truth_frame)
     values = int(np.prod(scan.array.shape)) * len(STRUCTURES)
     keep_probabilities = values <= MAX_PROBABILITY_VALUES
-    result = segmenter.segment(scan, probabilities=keep_probabilities, progress=progress)
+    result = run_scan(scan, segmenter, truth, truth_frame, probabilities=keep_probabilities,
+                      progress=progress)
+    segmentation = result.segmentation
     quantised = None
-    if result.probabilities is not None:
-        quantised = np.empty(result.probabilities[1:].shape, np.uint8)
-        np.multiply(result.probabilities[1:], 255.0, out=quantised, casting="unsafe")
-        result.probabilities = None          # keep one copy only (1 byte per value)
-    weights = getattr(segmenter, "weights", None)
-    analysis = Analysis(scan=scan, segmentation=result, architecture=segmenter.architecture,
-                        weights=weights.description if weights is not None else "in-memory",
-                        truth=truth, probabilities=quantised, truth_frames=truth_frames,
-                        precision=str(getattr(segmenter, "precision_label", "fp32")),
-                        tta=bool(getattr(segmenter, "tta", False)))
+    if segmentation.probabilities is not None:
+        quantised = np.empty(segmentation.probabilities[1:].shape, np.uint8)
+        np.multiply(segmentation.probabilities[1:], 255.0, out=quantised, casting="unsafe")
+        segmentation.probabilities = None    # keep one copy only (1 byte per value)
+    analysis = Analysis(**{f.name: getattr(result, f.name) for f in fields(ScanResult)},
+                        probabilities=quantised)
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):
         analysis.notes.append("the picture has no pixel size: 1 mm assumed, so volumes "
                               "and distances are in pixel units")
-    spacing = scan.spacing
-    for t in range(scan.n_frames):
-        analysis.volumes.append(structure_volumes(analysis.mask_at(t), spacing))
-    for t in truth_frames:
-        gt = analysis.truth_at(t)
-        analysis.metrics[t] = evaluate_segmentation(analysis.mask_at(t), gt, spacing)
-        analysis.manual_volumes[t] = structure_volumes(gt, spacing)
-    if scan.is_cine:
-        ed, es = scan.meta.get("ED"), scan.meta.get("ES")
-        ed = ed if isinstance(ed, int) and 0 <= ed < scan.n_frames else None
-        es = es if isinstance(es, int) and 0 <= es < scan.n_frames else None
-        analysis.indices = cine_indices(analysis.mask, spacing, ed=ed, es=es)
-        e, s = analysis.indices["ED_frame"], analysis.indices["ES_frame"]
-        if truth is not None and e in truth_frames and s in truth_frames:
-            analysis.manual_indices = cine_indices(truth, spacing, ed=e, es=s)
     return analysis
 
 

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from lvseg_core.labels import STRUCTURES
 from lvseg_core.records import (
     CONFIG_FILE,
     LR_FIND_FILE,
+    TrainConfig,
     best_epoch,
     epoch_events,
     is_number,
@@ -58,63 +59,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 # ---------------------------------------------------------------- options
-
-
-@dataclass
-class TrainOptions:
-    """Options of ``python -m train fit`` / ``lr-find`` (see ``python -m train fit -h``).
-
-    ``None`` leaves an option at the trainer's default.
-    """
-
-    model: str = "unet"
-    data: str = "../shared/data/acdc"
-    epochs: int = 30
-    lr: float = 1e-3
-    batch_size: int = 16
-    weight_decay: float = 1e-4
-    crop: tuple[int, int] = (176, 176)
-    depth: int = 8
-    schedule: str = "onecycle"
-    augment: bool = True
-    patience: int = 10
-    seed: int = 0
-    max_time: str | None = None
-    threads: int | None = None
-    precision: str | None = None
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
-    arch_args: dict[str, Any] = field(default_factory=dict)
-    extra: list[str] = field(default_factory=list)
-
-    def common_args(self) -> list[str]:
-        """Options shared by ``fit`` and ``lr-find``."""
-        args = ["--model", self.model, "--data", str(self.data),
-                "--epochs", str(int(self.epochs)), "--lr", f"{float(self.lr):g}",
-                "--batch-size", str(int(self.batch_size)),
-                "--weight-decay", f"{float(self.weight_decay):g}",
-                "--crop", str(int(self.crop[0])), str(int(self.crop[1])),
-                "--depth", str(int(self.depth)), "--schedule", self.schedule,
-                "--seed", str(int(self.seed))]
-        if not self.augment:
-            args.append("--no-augment")
-        if self.max_time:
-            args += ["--max-time", str(self.max_time)]
-        if self.threads:
-            args += ["--threads", str(int(self.threads))]
-        if self.precision:
-            args += ["--precision", str(self.precision)]
-        if self.limit_train_batches is not None:
-            args += ["--limit-train-batches", f"{self.limit_train_batches:g}"]
-        if self.limit_val_batches is not None:
-            args += ["--limit-val-batches", f"{self.limit_val_batches:g}"]
-        if self.arch_args:
-            args += ["--arch-args", json.dumps(self.arch_args)]
-        return args + list(self.extra)
-
-    def fit_args(self) -> list[str]:
-        """Options of ``fit`` (adds the early-stopping patience)."""
-        return self.common_args() + ["--patience", str(int(self.patience))]
 
 
 def check_run_name(name: str) -> str:
@@ -175,38 +119,38 @@ def launch(command: list[str], run_dir: str | Path, kind: str) -> RunInfo:
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
-def start_fit(options: TrainOptions, name: str | None = None,
+def start_fit(config: TrainConfig, name: str | None = None,
               runs_dir: str | Path | None = None) -> RunInfo:
-    """Start ``python -m train fit`` in the background as run ``name``."""
-    name = check_run_name(name or new_run_name(options.model))
+    """Start ``python -m train fit`` with ``config`` in the background as run ``name``."""
+    name = check_run_name(name or new_run_name(config.model))
     run_dir = Path(runs_dir or settings.runs_dir()) / name
-    _check_data(options.data)
-    return launch(_python_train("fit", *options.fit_args(), "--run-dir", str(run_dir)),
+    _check_data(config.data)
+    return launch(_python_train("fit", *config.cli_args("fit"), "--run-dir", str(run_dir)),
                   run_dir, "fit")
 
 
-def start_overfit(options: TrainOptions, batches: int = 2, name: str | None = None,
+def start_overfit(config: TrainConfig, batches: int = 2, name: str | None = None,
                   runs_dir: str | Path | None = None) -> RunInfo:
     """Start the overfit check: ``fit`` on ``batches`` batches without augmentation.
 
     A healthy pipeline drives the training loss towards 0 within a few dozen
     epochs; the run is not exported as weights.
     """
-    name = check_run_name(name or new_run_name(f"overfit-{options.model}"))
+    name = check_run_name(name or new_run_name(f"overfit-{config.model}"))
     run_dir = Path(runs_dir or settings.runs_dir()) / name
-    _check_data(options.data)
-    command = _python_train("fit", *options.fit_args(), "--overfit-batches", str(int(batches)),
+    _check_data(config.data)
+    command = _python_train("fit", *replace(config, overfit_batches=int(batches)).cli_args("fit"),
                             "--run-dir", str(run_dir))
     return launch(command, run_dir, "overfit")
 
 
-def start_lr_find(options: TrainOptions, num_training: int = 100, name: str | None = None,
+def start_lr_find(config: TrainConfig, num_training: int = 100, name: str | None = None,
                   runs_dir: str | Path | None = None) -> RunInfo:
     """Start the learning-rate range test (``python -m train lr-find``) in the background."""
-    name = check_run_name(name or new_run_name(f"lr-find-{options.model}"))
+    name = check_run_name(name or new_run_name(f"lr-find-{config.model}"))
     run_dir = Path(runs_dir or settings.runs_dir()) / name
-    _check_data(options.data)
-    command = _python_train("lr-find", *options.common_args(), "--out", str(run_dir),
+    _check_data(config.data)
+    command = _python_train("lr-find", *config.cli_args("lr-find"), "--out", str(run_dir),
                             "--num-training", str(int(num_training)))
     return launch(command, run_dir, "lr-find")
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from lvseg_core.errors import LVSegError
+from lvseg_core.errors import LVSegError, one_line
 
 log = logging.getLogger("lvseg.app")
 
@@ -29,7 +29,7 @@ def guard(what: str = "this step"):
 def error_message(err: BaseException, what: str = "this step") -> str:
     """The one line shown for ``err`` (unexpected errors are logged with their traceback)."""
     if isinstance(err, LVSegError):
-        return " ".join(str(err).split()) or type(err).__name__
+        return one_line(err)
     if isinstance(err, MemoryError):
         return f"Out of memory while {what}; try a smaller scan."
     log.error("unexpected error while %s", what, exc_info=err)

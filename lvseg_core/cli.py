@@ -15,11 +15,15 @@ import sys
 from pathlib import Path
 
 from . import settings
-from .errors import LVSegError
+from .data.split import SPLITS
+from .errors import LVSegError, one_line
 from .registry import ARCHITECTURES
 
 #: Architectures offered by ``--model`` (the torch-free registry).
 MODEL_CHOICES: tuple[str, ...] = tuple(ARCHITECTURES)
+
+#: Label maps and layouts (kept equal to ``data.layouts.LABEL_MAPS`` by the tests).
+LABEL_MAP_CHOICES: tuple[str, ...] = ("acdc", "mnms")
 
 #: Packages reported by ``info``.
 _PACKAGES = ("torch", "monai", "segmentation-models-pytorch", "numpy", "scipy", "nibabel",
@@ -40,15 +44,15 @@ Hugging Face Hub repo id owner/name[@revision] (HF_HUB_OFFLINE=1: cache only).
 
 
 def _error(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
 def _note(message: str) -> None:
-    print(f"note: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"note: {one_line(message)}", file=sys.stderr)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--resume", action="store_true",
                          help="continue a run into --out: skip inputs its manifest.jsonl "
                               "records as done with the same file size/time and weights")
+    predict.add_argument("--dicom-seg", action="store_true",
+                         help="also write a DICOM Segmentation object beside the mask of "
+                              "each DICOM input (one per cardiac phase and frame of "
+                              "reference)")
+    predict.add_argument("--report", action="store_true",
+                         help="write <study>_report.html for each study with ED and ES (an "
+                              "ACDC patient, a cine scan)")
+    predict.add_argument("--label-map", choices=LABEL_MAP_CHOICES, default="acdc",
+                         help="label convention of the written masks: acdc (1 RV, 2 Myo, "
+                              "3 LV, default) or mnms (1 LV, 2 Myo, 3 RV)")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser(
@@ -119,11 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment every labelled frame of an ACDC-layout folder and write "
                     "Dice/IoU/precision/recall/F1/HD95/ASSD, EF errors and timings as JSON.")
     evaluate.add_argument("--data", required=True, metavar="DIR",
-                          help="ACDC-layout folder (patientNNN/Info.cfg, *_gt.nii.gz)")
+                          help="ACDC-layout folder (patientNNN/Info.cfg, *_gt.nii.gz) or "
+                               "M&Ms-2-layout folder (<id>/<id>_SA_ED[_gt].nii.gz)")
+    evaluate.add_argument("--layout", choices=LABEL_MAP_CHOICES, default=None,
+                          help="dataset layout and label map of --data (default: detected)")
     _add_model_args(evaluate)
     evaluate.add_argument("--json", required=True, metavar="OUT",
                           help="JSON report path (parent folders are created)")
-    evaluate.add_argument("--split", choices=["all", "validation", "training"], default="all",
+    evaluate.add_argument("--split", choices=SPLITS, default="all",
                           help="patients to score: all, or one side of the standard split "
                                "(validation: 002, 019, 028, 030, 039, 045, 078, 082, 085, 087)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -215,7 +232,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def cmd_predict(args) -> int:
-    from .workflows import collect_inputs, predict_inputs
+    from .workflows import StudyOptions, collect_inputs, predict_inputs
 
     notes: list[str] = []
     inputs = collect_inputs(args.inputs, notes)  # fail fast, before the model is loaded
@@ -225,12 +242,14 @@ def cmd_predict(args) -> int:
         return _cohort(args, inputs)
     segmenter = _segmenter(args)
     with _bar(len(inputs), "segmenting") as bar:
+        options = StudyOptions(dicom_seg=args.dicom_seg, report=args.report,
+                               label_map=args.label_map)
         report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,
-                                progress=bar, series_uid=args.series_uid)
+                                progress=bar, series_uid=args.series_uid, options=options)
     for failure in report.failures:
         print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
     for row in report.rows:
-        if row.get("kind") in ("frame", "cine") and row.get("notes"):
+        if row.get("kind") in ("frame", "cine", "patient") and row.get("notes"):
             _note(f"{row['name']}: {row['notes']}")
     done = len(report.outputs)
     seconds = [r["seconds"] for r in report.rows if r.get("kind") in ("frame", "cine")]
@@ -241,27 +260,45 @@ def cmd_predict(args) -> int:
     for row in report.rows:
         if row.get("kind") == "patient":
             print(f"  {row['name']}: LV EF {_fmt(row['LV_EF_pct'], 1)}%, "
-                  f"EDV {_fmt(row['LV_EDV_ml'], 1)} mL, ESV {_fmt(row['LV_ESV_ml'], 1)} mL")
+                  f"EDV {_fmt(row['LV_EDV_ml'], 1)} mL, ESV {_fmt(row['LV_ESV_ml'], 1)} mL"
+                  + _study_text(row))
         elif row.get("kind") == "cine":
             print(f"  {row['name']}: ED frame {row.get('ED_frame', 'n/a')}, ES frame "
-                  f"{row.get('ES_frame', 'n/a')}, LV EF {_fmt(row.get('LV_EF_pct'), 1)}%")
+                  f"{row.get('ES_frame', 'n/a')}, LV EF {_fmt(row.get('LV_EF_pct'), 1)}%"
+                  + _study_text(row))
+        for key in ("aha_csv", "report"):
+            if row.get(key):
+                print(f"    {key.replace('_', ' ')}: {row[key]}")
     print(f"masks: {report.out_dir.resolve()}")
     if report.summary_path is not None:
         print(f"summary: {report.summary_path.resolve()}")
     return 1 if report.failures else 0
 
 
+def _study_text(row: dict) -> str:
+    """BSA-indexed EDV and mass with their flags, and the thickest wall, if known."""
+    parts = []
+    for key, label, unit in (("LV_EDV_index_ml_m2", "EDV/BSA", "mL/m²"),
+                             ("LV_mass_index_g_m2", "mass/BSA", "g/m²")):
+        if _fmt(row.get(key), 1) != "n/a":
+            flag = row.get(f"{key}_flag")
+            parts.append(f"{label} {_fmt(row[key], 1)} {unit}"
+                         + (f" ({flag})" if flag and flag != "normal" else ""))
+    if _fmt(row.get("wall_max_ed_mm"), 1) != "n/a":
+        parts.append(f"thickest wall {_fmt(row['wall_max_ed_mm'], 1)} mm")
+    return (", " + ", ".join(parts)) if parts else ""
+
+
 def cmd_evaluate(args) -> int:
-    from .data import VALIDATION_PATIENTS, find_cases
+    from .data import select
+    from .data.layouts import find_layout_cases
     from .workflows import evaluate_dataset, write_json
 
-    cases = find_cases(args.data, require_labels=True)  # fail fast
+    layout, cases = find_layout_cases(args.data, args.layout, require_labels=True)
+    cases = select(cases, args.split)  # fail fast
     patients = None
     if args.split != "all":
-        validation = set(VALIDATION_PATIENTS)
-        want_val = args.split == "validation"
-        patients = {c.patient for c in cases if (c.patient in validation) == want_val}
-        cases = [c for c in cases if c.patient in patients]
+        patients = {c.patient for c in cases}
         if not cases:
             raise LVSegError(f"{args.data}: no labelled {args.split} patients")
     out = Path(args.json).expanduser()
@@ -273,14 +310,15 @@ def cmd_evaluate(args) -> int:
         raise LVSegError(f"{out.parent}: cannot create folder ({err.strerror or err})") from None
     segmenter = _segmenter(args)
     with _bar(len(cases), "evaluating") as bar:
-        result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients)
+        result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients,
+                                  layout=layout)
     result["split"] = args.split
     path = write_json(result, out)
     for failure in result["failed"]:
         print(f"skipped {failure['name']}: {failure['error']}", file=sys.stderr)
     dice, hd = result["dice"], result["hd95_mm"]
-    print(f"evaluated {result['cases']} volume(s) with {result['model']} ({result['weights']}) "
-          f"on {result['device']}")
+    print(f"evaluated {result['cases']} volume(s) ({layout} layout) with {result['model']} "
+          f"({result['weights']}) on {result['device']}")
     print(f"  Dice   RV {_fmt(dice['RV'])}  Myo {_fmt(dice['Myo'])}  LV {_fmt(dice['LV'])}  "
           f"mean {_fmt(dice['mean'])}")
     print(f"  HD95   RV {_fmt(hd['RV'], 1)}  Myo {_fmt(hd['Myo'], 1)}  LV {_fmt(hd['LV'], 1)}  "

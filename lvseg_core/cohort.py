@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import LVSegError
-from .workflows import (SUMMARY_NAME, Input, PredictReport, _atomic_write_text, _fail,
-                        _patient_row, _report, _scan_row, load_input, one_line, output_lock,
-                        output_names, summary_csv_text)
+from .errors import LVSegError, one_line
+from .files import write_text
+from .workflows import (SUMMARY_NAME, Input, PredictReport, _fail, _patient_row, _report,
+                        _scan_row, load_input, output_lock, output_names, summary_csv_text)
 
 #: The manifest of a cohort run, one JSON object per finished input.
 MANIFEST_NAME = "manifest.jsonl"
@@ -88,19 +88,18 @@ def segment_item(segmenter, item: Input, target: Path, series_uid: str | None = 
     """Read (unless ``scan`` is given), segment and write one input; the manifest
     entry's ``row`` (and, for an ACDC frame, what its patient row needs).
     Raises :class:`LVSegError`."""
-    from .clinical import structure_volumes
     from .io import save_mask
     from .labels import STRUCTURES
+    from .pipeline import run_scan
 
     scan = load_input(item, series_uid) if scan is None else scan
-    seg = segmenter.segment(scan)
-    save_mask(seg.mask, scan, target, overwrite=True)
-    row = _scan_row(item, scan, seg, target)
+    result = run_scan(scan, segmenter)
+    save_mask(result.mask, scan, target, overwrite=True)
+    row = _scan_row(item, result, target)
     out: dict[str, Any] = {"row": row}
     if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
-        volumes = structure_volumes(seg.mask, scan.spacing)
         out["acdc"] = {"patient": item.patient, "phase": item.phase, "group": item.group,
-                       "name": item.name, "volumes": {s: volumes[s] for s in STRUCTURES},
+                       "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
                        "shape": list(scan.shape3d), "spacing": list(scan.spacing)}
     return out
 
@@ -198,7 +197,7 @@ def _summarise(report: PredictReport, entries: list[dict | None], weights) -> No
         row["weights_sha256"] = weights.sha256
     if report.rows:
         path = report.out_dir / SUMMARY_NAME
-        _atomic_write_text(path, summary_csv_text(report.rows))
+        write_text(path, summary_csv_text(report.rows))
         report.summary_path = path
 
 

@@ -16,3 +16,23 @@ class ScanReadError(LVSegError):
 
 class WeightsError(LVSegError):
     """Model weights that cannot be found, fetched or loaded."""
+
+
+def one_line(message: object, limit: int | None = None) -> str:
+    """``message`` (an exception or a text) on one line, runs of whitespace collapsed.
+
+    An exception without text gives its type name; with ``limit``, a longer
+    text is cut to ``limit`` characters ending in ``...``.
+    """
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = type(message).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

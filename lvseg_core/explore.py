@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from .data import Case, find_cases
-from .errors import LVSegError
+from .errors import LVSegError, one_line
 from .io import load_label, load_nifti
 from .labels import LABEL_OF, STRUCTURES
 from .render import auto_window, overlay_rgb
@@ -44,7 +44,7 @@ def overview(root: str | Path):
             rows.append({"case": case.name, "patient": case.patient, "group": case.group,
                          "phase": case.phase, "frame": case.frame,
                          "labelled": case.label is not None,
-                         "error": " ".join(str(err).split())[:120]})
+                         "error": one_line(err)[:120]})
             continue
         rows.append({
             "case": case.name, "patient": case.patient, "group": case.group or "?",
@@ -62,16 +62,6 @@ def group_counts(frame) -> dict[str, int]:
     """Patients per pathology group, from :func:`overview`'s table."""
     patients = frame.drop_duplicates("patient")
     return dict(sorted(Counter(patients["group"].fillna("?")).items()))
-
-
-def select_cases(root: str | Path, patients: Sequence[str] | None = None,
-                 labelled: bool = True) -> list[Case]:
-    """The frames of ``patients`` (all when None), labelled ones only by default."""
-    cases = find_cases(root, require_labels=labelled)
-    if patients is not None:
-        wanted = set(patients)
-        cases = [c for c in cases if c.patient in wanted]
-    return cases
 
 
 def class_balance(cases: Sequence[Case], progress: Progress | None = None):

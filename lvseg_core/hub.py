@@ -42,7 +42,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from . import policy, settings
-from .errors import LVSegError, WeightsError
+from .errors import LVSegError, WeightsError, first_line
 from .models import LVSegModel, check_architecture, read_config
 
 #: Files a weights folder consists of.
@@ -328,7 +328,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder),
                                  commit_message="Upload LVSeg weights")
     except HfHubHTTPError as err:
-        raise LVSegError(f"push to {repo_id} failed: {str(err).splitlines()[0]}") from None
+        raise LVSegError(f"push to {repo_id} failed: {first_line(err)}") from None
     except (OSError, ValueError) as err:
         raise LVSegError(f"push to {repo_id} failed: cannot reach the Hub "
                          f"({type(err).__name__})") from None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from .errors import ScanReadError
+
 #: Label value -> structure name. 0 is background.
 LABELS: dict[int, str] = {0: "background", 1: "RV", 2: "Myo", 3: "LV"}
 
@@ -20,3 +24,28 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "Myo": (52, 168, 83),
     "LV": (234, 67, 53),
 }
+
+#: Largest label value.
+MAX_LABEL: int = max(LABELS)
+
+
+def check_labels(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as uint8 ACDC labels (same shape), or :class:`ScanReadError` naming
+    ``name`` unless it is numeric and every value is a finite integer 0..3."""
+    data = np.asarray(array)
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ScanReadError(f"{name}: unsupported label data type {data.dtype}")
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all():
+            raise ScanReadError(f"{name}: label map contains NaN or infinity")
+        if not np.array_equal(data, np.round(data)):
+            raise ScanReadError(f"{name}: label map has non-integer values; "
+                                f"label values must be integers 0..{MAX_LABEL}")
+    values = np.unique(data)
+    wrong = values[(values < 0) | (values > MAX_LABEL)]
+    if wrong.size:
+        shown = ", ".join(f"{v:g}" for v in wrong[:5].tolist())
+        names = ", ".join(f"{k} {v}" for k, v in LABELS.items())
+        raise ScanReadError(f"{name}: label values must be 0..{MAX_LABEL} "
+                            f"({names}); found {shown}")
+    return data.astype(np.uint8)

@@ -4,26 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from pathlib import Path
-
-from .hashing import WEIGHTS_FILE, read_sha256
-
-
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime: float) -> str:
-    return read_sha256(path)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file, cached by path, size and modification time;
-    ``""`` when the file cannot be read."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-        return _sha256(str(path), stat.st_size, stat.st_mtime)
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -48,7 +28,10 @@ class Provenance:
             info = getattr(segmenter, "weights", None)
             weights = info.description if info is not None else "in-memory"
             if info is not None:
-                sha = file_sha256(Path(info.folder) / WEIGHTS_FILE)
+                try:
+                    sha = info.sha256
+                except OSError:
+                    sha = ""
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         return cls(__version__, model, weights, sha, created)
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .errors import LVSegError
+from .files import copy_file, write_text
 
 #: File names of a run folder.
 CONFIG_FILE = "config.json"
@@ -35,6 +36,13 @@ LR_FIND_FILE = "lr_find.json"
 
 
 # ---------------------------------------------------------------- config.json
+
+#: :class:`TrainConfig` fields that are no option of ``python -m train`` (``augmentation``
+#: is set in code or a config file).
+NOT_OPTIONS = frozenset({"run_dir", "init_run", "export", "augmentation"})
+
+#: Fields only ``python -m train fit`` takes.
+FIT_ONLY_FIELDS = frozenset({"patience", "val_every", "overfit_batches"})
 
 
 @dataclass
@@ -46,7 +54,7 @@ class TrainConfig:
     """
 
     model: str = "unet"
-    data: str = "../shared/data/acdc"
+    data: str = str(settings.DEFAULT_DATA)
     run_dir: str = ""
     arch_args: dict[str, Any] = field(default_factory=dict)
     epochs: int = 30
@@ -84,9 +92,34 @@ class TrainConfig:
     cache_dir: str | None = None           # on-disk cache of preprocessed volumes
     export: bool = True
 
+    def cli_args(self, command: str = "fit") -> list[str]:
+        """The options of ``python -m train <command>`` that rebuild this config.
+
+        Every field with a command-line option is given (``None`` ones are left
+        at the trainer's default); ``augment=False`` is ``--no-augment``. The
+        fields of :data:`FIT_ONLY_FIELDS` are given to ``fit`` only.
+        """
+        args: list[str] = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name in NOT_OPTIONS or value is None or \
+                    (command != "fit" and spec.name in FIT_ONLY_FIELDS):
+                continue
+            if spec.name == "augment":
+                args += [] if value else ["--no-augment"]
+                continue
+            flag = "--" + spec.name.replace("_", "-")
+            if isinstance(value, dict):
+                args += [flag, json.dumps(value)]
+            elif isinstance(value, (list, tuple)):
+                args += [flag, *(str(v) for v in value)]
+            else:
+                args += [flag, str(value)]   # floats as repr: 1.0 stays a fraction
+        return args
+
     def save(self, path: str | Path) -> None:
         """Write as JSON."""
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -222,9 +255,7 @@ def keep_record(run_dir: str | Path, records_dir: str | Path, overwrite: bool = 
         raise LVSegError(f"{dest} already holds a record; pass --overwrite to replace it")
     dest.mkdir(parents=True, exist_ok=True)
     for path in files:
-        tmp = dest / f".{path.name}.tmp"
-        shutil.copyfile(path, tmp)
-        tmp.replace(dest / path.name)
+        copy_file(path, dest / path.name)
     return dest
 
 
@@ -236,9 +267,7 @@ def read_lr_find(run_dir: str | Path) -> dict | None:
 
 def write_lr_find(out: str | Path, result: dict) -> Path:
     """Write an LR range test's ``lr_find.json`` (``model``, ``suggestion``, ``lr``, ``loss``)."""
-    path = Path(out) / LR_FIND_FILE
-    path.write_text(json.dumps(result, indent=1))
-    return path
+    return write_text(Path(out) / LR_FIND_FILE, json.dumps(result, indent=1))
 
 
 # ---------------------------------------------------------------- fine-tuning chains

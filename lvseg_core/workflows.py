@@ -17,7 +17,6 @@ import csv
 import io as _io
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +24,27 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .clinical import (cine_indices, indices_from_volumes, structure_volumes)
-from .data import dataset_problems, find_cases, is_acdc_folder
-from .errors import LVSegError
+from .clinical import clinical_indices, indices_from_volumes
+from .data import (
+    dataset_problems,
+    ed_es_pairs,
+    find_cases,
+    is_acdc_folder,
+    record_key,
+    select,
+)
+from .data.layouts import LABEL_MAPS, convert_labels, find_layout_cases
+from .errors import LVSegError, one_line
+from .files import write_text
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
 from .io._common import skip_reason
 from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
-from .metrics import count_valid, evaluate_segmentation, summarise
+from .metrics import count_valid, summarise
+from .pipeline import ScanResult, run_scan
+from .provenance import Provenance
 from .scan import Scan
+from .study import STUDY_COLUMNS, study_outputs
 
 #: Name of the per-batch table written beside the masks.
 SUMMARY_NAME = "summary.csv"
@@ -46,11 +57,15 @@ MASK_SUFFIX = "_seg.nii.gz"
 #: patient) or ``failed``. Volumes in mL, EF in %, mass in g, seconds of
 #: inference (model load and file reading excluded). ``ED_frame``/``ES_frame``
 #: are 0-based frame indices of a cine scan, found from the LV volume curve.
+#: Study rows (``patient``, ``cine``) add BSA-indexed values with their flags and
+#: wall-thickness figures (:data:`~lvseg_core.study.STUDY_COLUMNS`); ``label_map``
+#: is the convention of the written mask, ``dicom_seg`` the written SEG files.
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "kind", "name", "source", "output", "patient", "phase", "group", "shape", "frames",
     "seconds", "device", "RV_ml", "Myo_ml", "LV_ml", "ED_frame", "ES_frame",
     "LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct",
-    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "notes", "error",
+    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g",
+    *STUDY_COLUMNS, "label_map", "dicom_seg", "notes", "error",
     "weights", "weights_sha256",
 )
 
@@ -237,12 +252,6 @@ def load_input(item: Input, series_uid: str | None = None) -> Scan:
 # ---------------------------------------------------------------- helpers
 
 
-def one_line(err: BaseException) -> str:
-    """The message of ``err`` on one line."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def _report(progress: Any, done: int, total: int, name: str) -> None:
     """Tell ``progress`` (a tqdm bar or a callable) that one more item is done."""
     if progress is None:
@@ -294,23 +303,6 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a
-    reader never sees a half-written file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as err:
-        raise LVSegError(f"{path}: cannot write ({err.strerror or err})") from None
-
-
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as strict JSON (NaN as null), creating parent folders;
     replaces an existing file atomically. Returns the path."""
@@ -319,7 +311,7 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     path = Path(os.fspath(path)).expanduser()
     if path.is_dir():
         raise LVSegError(f"{path}: is a folder; give a file name for the JSON report")
-    _atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -458,9 +450,27 @@ def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
     return row
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """Extra outputs of :func:`predict_inputs`.
+
+    Attributes:
+        dicom_seg: write DICOM SEG object(s) beside the mask of DICOM inputs.
+        report: write ``<study>_report.html`` for studies with ED and ES.
+        label_map: convention of the written masks (``acdc`` or ``mnms``).
+        qc: QC status per study name, shown on the report (optional).
+    """
+
+    dicom_seg: bool = False
+    report: bool = False
+    label_map: str = "acdc"
+    qc: dict = field(default_factory=dict)
+
+
 def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
                    overwrite: bool = False, progress: Any = None,
-                   series_uid: str | None = None) -> PredictReport:
+                   series_uid: str | None = None,
+                   options: StudyOptions | None = None) -> PredictReport:
     """Segment each input and write ``<name>_seg.nii.gz`` plus ``summary.csv``.
 
     Each mask has exactly its scan's grid (shape, or 4D shape for a cine scan,
@@ -480,6 +490,13 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
     reason (in :attr:`PredictReport.failures` and as a ``failed`` row) and the
     batch goes on.
 
+    Studies: an ACDC patient with both ED and ES frames, and every cine scan,
+    get ``<name>_aha.csv`` (AHA 16-segment wall thickness), BSA-indexed values
+    with reference-range flags in their row and, with ``options.report``,
+    ``<name>_report.html``. With ``options.dicom_seg`` a DICOM input also gets
+    ``<name>[_tNN][_forNN]_seg.dcm`` (:mod:`lvseg_core.io.dicom_seg`). A study
+    or SEG output that cannot be made is a note on the row (the mask stays).
+
     Args:
         inputs: from :func:`collect_inputs`.
         segmenter: a :class:`~lvseg_core.inference.Segmenter`.
@@ -487,6 +504,7 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         overwrite: replace existing masks and ``summary.csv``.
         progress: a tqdm bar or ``progress(done, total, name)``.
         series_uid: the DICOM series to read from folders and zips holding several.
+        options: DICOM SEG, report and label-map choices (:class:`StudyOptions`).
 
     Raises:
         LVSegError: the output folder cannot be used or is in use, or
@@ -508,17 +526,24 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         if summary_path.exists() and not overwrite:  # written while we waited for the lock
             raise LVSegError(f"{summary_path}: already exists; choose another output folder "
                              "or pass --overwrite")
-        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid)
+        return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid,
+                               options or StudyOptions())
 
 
 def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite: bool,
-                    progress: Any, series_uid: str | None) -> PredictReport:
+                    progress: Any, series_uid: str | None,
+                    options: StudyOptions) -> PredictReport:
     """:func:`predict_inputs` once the output folder is locked."""
+    if options.label_map not in LABEL_MAPS:
+        raise LVSegError(f"unknown label map {options.label_map!r}; use one of "
+                         f"{', '.join(LABEL_MAPS)}")
     summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
+    provenance = Provenance.of(segmenter)
+    pending: dict[str, dict[str, tuple[Scan, np.ndarray]]] = defaultdict(dict)
+    studies: dict[str, dict] = {}              # patient -> study values and notes
     protected = {_resolve(item.path) for item in inputs}
-    acdc: dict[str, dict[str, dict]] = defaultdict(dict)
-    groups: dict[str, str] = {}
+    frames: list[dict] = []                    # ACDC ED/ES frames, for the patient rows
     total = len(inputs)
     for done, (item, file_name) in enumerate(zip(inputs, output_names(inputs)), start=1):
         target = out_dir / file_name
@@ -529,32 +554,56 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             if target.exists() and not overwrite:
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
             scan = load_input(item, series_uid)
-            seg = segmenter.segment(scan)
-            save_mask(seg.mask, scan, target, overwrite=overwrite)
+            result = run_scan(scan, segmenter)
+            save_mask(convert_labels(result.mask, "acdc", options.label_map), scan, target,
+                      overwrite=overwrite)
         except LVSegError as err:
             _fail(report, item, one_line(err))
         except MemoryError:
             _fail(report, item, "out of memory")
         else:
             report.outputs.append(target)
-            row = _scan_row(item, scan, seg, target)
+            row = _scan_row(item, result, target)
+            row["label_map"] = options.label_map
             report.rows.append(row)
-            if item.kind == "acdc" and item.phase in ("ED", "ES") and not scan.is_cine:
-                acdc[item.patient][item.phase] = {
+            stem = file_name[: -len(MASK_SUFFIX)]
+            if options.dicom_seg:
+                _dicom_seg(row, item, scan, result.mask, out_dir, stem, provenance, overwrite)
+            if scan.is_cine and result.ed is not None:
+                _study(row, stem, out_dir, scan.frame(result.ed), result.mask_at(result.ed),
+                       scan.frame(result.es), result.mask_at(result.es), provenance, options,
+                       overwrite, result.indices)
+            if item.kind == "acdc" and not scan.is_cine:
+                frames.append({
+                    "patient": item.patient, "phase": item.phase, "group": item.group,
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
-                    "shape": scan.shape3d, "spacing": scan.spacing}
-                groups[item.patient] = item.group
+                    "shape": scan.shape3d, "spacing": scan.spacing})
+                if item.phase in ("ED", "ES"):
+                    pending[item.patient][item.phase] = (scan, result.mask)
+                    phases = pending[item.patient]
+                    if len(phases) == 2:  # the study is complete: write it, free the volumes
+                        (ed_scan, ed_mask), (es_scan, es_mask) = phases["ED"], phases["ES"]
+                        studies[item.patient] = {}
+                        if ed_scan.shape3d == es_scan.shape3d:
+                            _study(studies[item.patient], item.patient, out_dir, ed_scan,
+                                   ed_mask, es_scan, es_mask, provenance, options, overwrite)
+                        del pending[item.patient]
         _report(progress, done, total, item.name)
 
-    for patient, phases in acdc.items():
-        if "ED" in phases and "ES" in phases:
-            report.rows.append(_patient_row(patient, groups[patient], phases["ED"], phases["ES"]))
+    for patient, (ed, es) in ed_es_pairs(frames, record_key).items():
+        row = _patient_row(patient, es["group"], ed, es)
+        study = studies.get(patient, {})
+        notes = "; ".join(filter(None, [row.get("notes", ""), study.pop("notes", "")]))
+        row.update(study)
+        if notes:
+            row["notes"] = notes
+        report.rows.append(row)
     weights = getattr(segmenter, "weights", None)
     for row in report.rows:
         row["weights"] = weights.description if weights is not None else "in-memory"
         row["weights_sha256"] = weights.sha256 if weights is not None else ""
     if report.rows:
-        _atomic_write_text(summary_path, summary_csv_text(report.rows))
+        write_text(summary_path, summary_csv_text(report.rows))
         report.summary_path = summary_path
     return report
 
@@ -566,24 +615,68 @@ def _fail(report: PredictReport, item: Input, message: str) -> None:
                         "error": message})
 
 
-def _scan_row(item: Input, scan: Scan, seg, target: Path) -> dict:
+def _add_note(row: dict, note: str) -> None:
+    row["notes"] = "; ".join(filter(None, [row.get("notes", ""), note]))
+
+
+def _study(row: dict, name: str, out_dir: Path, ed: Scan, ed_mask: np.ndarray, es: Scan,
+           es_mask: np.ndarray, provenance: Provenance, options: StudyOptions,
+           overwrite: bool, curves: dict | None = None) -> None:
+    """AHA table, indexed values and report of one study, into its row."""
+    try:
+        indices = clinical_indices(ed_mask, es_mask, ed.spacing)
+        result = study_outputs(name, out_dir, ed, ed_mask, es, es_mask, indices, provenance,
+                               report=options.report, curves=curves,
+                               qc=options.qc.get(name), overwrite=overwrite)
+    except LVSegError as err:
+        _add_note(row, one_line(err))
+        return
+    row.update(result.values)
+    for note in result.notes:
+        _add_note(row, note)
+
+
+def _dicom_seg(row: dict, item: Input, scan: Scan, mask: np.ndarray, out_dir: Path,
+               stem: str, provenance: Provenance, overwrite: bool) -> None:
+    """DICOM SEG object(s) of a DICOM input beside its mask (a note otherwise)."""
+    from .io.dicom_seg import write_dicom_seg, write_dicom_seg_for
+
+    if scan.meta.get("source_format") != "dicom":
+        _add_note(row, "no DICOM SEG: the input is not DICOM")
+        return
+    files = scan.meta.get("source_files") or []
+    try:
+        if files and all(Path(f).is_file() for r in files for f in r):
+            paths, notes = write_dicom_seg(mask, files, out_dir, stem, provenance, overwrite)
+        else:  # read from a temporary folder (a zip): read the series again
+            paths, notes = write_dicom_seg_for(item.path, mask, out_dir, stem, provenance,
+                                               overwrite)
+    except LVSegError as err:
+        _add_note(row, f"no DICOM SEG: {one_line(err)}")
+        return
+    row["dicom_seg"] = ";".join(str(p) for p in paths)
+    if len(paths) > 1:
+        _add_note(row, f"{len(paths)} DICOM SEG files (one per cardiac phase and frame of "
+                       "reference)")
+    for note in notes:
+        _add_note(row, f"SEG: {note}")
+
+
+def _scan_row(item: Input, result: ScanResult, target: Path) -> dict:
+    """The ``summary.csv`` row of one segmented input (see :data:`SUMMARY_COLUMNS`)."""
+    scan, seg = result.scan, result.segmentation
     row: dict[str, Any] = {
         "kind": "cine" if scan.is_cine else "frame",
         "name": item.name, "source": str(item.path), "output": str(target),
         "patient": item.patient, "phase": item.phase, "group": item.group,
         "shape": "x".join(str(s) for s in scan.array.shape), "frames": scan.n_frames,
-        "seconds": seg.seconds, "device": seg.device, "notes": _notes(scan),
+        "seconds": seg.seconds, "device": seg.device,
+        "notes": "; ".join(filter(None, [_notes(scan), *result.notes])),
     }
     if scan.is_cine:
-        try:
-            indices = cine_indices(seg.mask, scan.spacing)
-        except LVSegError as err:
-            row["notes"] = "; ".join(filter(None, [row["notes"], one_line(err)]))
-        else:
-            row.update({k: v for k, v in indices.items() if k in SUMMARY_COLUMNS})
+        row.update({k: v for k, v in (result.indices or {}).items() if k in SUMMARY_COLUMNS})
     else:
-        volumes = structure_volumes(seg.mask, scan.spacing)
-        row.update({f"{s}_ml": v for s, v in volumes.items()})
+        row.update({f"{s}_ml": v for s, v in result.volumes[0].items()})
     return row
 
 
@@ -610,8 +703,13 @@ def _grouped(per_case: list[dict], records: list[dict], key: str) -> dict[str, d
 
 
 def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
-                     patients: Collection[str] | None = None) -> dict:
-    """Segment every labelled frame of an ACDC-layout folder and score it.
+                     patients: Collection[str] | None = None,
+                     layout: str | None = None) -> dict:
+    """Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and score it.
+
+    ``layout`` (``acdc`` or ``mnms``; default: detected,
+    :func:`~lvseg_core.data.layouts.find_layout_cases`) also fixes the label map of
+    the manual labels, which are converted to ACDC labels before scoring.
 
     For each frame: the image and its label map are read (shapes checked),
     the image is segmented (only this is timed: ``Segmentation.seconds``) and
@@ -636,42 +734,38 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         absolute LV EF error, percentage points), ``ef_patients``, ``ef``
         (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
         (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
-        group), ``per_case`` and ``failed``.
+        group), ``per_case``, ``failed`` and ``layout``.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
     """
     root = Path(os.fspath(root)).expanduser()
-    cases = find_cases(root, require_labels=True)
-    if patients is not None:
-        wanted = set(patients)
-        cases = [case for case in cases if case.patient in wanted]
-        if not cases:
-            raise LVSegError(f"{root}: none of the requested patients has labelled frames")
+    layout, cases = find_layout_cases(root, layout, require_labels=True)
+    cases = select(cases, patients=patients)
+    if not cases:
+        raise LVSegError(f"{root}: none of the requested patients has labelled frames")
     records: list[dict] = []
     per_case: list[dict] = []
-    failed: list[dict] = [p for p in dataset_problems(root)
+    failed: list[dict] = [p for p in (dataset_problems(root) if layout == "acdc" else [])
                           if patients is None or p["name"] in patients]
     for done, case in enumerate(cases, start=1):
         try:
             scan = load_nifti(case.image).require_3d()
             scan.name = case.name
-            gt = load_label(case.label, scan)
-            seg = segmenter.segment(scan)
-            metrics = evaluate_segmentation(seg.mask, gt, scan.spacing)
-            predicted = structure_volumes(seg.mask, scan.spacing)
-            manual = structure_volumes(gt, scan.spacing)
+            truth = convert_labels(load_label(case.label, scan), case.label_map, "acdc")
+            result = run_scan(scan, segmenter, truth=truth)
         except LVSegError as err:
             failed.append({"name": case.name, "error": one_line(err)})
         else:
+            metrics = result.metrics[0]
             records.append(metrics)
             per_case.append({
                 "name": case.name, "patient": case.patient, "frame": case.frame,
                 "phase": case.phase, "group": case.group, "shape": list(scan.shape3d),
                 "spacing_mm": list(scan.spacing), "metrics": metrics,
-                "volumes": {"predicted": _volumes_json(predicted),
-                            "manual": _volumes_json(manual)},
-                "seconds": seg.seconds,
+                "volumes": {"predicted": _volumes_json(result.volumes[0]),
+                            "manual": _volumes_json(result.manual_volumes[0])},
+                "seconds": result.segmentation.seconds,
             })
         _report(progress, done, len(cases), case.name)
     if not records:
@@ -689,6 +783,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         "postprocess": bool(segmenter.postprocess),
         "tta": bool(getattr(segmenter, "tta", False)),
         "data": str(root),
+        "layout": layout,
         "cases": len(records),
     }
     result.update(summary)
@@ -707,24 +802,17 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
 
 def _ef_rows(per_case: list[dict]) -> list[dict]:
     """Manual vs predicted LV indices for each patient with ED and ES evaluated."""
-    by_patient: dict[str, dict[str, dict]] = defaultdict(dict)
-    for case in per_case:
-        if case["phase"] in ("ED", "ES"):
-            by_patient[case["patient"]][case["phase"]] = case
     rows = []
-    for patient in sorted(by_patient):
-        phases = by_patient[patient]
-        if "ED" not in phases or "ES" not in phases:
-            continue
+    for patient, (ed_case, es_case) in sorted(ed_es_pairs(per_case, record_key).items()):
         values = {}
         for source in ("manual", "predicted"):
-            ed = {s: phases["ED"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
-            es = {s: phases["ES"]["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            ed = {s: ed_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
+            es = {s: es_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
             indices = indices_from_volumes(ed, es)
             values[source] = {k: indices[k] for k in
                               ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "Myo_mass_g")}
         error = abs(values["predicted"]["LV_EF_pct"] - values["manual"]["LV_EF_pct"])
-        rows.append({"patient": patient, "group": phases["ED"]["group"],
+        rows.append({"patient": patient, "group": ed_case["group"],
                      "manual": values["manual"], "predicted": values["predicted"],
                      "LV_EF_abs_error": error})
     return rows

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lvseg_core import settings
 from lvseg_core.scan import Scan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def acdc_path() -> Path:
 
     Made absolute, so that tests may link to it from temporary folders.
     """
-    return Path(os.environ.get("LVSEG_DATA", ROOT.parent / "shared" / "data" / "acdc")).resolve()
+    return settings.data_dir().resolve()
 
 
 def acdc_frame(patient_dir: Path, phase: str, label: bool = False) -> Path:

@@ -6,12 +6,16 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from lvseg_core import settings
 from lvseg_core.errors import LVSegError
 from lvseg_core.records import TrainConfig
 from lvseg_core.registry import ARCHITECTURES
+
+#: The defaults of every option.
+DEFAULTS = TrainConfig()
 
 
 def _devices(text: str) -> str | int:
@@ -30,30 +34,36 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help="ACDC-layout folder (default: $LVSEG_DATA or %(default)s)")
     p.add_argument("--arch-args", default="{}", type=json.loads,
                    help='architecture widths as JSON, e.g. \'{"decoder_channels": [64,32,16,8]}\'')
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop", type=int, nargs=2, default=(176, 176), metavar=("X", "Y"),
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--crop", type=int, nargs=2, default=DEFAULTS.crop, metavar=("X", "Y"),
                    help="training patch size in voxels")
-    p.add_argument("--depth", type=int, default=8, help="slices per V-Net training patch")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--depth", type=int, default=DEFAULTS.depth,
+                   help="slices per V-Net training patch")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     p.add_argument("--max-time", default=None, help='wall-time limit "DD:HH:MM:SS"')
-    p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"],
+                   default=DEFAULTS.schedule)
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--init-weights", default=None, metavar="SOURCE",
                    help="start from existing weights (bundled, a folder or a Hub repo id): "
                         "fine-tuning; their widths and preprocessing are kept")
-    p.add_argument("--grad-clip", type=float, default=1.0,
+    p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
                    help="clip the gradient norm to this (0: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--val-patients", nargs="*", default=None,
                    help="validation patients (default: the standard split)")
+    p.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
+                   help="share of the patients validated on when the standard validation "
+                        "patients are absent (default: %(default)s)")
     p.add_argument("--limit-train-batches", type=_limit, default=1.0)
     p.add_argument("--limit-val-batches", type=_limit, default=1.0)
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--cache-dir", default="runs/cache", help="cache of preprocessed volumes")
+    p.add_argument("--cache-dir", default=str(settings.runs_dir() / "cache"),
+                   help="cache of preprocessed volumes (default: %(default)s)")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     p.add_argument("--devices", type=_devices, default="auto")
     p.add_argument("--num-nodes", type=int, default=1)
@@ -62,20 +72,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        model=args.model, data=args.data, run_dir=getattr(args, "run_dir", "") or "",
-        arch_args=args.arch_args, epochs=args.epochs, max_time=args.max_time, lr=args.lr,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, crop=tuple(args.crop),
-        depth=args.depth, patience=getattr(args, "patience", 10),
-        val_every=max(1, getattr(args, "val_every", 1)), schedule=args.schedule,
-        grad_clip=args.grad_clip, init_weights=args.init_weights,
-        augment=not args.no_augment, seed=args.seed, val_patients=args.val_patients,
-        overfit_batches=getattr(args, "overfit_batches", 0.0) or 0.0,
-        limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
-        max_steps=args.max_steps, num_workers=args.num_workers, accelerator=args.accelerator,
-        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
-        precision=args.precision, threads=args.threads, cache_dir=args.cache_dir,
-    )
+    """The :class:`TrainConfig` of parsed options (option dests are its field names)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given.update(crop=tuple(args.crop), augment=not args.no_augment,
+                 val_every=max(1, getattr(args, "val_every", 1)),
+                 overfit_batches=getattr(args, "overfit_batches", 0.0) or 0.0,
+                 run_dir=getattr(args, "run_dir", "") or "")
+    return TrainConfig(**given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p)
     p.add_argument("--run-dir", default="", help="run folder (default: runs/<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience,
+                   help="early-stopping patience (epochs)")
     p.add_argument("--val-every", type=int, default=1, metavar="N",
                    help="validate every N epochs (V-Net epochs are short: one patch per volume)")
     p.add_argument("--overfit-batches", type=_limit, default=0.0,
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from . import runner
+    from .datamodule import SegmentationDataModule
     from lvseg_core.hub import push_to_hub
 
     from .export import export_run
@@ -134,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"run folder: {path}")
     elif args.command == "initial-loss":
         cfg = _config(args)
-        train, val, plan = runner.loaders(cfg)
-        result = runner.initial_loss(runner.make_task(cfg, plan), val)
+        data = SegmentationDataModule(cfg)
+        result = runner.initial_loss(runner.make_task(cfg, data.plan), data.val_dataloader())
         print(json.dumps(result, indent=1))
     elif args.command == "lr-find":
         result = runner.lr_find(_config(args), args.out, args.num_training)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import os
 import time
@@ -23,10 +22,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from lvseg_core import settings
-from lvseg_core.errors import LVSegError
-from lvseg_core.hub import load_model, resolve_weights
-from lvseg_core.models import check_architecture, read_config
-from lvseg_core.models.base import default_plan
+from lvseg_core.errors import LVSegError, first_line
+from lvseg_core.hub import load_model
+from lvseg_core.models import check_architecture
 from lvseg_core.preprocess import PreprocessPlan
 from lvseg_core.records import (
     CONFIG_FILE,
@@ -40,14 +38,7 @@ from lvseg_core.records import (
 from lvseg_core.registry import spatial_dims
 
 from .callbacks import MetricsLog, StopOnNonFiniteLoss, ValidateAtMaxSteps
-from .data import (
-    SliceDataset,
-    StackDataset,
-    VolumeDataset,
-    collate_stacks,
-    load_volumes,
-    split_dataset,
-)
+from .datamodule import SegmentationDataModule, start_config
 from .export import export_run
 from .task import SegmentationTask
 from .transforms import AugmentOptions
@@ -63,43 +54,6 @@ def new_run_dir(model: str, root: Path | None = None) -> Path:
         n += 1
         path = root / f"{model}-{stamp}-{n}"
     return path
-
-
-def loaders(cfg: TrainConfig) -> tuple[DataLoader, DataLoader, PreprocessPlan]:
-    """Training and validation loaders for ``cfg`` (patients split, volumes cached)."""
-    plan = model_plan(cfg)
-    train_cases, val_cases = split_dataset(cfg.data, cfg.val_patients, cfg.val_fraction, cfg.seed)
-    train_vols = load_volumes(train_cases, plan, cfg.cache_dir)
-    val_vols = load_volumes(val_cases, plan, cfg.cache_dir)
-    augment = cfg.augment and not cfg.overfit_batches
-    options = AugmentOptions.from_dict(cfg.augmentation)
-    collate = None
-    if spatial_dims(cfg.model) == 3:
-        train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed, options,
-                                 plan.z_divisor)
-        collate = functools.partial(collate_stacks, z_divisor=plan.z_divisor)
-    else:
-        train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed, options)
-    workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=not cfg.overfit_batches,
-                       drop_last=len(train_set) > cfg.batch_size, collate_fn=collate, **workers)
-    val = DataLoader(VolumeDataset(val_vols, plan), batch_size=1, **workers)
-    return train, val, plan
-
-
-def model_plan(cfg: TrainConfig) -> PreprocessPlan:
-    """The preprocessing plan: that of ``cfg.init_weights``, else the default one."""
-    check_architecture(cfg.model)
-    if cfg.init_weights:
-        return PreprocessPlan.from_dict(start_config(cfg).get("preprocess"))
-    return PreprocessPlan.from_dict(default_plan(cfg.model, cfg.arch_args))
-
-
-def start_config(cfg: TrainConfig) -> dict:
-    """The ``config.json`` of ``cfg.init_weights`` ({} when training from scratch)."""
-    if not cfg.init_weights:
-        return {}
-    return read_config(resolve_weights(cfg.model, cfg.init_weights, fallback=False).folder)
 
 
 def init_run(cfg: TrainConfig) -> str | None:
@@ -199,17 +153,18 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    train, val, plan = loaders(cfg)
+    data = SegmentationDataModule(cfg)
+    data.setup("fit")
     run.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, run_dir=str(run))
     events = run / EVENTS_FILE
-    task = make_task(cfg, plan)
+    task = make_task(cfg, data.plan)
     settings.announce_run_dir(run)
     if is_zero and not resume:
         cfg = replace(cfg, init_run=init_run(cfg), augmentation=AugmentOptions.from_dict(
             cfg.augmentation).to_dict())            # every value recorded, not just changes
         cfg.save(run / CONFIG_FILE)
-        init = initial_loss(task, val)
+        init = initial_loss(task, data.val_dataloader())
         append_event(events, {"event": "initial_loss", **init})
         print(f"initial loss: cross-entropy {init['initial_ce']:.3f} "
               f"(ln 4 = {init['expected_ce']:.3f}), Dice+CE {init['initial_dice_ce']:.3f}")
@@ -233,11 +188,10 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=checks))
     trainer = _trainer(cfg, run, callbacks)
     try:
-        trainer.fit(task, train, val, ckpt_path=str(last) if resume else None)
+        trainer.fit(task, datamodule=data, ckpt_path=str(last) if resume else None)
     except BaseException as err:
         if trainer.is_global_zero:
-            append_event(events, {"event": "error", "message": str(err).splitlines()[0]
-                                  if str(err) else type(err).__name__})
+            append_event(events, {"event": "error", "message": first_line(err)})
         raise
     if trainer.is_global_zero:
         if cfg.export and not cfg.overfit_batches:
@@ -284,12 +238,13 @@ def lr_find(cfg: TrainConfig, out: str | Path, num_training: int = 100) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
-    train, val, plan = loaders(cfg)
-    task = make_task(replace(cfg, schedule="constant"), plan)
+    data = SegmentationDataModule(cfg)
+    task = make_task(replace(cfg, schedule="constant"), data.plan)
     # Enough epochs for num_training steps even when an epoch has fewer batches.
     trainer = _trainer(cfg, out, [], max_epochs=max(1, num_training), logger=False,
                        enable_checkpointing=False, max_time=None)
-    finder = Tuner(trainer).lr_find(task, train_dataloaders=train, min_lr=1e-6, max_lr=1.0,
+    finder = Tuner(trainer).lr_find(task, train_dataloaders=data.train_dataloader(), min_lr=1e-6,
+                                    max_lr=1.0,
                                     num_training=num_training, early_stop_threshold=None,
                                     update_attr=False)
     if finder is None:

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import ScanReadError
+from ..errors import ScanReadError, one_line
 
 #: Longest reason copied from a library exception into a user message.
 _MAX_REASON = 160
@@ -14,12 +14,7 @@ _MAX_REASON = 160
 
 def reason(exc: BaseException) -> str:
     """A short one-line description of ``exc`` for a user message."""
-    text = " ".join(str(exc).split())
-    if not text:
-        text = type(exc).__name__
-    if len(text) > _MAX_REASON:
-        text = text[: _MAX_REASON - 3] + "..."
-    return text
+    return one_line(exc, _MAX_REASON)
 
 
 def as_path(path: str | os.PathLike) -> Path:

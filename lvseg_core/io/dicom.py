@@ -40,6 +40,11 @@ MAX_FILES = 50_000
 _POSITION_TOL = 0.01
 #: Allowed relative deviation of a slice gap from the median gap.
 _GAP_TOL = 0.1
+#: Header attributes kept in ``meta["header"]`` (body size for indexed values,
+#: patient and study facts for reports).
+HEADER_FACTS: tuple[str, ...] = ("PatientName", "PatientID", "PatientSex", "PatientSize",
+                                 "PatientWeight", "StudyDate", "StudyDescription",
+                                 "SeriesDescription", "Manufacturer")
 #: LPS <-> RAS: negate the first two world axes.
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 _PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
@@ -357,6 +362,9 @@ def _load_images(entries: list[tuple[Path, Dataset, str]], name: str, source: st
         "n_images": len(images),
         # The image file of each frame: source_files[z][t] holds array[:, :, z, t].T.
         "source_files": [[str(im.path) for im in group] for group in groups],
+        # Patient and study facts of the first image (strings; absent ones left out).
+        "header": {k: str(first_ds.get(k)) for k in HEADER_FACTS
+                   if first_ds.get(k) not in (None, "")},
     })
     if skipped:
         meta["skipped_series"] = skipped

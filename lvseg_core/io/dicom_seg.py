@@ -110,7 +110,9 @@ def sanitised_copy(ds: Dataset) -> tuple[Dataset, list[str]]:
 
 def _read_sources(files: Sequence[Sequence[str]]) -> list[list[Dataset]]:
     try:
-        return [[pydicom.dcmread(str(f), force=True) for f in row] for row in files]
+        # Headers only: the SEG needs the images' attributes, not their pixels.
+        return [[pydicom.dcmread(str(f), force=True, stop_before_pixels=True) for f in row]
+                for row in files]
     except Exception as exc:  # unreadable or vanished source file
         raise LVSegError(f"cannot read the source DICOM images ({reason(exc)})") from None
 
@@ -252,3 +254,61 @@ def write_dicom_seg(mask: np.ndarray, source_files: Sequence[Sequence[str | os.P
     except (ValueError, TypeError, AttributeError) as exc:
         raise LVSegError(f"{name}: highdicom refused the DICOM SEG ({reason(exc)})") from None
     return written, notes
+
+
+def write_dicom_seg_for(source: str | os.PathLike, mask: np.ndarray, out_dir: str | os.PathLike,
+                        name: str, provenance: Provenance, overwrite: bool = False
+                        ) -> tuple[list[Path], list[str]]:
+    """:func:`write_dicom_seg` for a DICOM source given by path: a series folder,
+    one ``.dcm`` file or a ``.zip`` of a series (extracted safely into a
+    temporary folder for the time of writing). The series is read again to
+    find its image files; its grid must be the mask's.
+    """
+    import tempfile
+
+    from . import load_scan
+    from .archive import MAX_FILES, MAX_TOTAL_BYTES, safe_extract_zip
+
+    source = as_path(source)
+    with tempfile.TemporaryDirectory(prefix="lvseg-seg-") as tmp:
+        if source.is_file() and source.name.lower().endswith(".zip"):
+            scan = load_scan(safe_extract_zip(source, tmp, MAX_TOTAL_BYTES, MAX_FILES), "dicom")
+        else:
+            scan = load_scan(source, "dicom")
+        files = scan.meta.get("source_files")
+        if not files:
+            raise LVSegError(f"{name}: {source.name} is not a DICOM series")
+        return write_dicom_seg(mask, files, out_dir, name, provenance, overwrite=overwrite)
+
+
+def dicom_seg_download(file_name: str, data: bytes, mask: np.ndarray,
+                       provenance: Provenance, name: str = "scan") -> tuple[str, bytes, str]:
+    """The DICOM SEG of an uploaded DICOM scan (``.zip`` of a series or one ``.dcm``),
+    as ``(download name, bytes, MIME type)``: one ``.dcm`` file, or a ``.zip`` of
+    them when the series needs several (cine phases, frames of reference).
+
+    The upload is written to a private temporary folder and read again; the
+    mask must be on its grid.
+    """
+    import io as _io
+    import tempfile
+    import zipfile
+
+    from ._common import strip_suffixes
+
+    lower = file_name.lower()
+    if not lower.endswith((".zip", ".dcm", ".dicom", ".ima")):
+        raise LVSegError(f"{file_name}: a DICOM SEG needs a DICOM upload (.zip or .dcm)")
+    suffix = ".zip" if lower.endswith(".zip") else ".dcm"
+    stem = strip_suffixes(name or "scan", (".zip", ".dcm")) or "scan"
+    with tempfile.TemporaryDirectory(prefix="lvseg-segdl-") as tmp:
+        source = Path(tmp) / f"upload{suffix}"
+        source.write_bytes(data)
+        paths, _ = write_dicom_seg_for(source, mask, Path(tmp) / "out", stem, provenance)
+        if len(paths) == 1:
+            return paths[0].name, paths[0].read_bytes(), "application/dicom"
+        buffer = _io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in paths:
+                zf.write(path, path.name)
+        return f"{stem}{SEG_SUFFIX[:-4]}.zip", buffer.getvalue(), "application/zip"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import LVSegError, ScanReadError
-from ..labels import LABELS
+from ..files import replacing
+from ..labels import check_labels
 from ..policy import check_data_size, check_spacing
 from ..scan import Scan
 from ._common import as_path, reason, require_file, strip_suffixes
@@ -24,7 +24,6 @@ from ._common import as_path, reason, require_file, strip_suffixes
 #: File name endings read and written as NIfTI (lower case, longest first).
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
-_MAX_LABEL = max(LABELS)
 
 
 def nifti_stem(name: str) -> str:
@@ -166,22 +165,7 @@ def load_label(path: str | os.PathLike, like: Scan) -> np.ndarray:
     if data.shape != like.shape3d:
         raise ScanReadError(f"{path.name}: label shape {data.shape} does not match "
                             f"scan {like.name} shape {like.shape3d}")
-    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
-        raise ScanReadError(f"{path.name}: unsupported label data type {data.dtype}")
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.isfinite(data).all():
-            raise ScanReadError(f"{path.name}: label map contains NaN or infinity")
-        if not np.array_equal(data, np.round(data)):
-            raise ScanReadError(f"{path.name}: label map has non-integer values; "
-                                f"expected integers 0..{_MAX_LABEL}")
-    values = np.unique(data)
-    wrong = values[(values < 0) | (values > _MAX_LABEL)]
-    if wrong.size:
-        shown = ", ".join(f"{v:g}" for v in wrong[:5].tolist())
-        names = ", ".join(f"{k} {v}" for k, v in LABELS.items())
-        raise ScanReadError(f"{path.name}: label values must be 0..{_MAX_LABEL} "
-                            f"({names}); found {shown}")
-    return data.astype(np.uint8)
+    return check_labels(data, path.name)
 
 
 def _mask_array(mask: np.ndarray, like: Scan) -> np.ndarray:
@@ -267,16 +251,9 @@ def save_mask(mask: np.ndarray, like: Scan, path: str | os.PathLike,
     hdr.set_intent("label")
     hdr["descrip"] = b"LVSeg mask"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
-        try:
+        with replacing(path, suffix) as tmp:
             nib.save(img, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     except OSError as exc:
         raise LVSegError(f"{path.name}: cannot write mask ({reason(exc)})") from None
     return path

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, first_line
 from ..labels import LABELS
 from ..registry import ARCHITECTURES, check_architecture, spatial_dims
 from .card import model_card
@@ -191,10 +191,10 @@ class LVSegModel(
         try:
             load_safetensors(model, str(weights), strict=strict, device=str(map_location))
         except SafetensorError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise WeightsError(f"{model_id}: model.safetensors cannot be read ({first})") from None
         except (RuntimeError, OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise WeightsError(f"{model_id}: weights do not match the config ({first})") from None
         return model.eval()
 
@@ -207,7 +207,7 @@ def _check_buildable(model_id: str, weights: Path, kwargs: dict) -> None:
         with torch.device("meta"):
             count = sum(p.numel() for p in LVSegModel(**kwargs).parameters())
     except (TypeError, ValueError, RuntimeError, AttributeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise WeightsError(f"{model_id}: config.json arch_args do not build a network "
                            f"({first})") from None
     size = weights.stat().st_size

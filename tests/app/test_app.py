@@ -136,7 +136,7 @@ def test_segment_sample_shows_metrics_and_indices(app):
     assert len(app.get("plotly_chart")) == 5
     assert "mesh3d" in json.dumps([c.proto.spec for c in app.get("plotly_chart")]).lower()
     downloads = app.get("download_button")
-    assert len(downloads) == 2
+    assert len(downloads) == 3  # mask, results CSV, HTML report
     # Moving through the slices and frames redraws without an error.
     app.slider(key=next(s.key for s in app.slider if s.key.startswith("segment_slice"))) \
         .set_value(1).run()
@@ -326,15 +326,15 @@ def test_upload_size_limit_is_configured():
 
 
 def test_size_limit_in_library(monkeypatch):
-    from lvseg_app import analysis
     from lvseg_core.errors import ScanReadError
+    from lvseg_core.io import upload
 
     monkeypatch.setenv("LVSEG_MAX_UPLOAD_MB", repr(10 / 2**20))
     with pytest.raises(ScanReadError, match="over the upload limit"):
-        analysis.load_uploaded_scan("big.nii.gz", b"x" * 11)
+        upload.load_uploaded_scan("big.nii.gz", b"x" * 11)
     with pytest.raises(ScanReadError, match="empty"):
-        analysis.load_uploaded_scan("empty.nii.gz", b"")
-    assert analysis.safe_file_name("../../etc/pa ss.nii.gz") == "pa_ss.nii.gz"
+        upload.load_uploaded_scan("empty.nii.gz", b"")
+    assert upload.safe_file_name("../../etc/pa ss.nii.gz") == "pa_ss.nii.gz"
 
 
 def test_dockerfile_runs_the_app_on_8501():
@@ -365,6 +365,8 @@ def test_upload_dicom_zip_and_png(app, tmp_path):
     no_problems(app)
     assert any(s.value == "study" for s in app.subheader)
     assert "Clinical indices" in texts(app)
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert any("DICOM SEG" in label for label in labels)  # a DICOM upload gets its SEG
 
     picture = io.BytesIO()
     grey = (scan.array[..., 2] / scan.array.max() * 255).astype(np.uint8).T
@@ -431,18 +433,19 @@ def test_train_page_starts_a_real_background_run(app, env):
 
 
 def test_cine_ground_truth_for_every_frame(app):
-    from lvseg_app import analysis
+    from lvseg_core.errors import ScanReadError
+    from lvseg_core.io import upload
 
     scan, labels = make_heart()
     cine = np.stack([scan.array] * 3, axis=-1)
     truth = np.stack([labels] * 3, axis=-1)
-    like = analysis.load_uploaded_scan("cine.nii.gz", _nifti_bytes(cine, scan.affine))
-    got = analysis.load_uploaded_label("cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), like)
+    like = upload.load_uploaded_scan("cine.nii.gz", _nifti_bytes(cine, scan.affine))
+    got = upload.load_uploaded_label("cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), like)
     assert got.shape == cine.shape and got.dtype == np.uint8
-    with pytest.raises(analysis.ScanReadError, match="label values"):
-        analysis.load_uploaded_label("bad_gt.nii.gz",
-                                     _nifti_bytes(truth.astype(np.float32) * 1.5, scan.affine),
-                                     like)
+    with pytest.raises(ScanReadError, match="label values"):
+        upload.load_uploaded_label("bad_gt.nii.gz",
+                                   _nifti_bytes(truth.astype(np.float32) * 1.5, scan.affine),
+                                   like)
     _upload_mode(app)
     app.file_uploader(key="segment_upload").upload(
         "cine.nii.gz", _nifti_bytes(cine, scan.affine), "application/gzip")

@@ -18,6 +18,7 @@ import pytest
 
 from lvseg_app import jobs
 from lvseg_core import records
+from lvseg_core.records import TrainConfig
 from lvseg_core.errors import LVSegError
 
 
@@ -136,18 +137,18 @@ def test_helpers():
 def test_commands_parse_with_the_trainer(tmp_path):
     from train.cli import build_parser
 
-    options = jobs.TrainOptions(model="vnet", data=str(tmp_path), epochs=3, lr=2e-3,
-                                batch_size=2, crop=(128, 96), depth=8, augment=False,
-                                max_time="00:01:00:00", threads=1,
-                                limit_train_batches=0.25, arch_args={"base_channels": 4})
+    options = TrainConfig(model="vnet", data=str(tmp_path), epochs=3, lr=2e-3,
+                          batch_size=2, crop=(128, 96), depth=8, augment=False,
+                          max_time="00:01:00:00", threads=1,
+                          limit_train_batches=0.25, arch_args={"base_channels": 4})
     parser = build_parser()
-    args = parser.parse_args(["fit", *options.fit_args(), "--overfit-batches", "2",
+    args = parser.parse_args(["fit", *options.cli_args("fit"), "--overfit-batches", "2",
                               "--run-dir", str(tmp_path / "r")])
     assert (args.model, args.epochs, args.lr, args.batch_size) == ("vnet", 3, 2e-3, 2)
     assert tuple(args.crop) == (128, 96) and args.no_augment and args.threads == 1
     assert args.arch_args == {"base_channels": 4} and args.overfit_batches == 2
     assert args.limit_train_batches == 0.25 and args.max_time == "00:01:00:00"
-    args = parser.parse_args(["lr-find", *options.common_args(), "--out", str(tmp_path)])
+    args = parser.parse_args(["lr-find", *options.cli_args("lr-find"), "--out", str(tmp_path)])
     assert args.command == "lr-find" and args.model == "vnet"
 
 
@@ -198,7 +199,7 @@ def test_stop_refuses_runs_started_elsewhere(tmp_path):
 
 def test_start_fit_checks_data_folder(tmp_path):
     with pytest.raises(LVSegError, match="data folder not found"):
-        jobs.start_fit(jobs.TrainOptions(data=str(tmp_path / "missing")), "x", tmp_path)
+        jobs.start_fit(TrainConfig(data=str(tmp_path / "missing")), "x", tmp_path)
     assert not (tmp_path / "x").exists()
 
 
@@ -208,9 +209,9 @@ def test_real_training_run_started_like_the_train_page(tmp_path):
     from tests.app.test_app import make_sample_folder
 
     make_sample_folder(tmp_path / "samples")
-    options = jobs.TrainOptions(model="unet", data=str(tmp_path / "samples"), epochs=2,
-                                batch_size=4, crop=(64, 64), threads=1, patience=0,
-                                arch_args={"encoder_depth": 3, "decoder_channels": [16, 8, 8]})
+    options = TrainConfig(model="unet", data=str(tmp_path / "samples"), epochs=2,
+                          batch_size=4, crop=(64, 64), threads=1, patience=0,
+                          arch_args={"encoder_depth": 3, "decoder_channels": [16, 8, 8]})
     info = jobs.start_fit(options, "tiny", tmp_path / "runs")
     try:
         deadline = time.time() + 300

@@ -87,6 +87,7 @@ def test_report_has_every_section(quick_report):
     for sub in ("### 3.1 Architectures", "### 4.1 Hyper-parameter search",
                 "### 4.2 Learning curves", "### 5.1 Comparison", "### 5.3 Clinical agreement",
                 "### 5.4 Speed", "### 5.5 Robustness", "### 5.6 Example segmentations",
+                "### 5.7 Regional wall thickness",
                 "### 6.1 Slice position", "### 6.2 RV at end-systole"):
         assert sub in text
     assert "| **U-Net** | 4 |" in text and "| **Attention U-Net** | 4 |" in text

@@ -40,6 +40,8 @@ def read_back(paths: list[Path]) -> dict[str, np.ndarray]:
         algorithm = seg.get_segment_description(1).algorithm_identification[0]
         assert algorithm.AlgorithmName == "LVSeg"
         assert "unet" in algorithm.AlgorithmVersion
+        assert algorithm.AlgorithmSource == "bundled:unet"
+        assert f"weights_sha256={'ab' * 32}" in algorithm.AlgorithmParameters
         uids = [uid for _, _, uid in seg.get_source_image_uids()]
         pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
                                                    segment_numbers=[1, 2, 3])
@@ -214,3 +216,53 @@ def test_shape_mismatch_is_a_clear_error(tmp_path):
     with pytest.raises(LVSegError, match="does not match"):
         write_dicom_seg(np.zeros(scan.shape3d[:2] + (2,), np.uint8),
                         scan.meta["source_files"], tmp_path, "bad", PROVENANCE)
+
+
+def test_seg_for_a_zipped_series(tmp_path):
+    import zipfile
+
+    from lvseg_core.io import load_scan
+    from lvseg_core.io.dicom_seg import write_dicom_seg_for
+
+    folder = pydicom_series(tmp_path / "mr", n_phases=2)
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"export/{f.name}")
+    scan = load_scan(archive)  # read from a temporary folder that is gone now
+    mask = np.rint(scan.array).astype(np.uint8)
+    paths, _ = write_dicom_seg_for(archive, mask, tmp_path / "out", "zipped", PROVENANCE)
+    assert len(paths) == 2
+    assert_pixels_match_sources(paths, folder)
+    with pytest.raises(LVSegError, match="does not match"):
+        write_dicom_seg_for(archive, mask[:, :, :2], tmp_path / "out2", "bad", PROVENANCE)
+
+
+def test_seg_download_of_an_upload(tmp_path):
+    import io
+    import zipfile
+
+    from lvseg_core.io import load_scan
+    from lvseg_core.io.dicom_seg import dicom_seg_download
+
+    folder = pydicom_series(tmp_path / "mr", n_phases=2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f.name)
+    archive = tmp_path / "up.zip"
+    archive.write_bytes(buffer.getvalue())
+    mask = np.rint(load_scan(archive).array).astype(np.uint8)
+    name, data, mime = dicom_seg_download("up.zip", buffer.getvalue(), mask, PROVENANCE, "up")
+    assert name == "up_seg.zip" and mime == "application/zip"
+    out = tmp_path / "segs"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(out)
+    assert_pixels_match_sources(sorted(out.iterdir()), folder)
+    single = pydicom_series(tmp_path / "one", n_slices=1)
+    dcm = next(single.iterdir())
+    mask1 = np.rint(load_scan(dcm).array).astype(np.uint8)
+    name, data, mime = dicom_seg_download("x.dcm", dcm.read_bytes(), mask1, PROVENANCE, "x")
+    assert name == "x_seg.dcm" and mime == "application/dicom"
+    with pytest.raises(LVSegError, match="needs a DICOM upload"):
+        dicom_seg_download("x.nii.gz", b"", mask1, PROVENANCE)

@@ -432,7 +432,8 @@ def test_initial_loss_command(acdc, cache, capsys):
 
 def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_path):
     from lvseg_core.records import TrainConfig
-    from train.runner import make_task, model_plan
+    from train.datamodule import model_plan
+    from train.runner import make_task
 
     out = tmp_path / "w"
     assert main(["export", str(fitted("unet")), "--out", str(out)]) == 0
