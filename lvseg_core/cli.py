@@ -196,6 +196,9 @@ def _cohort(args, inputs) -> int:
 
     if args.workers < 1:
         raise LVSegError("--workers must be at least 1")
+    if args.dicom_seg or args.report or args.label_map != "acdc":
+        raise LVSegError("--engine ray and --resume write ACDC-label masks and summary.csv "
+                         "only; drop --dicom-seg, --report and --label-map")
     spec = SegmenterSpec(args.model, args.weights, args.device if args.device != "auto"
                          else None, args.backend, args.precision, not args.no_postprocess,
                          args.tta)
