@@ -9,7 +9,8 @@
 #   HF_HOME                  Hugging Face cache for weights fetched from the Hub
 #                            (sidebar: "Hugging Face Hub"). On a Space with persistent
 #                            storage point it at /data/huggingface to keep downloads.
-#   HF_TOKEN                 (secret) only needed to push trained weights to the Hub.
+#   HF_TOKEN                 (secret) only needed to push trained weights (private Space,
+#                            LVSEG_ALLOW_PUSH=1); never sent on a visitor's behalf.
 #   HF_HUB_OFFLINE=1         never contact the Hub; bundled weights still work.
 #   LVSEG_SAMPLES            an ACDC-layout folder whose patients are offered as one-click
 #                            samples on the Segment page (e.g. /data/samples on persistent
@@ -17,9 +18,16 @@
 #                            you are allowed to publish.
 #   LVSEG_WEIGHTS_DIR        where bundled weights are looked up (default: weights/).
 #   LVSEG_RUNS_DIR           where the Train page keeps its runs (default: runs/).
-#   LVSEG_ALLOW_TRAINING     1 lets visitors start/stop training runs from the Train page;
-#                            0 here, so that a public Space only shows runs (set 1 on a
-#                            private Space with the data and the hardware for it).
+#   LVSEG_PUBLIC             1 here: a public Space (README, "Deploying publicly"): Hub
+#                            fetches never use HF_TOKEN, no training, no push, no server
+#                            folder boxes, tighter scan limits, one analysis at a time.
+#                            Set 0 only on a private Space.
+#   LVSEG_ALLOW_TRAINING     1 lets the Train page start/stop runs (ignored when public).
+#   LVSEG_ALLOW_PUSH         1 lets the Train page push to the Hub with HF_TOKEN (ignored
+#                            when public).
+#   LVSEG_ANALYSIS_SLOTS / LVSEG_ANALYSIS_QUEUE   analyses at once / waiting (1 / 4).
+#   LVSEG_MAX_VOXELS, LVSEG_MAX_DATA_MB, LVSEG_MAX_FRAMES, LVSEG_MAX_GRID_VOXELS,
+#   LVSEG_MAX_WEIGHTS_MB, LVSEG_HUB_TIMEOUT      limits on untrusted input (README).
 #   LVSEG_MAX_UPLOAD_MB      upload limit enforced by the app (default 200); keep it equal
 #                            to STREAMLIT_SERVER_MAX_UPLOAD_SIZE (.streamlit/config.toml).
 #
@@ -45,6 +53,7 @@ ENV HOME=/home/user \
     PIP_NO_CACHE_DIR=1 \
     HF_HOME=/home/user/.cache/huggingface \
     LVSEG_RUNS_DIR=/home/user/runs \
+    LVSEG_PUBLIC=1 \
     LVSEG_ALLOW_TRAINING=0 \
     STREAMLIT_SERVER_PORT=8501 \
     STREAMLIT_SERVER_ADDRESS=0.0.0.0 \

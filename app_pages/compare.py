@@ -7,12 +7,14 @@ from pathlib import Path
 
 import streamlit as st
 
+from lvseg_core import settings
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.render import auto_window
 from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
 from lvseg_app import analysis as an
 from lvseg_app import viz
+from lvseg_app.admission import queued
 from lvseg_app.caching import samples
 from lvseg_app.sidebar import current_choice, get_segmenter, page_setup, weights_sources
 from lvseg_app.ui import error_message, fmt, guard
@@ -69,29 +71,38 @@ def one_scan(chosen) -> None:
     usable = {a: c for a, c in chosen.items() if isinstance(c, tuple)}
     if st.button("Run the models", type="primary", key="compare_run",
                  disabled=not usable):
-        truth_frame = 0
-        if sample is not None:
-            scan, truth = an.load_sample(sample, view)
-        else:
-            scan, truth = segment_result.scan, segment_result.truth
-            if truth is not None and scan.is_cine and len(segment_result.truth_frames) == 1:
-                truth_frame = segment_result.truth_frames[0]
-                truth = segment_result.truth_at(truth_frame)
-        results: dict[str, an.Analysis | str] = {}
-        bar = st.progress(0.0, text="Comparing…")
-        for i, arch in enumerate(ARCHITECTURES):
-            choice = chosen[arch]
-            if not isinstance(choice, tuple):
-                continue                      # no weights: said above
-            bar.progress(i / len(ARCHITECTURES), text=f"{DISPLAY_NAMES[arch]}…")
-            try:
-                segmenter = get_segmenter(architecture=arch, source=choice[1])
-                results[arch] = an.analyse(scan, segmenter, truth, truth_frame)
-            except Exception as err:  # one model failing does not stop the others
-                results[arch] = error_message(err, f"running {DISPLAY_NAMES[arch]}")
-        bar.progress(1.0, text="Done")
-        st.session_state[SCAN_STATE] = {"scan": scan, "results": results}
+        with queued():
+            run_models(chosen, sample, view, segment_result)
+    draw_scan_results()
 
+
+def run_models(chosen, sample, view, segment_result) -> None:
+    """Segment the picked scan with every model that has weights; keep the results."""
+    truth_frame = 0
+    if sample is not None:
+        scan, truth = an.load_sample(sample, view)
+    else:
+        scan, truth = segment_result.scan, segment_result.truth
+        if truth is not None and scan.is_cine and len(segment_result.truth_frames) == 1:
+            truth_frame = segment_result.truth_frames[0]
+            truth = segment_result.truth_at(truth_frame)
+    results: dict[str, an.Analysis | str] = {}
+    bar = st.progress(0.0, text="Comparing…")
+    for i, arch in enumerate(ARCHITECTURES):
+        choice = chosen[arch]
+        if not isinstance(choice, tuple):
+            continue                      # no weights: said above
+        bar.progress(i / len(ARCHITECTURES), text=f"{DISPLAY_NAMES[arch]}…")
+        try:
+            segmenter = get_segmenter(architecture=arch, source=choice[1])
+            results[arch] = an.analyse(scan, segmenter, truth, truth_frame)
+        except Exception as err:  # one model failing does not stop the others
+            results[arch] = error_message(err, f"running {DISPLAY_NAMES[arch]}")
+    bar.progress(1.0, text="Done")
+    st.session_state[SCAN_STATE] = {"scan": scan, "results": results}
+
+
+def draw_scan_results() -> None:
     state = st.session_state.get(SCAN_STATE)
     if not state:
         return
@@ -145,13 +156,14 @@ def _frame(rows: dict):
 
 def folder(chosen) -> None:
     st.subheader("A labelled folder")
-    try:
-        from lvseg_core.workflows import evaluate_dataset
-    except ImportError:
-        st.info("Dataset evaluation needs lvseg_core.workflows (not installed here).")
-        return
     root, patients = samples()
-    path = st.text_input("ACDC-layout folder", value=str(root or ""), key="compare_folder_path")
+    if settings.public_mode():              # only the configured samples, no server paths
+        path = str(root or "")
+        if path:
+            st.caption("The sample patients of this deployment.")
+    else:
+        path = st.text_input("ACDC-layout folder", value=str(root or ""),
+                             key="compare_folder_path")
     if not path:
         st.info("Enter an ACDC-layout folder (patientNNN/Info.cfg, frames and _gt labels).")
         return
@@ -165,9 +177,10 @@ def folder(chosen) -> None:
     groups = sorted({p.group for p in folder_patients if p.group})
     cols = st.columns([2, 1])
     per_group = cols[0].slider("Patients per pathology group", 1,
-                               max(1, min(16, len(names))), 1, key="compare_per_group",
+                               min(16, len(names)), 1, key="compare_per_group",
                                help="Each patient gives two labelled volumes (ED and ES). "
-                                    "On a CPU a volume takes a few seconds per model.")
+                                    "On a CPU a volume takes a few seconds per model.") \
+        if len(names) > 1 else 1         # a slider needs min < max
     picked = []
     for group in groups or [""]:
         picked += [p.patient for p in folder_patients if p.group == group][:per_group]
@@ -177,26 +190,37 @@ def folder(chosen) -> None:
     st.caption(f"{len(picked)} patients ({2 * len(picked)} volumes) × {len(models)} models")
     if st.button("Evaluate", type="primary", key="compare_evaluate",
                  disabled=not (models and picked)):
-        results, failed = {}, {}
-        bar = st.progress(0.0, text="Evaluating…")
-        total = len(models)
-        with tempfile.TemporaryDirectory(prefix="lvseg-compare-") as tmp:
-            subset = an.make_subset(path, picked, tmp)
-            for i, arch in enumerate(models):
-                label = DISPLAY_NAMES[arch]
+        with queued():
+            evaluate_models(path, picked, models, usable)
+    draw_folder_results()
 
-                def progress(done: int, count: int, name: str, i=i, label=label) -> None:
-                    bar.progress((i + done / count) / total,
-                                 text=f"{label}: {name} ({done}/{count})")
 
-                try:
-                    segmenter = get_segmenter(architecture=arch, source=usable[arch][1])
-                    results[label] = evaluate_dataset(subset, segmenter, progress=progress)
-                except Exception as err:
-                    failed[label] = error_message(err, f"evaluating {label}")
-        bar.progress(1.0, text="Done")
-        st.session_state[FOLDER_STATE] = {"results": results, "failed": failed}
+def evaluate_models(path: str, picked: list[str], models: list[str], usable: dict) -> None:
+    """Evaluate each model on the picked patients of ``path``; keep the results."""
+    from lvseg_core.workflows import evaluate_dataset
 
+    results, failed = {}, {}
+    bar = st.progress(0.0, text="Evaluating…")
+    total = len(models)
+    with tempfile.TemporaryDirectory(prefix="lvseg-compare-") as tmp:
+        subset = an.make_subset(path, picked, tmp)
+        for i, arch in enumerate(models):
+            label = DISPLAY_NAMES[arch]
+
+            def progress(done: int, count: int, name: str, i=i, label=label) -> None:
+                bar.progress((i + done / count) / total,
+                             text=f"{label}: {name} ({done}/{count})")
+
+            try:
+                segmenter = get_segmenter(architecture=arch, source=usable[arch][1])
+                results[label] = evaluate_dataset(subset, segmenter, progress=progress)
+            except Exception as err:
+                failed[label] = error_message(err, f"evaluating {label}")
+    bar.progress(1.0, text="Done")
+    st.session_state[FOLDER_STATE] = {"results": results, "failed": failed}
+
+
+def draw_folder_results() -> None:
     state = st.session_state.get(FOLDER_STATE)
     if not state:
         return

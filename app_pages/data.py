@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lvseg_core import explore
+from lvseg_core import explore, settings
 from lvseg_core.data import find_cases, select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_app import viz
@@ -32,8 +32,17 @@ def main() -> None:
     st.title("Data")
     st.caption("What a dataset folder holds: patients, grids, class balance, intensities, "
                "and the expert labels slice by slice.")
-    root = st.text_input("Dataset folder (ACDC layout: patientNNN/Info.cfg, frames, _gt labels)",
-                         str(default_samples_dir() or ""), key="data_root")
+    if settings.public_mode():              # only the configured samples, no server paths
+        samples_dir = default_samples_dir()
+        root = str(samples_dir) if samples_dir is not None else ""
+        if not root:
+            st.info("No sample folder is configured on this deployment (LVSEG_SAMPLES).")
+            return
+        st.caption("The sample patients of this deployment.")
+    else:
+        root = st.text_input(
+            "Dataset folder (ACDC layout: patientNNN/Info.cfg, frames, _gt labels)",
+            str(default_samples_dir() or ""), key="data_root")
     if not root:
         st.info("Enter a dataset folder (or set LVSEG_DATA / LVSEG_SAMPLES).")
         return
@@ -68,7 +77,7 @@ def main() -> None:
     # ---- class balance and intensities on a chosen subset
     st.subheader("Class balance and intensities")
     count = st.slider("Patients read (first of each group in turn)", 1, len(patients),
-                      min(10, len(patients)), key="data_count")
+                      min(10, len(patients)), key="data_count") if len(patients) > 1 else 1
     by_group = {g: sorted(table[table["group"] == g]["patient"].unique()) for g in groups}
     chosen: list[str] = []
     while len(chosen) < count:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from lvseg_core import settings
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.registry import DISPLAY_NAMES
 from lvseg_app import catalog
+from lvseg_app.admission import queued
 from lvseg_app.sidebar import get_segmenter, missing_weights_message, page_setup
 from lvseg_app.ui import fmt, guard
 
@@ -48,9 +52,11 @@ def card(c: catalog.WeightsCard, i: int) -> None:
         with right:
             st.markdown("**Training**")
             t = c.training
+            public = settings.public_mode()     # no server paths for visitors
             facts = {
                 "Architecture": f"{c.display_name} ({c.architecture})",
-                "Training data": t.get("data") or "unknown",
+                "Training data": (Path(str(t["data"])).name if public else t["data"])
+                if t.get("data") else "unknown",
                 "Run": t.get("run") or "",
                 "Best epoch / epochs run": f"{t.get('best_epoch', '?')} / "
                                            f"{t.get('epochs_run', '?')}",
@@ -58,7 +64,7 @@ def card(c: catalog.WeightsCard, i: int) -> None:
                 else "",
                 "Learning rate, batch": f"{t.get('lr', '?')}, {t.get('batch_size', '?')}",
                 "Widths": str(c.arch_args or "defaults"),
-                "Weights file": f"{c.folder} ({c.modified_text})",
+                "Weights file": f"{c.folder.name if public else c.folder} ({c.modified_text})",
             }
             st.dataframe({"": list(facts), "value": [str(v) for v in facts.values()]},
                          hide_index=True)
@@ -66,7 +72,7 @@ def card(c: catalog.WeightsCard, i: int) -> None:
         if buttons[0].button("Measure speed", key=f"models_speed_{i}",
                              icon=":material/speed:",
                              help="Segments a synthetic 232 × 256 × 10 volume (ACDC size)."):
-            with st.spinner("Timing…"):
+            with queued(), st.spinner("Timing…"):
                 segmenter = get_segmenter(architecture=c.architecture,
                                           source=None if c.kind == "bundled" else c.source)
                 seconds = catalog.measure_speed(segmenter)

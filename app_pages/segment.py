@@ -5,19 +5,21 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from lvseg_core.errors import LVSegError
+from lvseg_core.errors import LVSegError, ScanReadError, SeriesChoiceError
 from lvseg_core.io import upload
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.render import auto_window
 from lvseg_app import analysis as an
 from lvseg_app import clinical as clin
 from lvseg_app import viz
+from lvseg_app.admission import queued
 from lvseg_app.caching import samples
 from lvseg_app.sidebar import current_choice, get_segmenter, page_setup
 from lvseg_app.ui import error_message, fmt, guard
 
 STATE = "segment_analysis"       # the current Analysis
 STATE_ID = "segment_analysis_id"  # increases with each new analysis (widget keys)
+SERIES_STATE = "segment_series"   # (file id, series of an upload that holds several)
 
 
 def _store(result: an.Analysis | None) -> None:
@@ -31,7 +33,7 @@ def run_analysis(load, truth_frame: int = 0) -> None:
     """Load (``load() -> (scan, truth)``), segment and store the result."""
     choice = current_choice()
     _store(None)
-    with st.status(f"Segmenting with {choice.label}…", expanded=True) as status:
+    with queued(), st.status(f"Segmenting with {choice.label}…", expanded=True) as status:
         try:
             st.write("Loading the model…")
             segmenter = get_segmenter(choice)
@@ -39,13 +41,16 @@ def run_analysis(load, truth_frame: int = 0) -> None:
             if notice:
                 st.warning(notice)
             st.write("Reading the scan…")
-            scan, truth = load()
+            scan, truth, *rest = load()
+            truth_note = rest[0] if rest else ""
             bar = st.progress(0.0, text="Segmenting…")
 
             def progress(done: int, total: int) -> None:
                 bar.progress(done / total, text=f"Segmented frame {done} of {total}")
 
             result = an.analyse(scan, segmenter, truth, truth_frame, progress=progress)
+            if truth_note:
+                result.notes.append(truth_note)
         except BaseException:
             status.update(label="Segmentation failed", state="error", expanded=False)
             raise
@@ -54,6 +59,22 @@ def run_analysis(load, truth_frame: int = 0) -> None:
                       expanded=False)
     _store(result)
     st.session_state["segment_choice"] = choice.label
+
+
+def series_picker(file_id: str) -> str | None:
+    """A picker of the DICOM series of an uploaded zip that holds several of equal
+    size (known once reading it raised SeriesChoiceError); the chosen UID."""
+    known = st.session_state.get(SERIES_STATE)
+    if not known or known[0] != file_id:
+        return None
+    series = known[1]
+    uids = [s["series_uid"] for s in series]
+    st.info(f"This upload holds {len(series)} DICOM series of {series[0]['n_images']} images "
+            "each; pick the one to segment.", icon=":material/info:")
+    return st.selectbox("DICOM series", uids, key=f"segment_series_{file_id}",
+                        format_func=lambda u: next(
+                            f"{s['description'] or '(no description)'} · {u}"
+                            for s in series if s["series_uid"] == u))
 
 
 def input_panel() -> None:
@@ -66,7 +87,7 @@ def input_panel() -> None:
         cols = st.columns([3, 3, 1.4], vertical_alignment="bottom")
         labels = [p.label for p in patients]
         picked = cols[0].selectbox("Sample patient", labels, key="segment_sample",
-                                   help=f"ACDC-layout patients from {root} "
+                                   help="ACDC-layout patients of the sample folder "
                                         "(setting LVSEG_SAMPLES)")
         view = cols[1].radio("Frames", an.SAMPLE_VIEWS, horizontal=True, key="segment_view",
                              help="ED + ES: both frames, so that EF and stroke volume can "
@@ -98,8 +119,9 @@ def input_panel() -> None:
         st.caption("Drop a scan to segment it; files stay in this session and are not kept.")
         return
     choice = current_choice()
+    series_uid = series_picker(scan_file.file_id)
     key = (scan_file.file_id, truth_file.file_id if truth_file else None, spacing, truth_frame,
-           choice.label)
+           choice.label, series_uid)
     again = st.button("Segment again", key="segment_again") \
         if st.session_state.get("segment_upload_key") == key else False
     if st.session_state.get("segment_upload_key") == key and not again:
@@ -110,12 +132,19 @@ def input_panel() -> None:
     st.session_state["segment_upload_error"] = ""
 
     def load():
-        scan = upload.load_uploaded_scan(scan_file.name, scan_file.getvalue(),
-                                     spacing_mm=spacing or None)
-        truth = None
+        try:
+            scan = upload.load_uploaded_scan(scan_file.name, scan_file.getvalue(),
+                                             spacing_mm=spacing or None, series_uid=series_uid)
+        except SeriesChoiceError as err:    # offer the series, read the first
+            st.session_state[SERIES_STATE] = (scan_file.file_id, err.series)
+            st.rerun()
+        truth, note = None, ""
         if truth_file is not None:
-            truth = upload.load_uploaded_label(truth_file.name, truth_file.getvalue(), scan)
-        return scan, truth
+            try:
+                truth = upload.load_uploaded_label(truth_file.name, truth_file.getvalue(), scan)
+            except ScanReadError as err:     # segment without it, and say why
+                note = f"Ground truth not used: {error_message(err)}"
+        return scan, truth, note
 
     try:
         run_analysis(load, truth_frame)
@@ -164,7 +193,9 @@ def results(a: an.Analysis, aid: int) -> None:
     window0, level0 = _cached("window", lambda: auto_window(scan.array))
     lo, hi = _cached("range", lambda: (float(np.nanmin(scan.array)),
                                        float(np.nanmax(scan.array))))
-    span = max(hi - lo, 1e-6)
+    if not hi > lo:                  # a constant scan: sliders need min < max
+        hi = lo + 1.0
+    span = hi - lo
     with st.container(border=True):
         row = st.columns([3, 3, 2])
         k = row[0].slider("Slice", 1, depth, max(1, (depth + 1) // 2), key=f"segment_slice_{aid}",
@@ -181,7 +212,8 @@ def results(a: an.Analysis, aid: int) -> None:
         row = st.columns([1, 1, 1, 3, 3])
         shown = [s for i, s in enumerate(STRUCTURES)
                  if row[i].checkbox(s, True, key=f"segment_show_{s}")]
-        window = row[3].slider("Window", span / 100, span * 2, min(window0, span * 2),
+        window = row[3].slider("Window", span / 100, span * 2,
+                               min(max(window0, span / 100), span * 2),
                                key=f"segment_window_{aid}")
         level = row[4].slider("Level", lo, hi, min(max(level0, lo), hi),
                               key=f"segment_level_{aid}")

@@ -160,18 +160,18 @@ def finished_section() -> None:
         cols[0].button("Use as weights", key="train_use", icon=":material/check_circle:",
                        on_click=use_run_as_weights, args=(run.name, run.model),
                        help="Select these weights in the sidebar for the other pages.")
-        token = bool(settings.hub_token()) and settings.training_allowed()
-        repo = cols[1].text_input("Hub repo id", key="train_repo",
-                                  placeholder="owner/lvseg-" + (run.model or "model"),
-                                  disabled=not token, label_visibility="collapsed")
-        if cols[2].button("Push to Hub", key="train_push", disabled=not (token and repo),
-                          icon=":material/cloud_upload:",
-                          help=None if token else "Set HF_TOKEN (a write token) to push."):
-            with st.spinner(f"Uploading {run.name} to {repo}…"):
-                url = hub.push_run(run.path, repo.strip())
-            st.success(f"Pushed: {url}")
-        if not token:
-            cols[1].caption("Set HF_TOKEN to push weights to the Hugging Face Hub.")
+        if settings.push_allowed() and settings.hub_token():
+            repo = cols[1].text_input("Hub repo id", key="train_repo",
+                                      placeholder="owner/lvseg-" + (run.model or "model"),
+                                      label_visibility="collapsed")
+            if cols[2].button("Push to Hub", key="train_push", disabled=not repo,
+                              icon=":material/cloud_upload:"):
+                with st.spinner(f"Uploading {run.name} to {repo}…"):
+                    url = hub.push_run(run.path, repo.strip())
+                st.success(f"Pushed: {url}")
+        elif not settings.public_mode():
+            cols[1].caption("Pushing to the Hugging Face Hub is off: the owner sets "
+                            "LVSEG_ALLOW_PUSH=1 and HF_TOKEN (a write token).")
     elif run.kind == "fit" and run.status != "failed":
         cols[0].caption("No exported model/ (the run did not finish).")
 
@@ -198,9 +198,14 @@ def main() -> None:
     st.title("Train")
     st.caption("Train U-Net, Attention U-Net or V-Net on an ACDC-layout folder with "
                "`python -m train` (Lightning), as background runs.")
-    with guard("starting the run"):
-        options = options_panel()
-        start_buttons(options)
+    if settings.public_mode():
+        st.info("Training and pushing are switched off on this public deployment "
+                "(LVSEG_PUBLIC=1); the runs made by the owner are shown below.",
+                icon=":material/lock:")
+    else:
+        with guard("starting the run"):
+            options = options_panel()
+            start_buttons(options)
     with guard("reading the running runs"):
         live_section()
     with guard("reading the finished runs"):

@@ -100,4 +100,5 @@ def seg_download(a: Analysis, file_name: str, data: bytes, segmenter=None
                  ) -> tuple[str, bytes, str]:
     """The DICOM SEG of the uploaded DICOM scan: ``(file name, bytes, MIME type)``."""
     return dicom_seg_download(file_name, data, np.asarray(a.mask), provenance(a, segmenter),
-                              safe_file_name(a.scan.name, "scan"))
+                              safe_file_name(a.scan.name, "scan"),
+                              a.scan.meta.get("series_uid"))

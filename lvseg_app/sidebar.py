@@ -55,7 +55,8 @@ class ModelChoice:
 
 def missing_weights_message(architecture: str) -> str:
     name = DISPLAY_NAMES.get(architecture, architecture)
-    return (f"No bundled {name} weights yet ({hub.bundled_folder(architecture)} has none). "
+    where = "" if settings.public_mode() else f" ({hub.bundled_folder(architecture)} has none)"
+    return (f"No bundled {name} weights yet{where}. "
             f"Train them on the Train page (or `python -m train fit --model {architecture}`), "
             "or pick a "
             "Hugging Face Hub repo or a finished training run in the sidebar.")

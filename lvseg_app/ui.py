@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import contextmanager
 
 import streamlit as st
@@ -26,10 +27,23 @@ def guard(what: str = "this step"):
         st.error(error_message(err, what), icon=":material/error:")
 
 
+#: An absolute or relative file path in a message: its folders are dropped.
+_PATH = re.compile(r"(?:(?<=^)|(?<=[\s(\[{'\"=,]))(?:~|\.{1,2})?/(?:[^\s/'\"()\[\]]+/)*"
+                   r"([^\s/'\"()\[\],:]*)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every file path cut to its last part, so that no server
+    folder (a temporary upload folder, the data or weights location) is shown:
+    ``"/tmp/lvseg-upload-x/scan.nii.gz: too large"`` -> ``"scan.nii.gz: too large"``."""
+    return _PATH.sub(lambda m: m.group(1) or "…", text)
+
+
 def error_message(err: BaseException, what: str = "this step") -> str:
-    """The one line shown for ``err`` (unexpected errors are logged with their traceback)."""
+    """The one line shown for ``err``, without server paths (unexpected errors
+    are logged with their traceback)."""
     if isinstance(err, LVSegError):
-        return one_line(err)
+        return without_paths(one_line(err))
     if isinstance(err, MemoryError):
         return f"Out of memory while {what}; try a smaller scan."
     log.error("unexpected error while %s", what, exc_info=err)

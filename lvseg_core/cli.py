@@ -129,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser(
-        "evaluate", help="score a model on a labelled ACDC-layout folder",
-        description="Segment every labelled frame of an ACDC-layout folder and write "
-                    "Dice/IoU/precision/recall/F1/HD95/ASSD, EF errors and timings as JSON.")
+        "evaluate", help="score a model on a labelled ACDC- or M&Ms-2-layout folder",
+        description="Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and "
+                    "write Dice/IoU/precision/recall/F1/HD95/ASSD, EF errors and timings as "
+                    "JSON (M&Ms labels are converted to ACDC labels before scoring).")
     evaluate.add_argument("--data", required=True, metavar="DIR",
                           help="ACDC-layout folder (patientNNN/Info.cfg, *_gt.nii.gz) or "
                                "M&Ms-2-layout folder (<id>/<id>_SA_ED[_gt].nii.gz)")

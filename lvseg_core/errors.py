@@ -18,6 +18,15 @@ class WeightsError(LVSegError):
     """Model weights that cannot be found, fetched or loaded."""
 
 
+class SeriesChoiceError(ScanReadError):
+    """Several DICOM series could be meant: ``series`` lists them, each a dict
+    with ``series_uid``, ``description`` and ``n_images``; read one by its UID."""
+
+    def __init__(self, message: str, series: list[dict]) -> None:
+        super().__init__(message)
+        self.series = series
+
+
 def one_line(message: object, limit: int | None = None) -> str:
     """``message`` (an exception or a text) on one line, runs of whitespace collapsed.
 

@@ -336,10 +336,14 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
 
 
 def push_run(run_dir: str | Path, repo_id: str) -> str:
-    """Upload a finished run's exported ``model/`` to the Hub (needs ``HF_TOKEN``).
+    """Upload a finished run's exported ``model/`` to the Hub (the app's push: needs
+    ``LVSEG_ALLOW_PUSH=1`` and ``HF_TOKEN``).
 
     Returns the commit URL. Raises :class:`LVSegError` with a one-line reason.
     """
+    if not settings.push_allowed():
+        raise LVSegError("pushing to the Hub from the app is switched off; the owner opts in "
+                         "with LVSEG_ALLOW_PUSH=1 (never in public mode)")
     model = Path(run_dir) / "model"
     if not (model / "model.safetensors").is_file():
         raise LVSegError(f"{Path(run_dir).name}: no exported model/ (has the run finished?)")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LVSegError
+from .files import write_text
 from .labels import LABEL_OF
 from .provenance import Provenance
 
@@ -223,10 +224,4 @@ def write_report(report: StudyReport, path: str | os.PathLike, overwrite: bool =
     path = Path(os.fspath(path)).expanduser()
     if path.exists() and not overwrite:
         raise LVSegError(f"{path}: already exists; pass --overwrite to replace it")
-    text = render_html(report)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise LVSegError(f"{path}: cannot write the report ({err.strerror or err})") from None
-    return path
+    return write_text(path, render_html(report))

@@ -13,7 +13,10 @@ variable                    function                               default
 ``LVSEG_WEIGHTS_DIR``       :func:`weights_dir`                    ``<repo>/weights``
 ``LVSEG_RUNS_DIR``          :func:`runs_dir`                       ``<repo>/runs``
 ``LVSEG_MAX_UPLOAD_MB``     :func:`max_upload_bytes`               200
-``LVSEG_ALLOW_TRAINING``    :func:`training_allowed`               on
+``LVSEG_ALLOW_TRAINING``    :func:`training_allowed`               on (off when public)
+``LVSEG_ALLOW_PUSH``        :func:`push_allowed`                   off (off when public)
+``LVSEG_ANALYSIS_SLOTS``    :func:`analysis_slots`                 1
+``LVSEG_ANALYSIS_QUEUE``    :func:`analysis_queue`                 4
 ``LVSEG_RUN_DIR``           :func:`worker_run_dir`                 set by the trainer (DDP)
 ``HF_HUB_OFFLINE``          :func:`hub_offline`                    off
 ``HF_TOKEN``                :func:`hub_token`                      none
@@ -106,9 +109,27 @@ def max_upload_bytes() -> int:
 
 def training_allowed() -> bool:
     """Whether the app may start and stop runs (``LVSEG_ALLOW_TRAINING``, default on;
-    ``0``, ``false``, ``no`` or ``off`` turn it off)."""
+    ``0``, ``false``, ``no`` or ``off`` turn it off; never in public mode)."""
     value = os.environ.get("LVSEG_ALLOW_TRAINING", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    return value not in ("0", "false", "no", "off") and not public_mode()
+
+
+def push_allowed() -> bool:
+    """``LVSEG_ALLOW_PUSH``: the app may push weights to the Hub with ``HF_TOKEN``
+    (default off: an explicit opt-in; never in public mode)."""
+    return _flag("LVSEG_ALLOW_PUSH", False) and not public_mode()
+
+
+def analysis_slots() -> int:
+    """``LVSEG_ANALYSIS_SLOTS``: analyses the app runs at once, all visitors
+    together (default 1)."""
+    return max(1, int(_positive("LVSEG_ANALYSIS_SLOTS", 1)))
+
+
+def analysis_queue() -> int:
+    """``LVSEG_ANALYSIS_QUEUE``: analyses that may wait for a slot; more are
+    refused with "the server is busy" (default 4)."""
+    return max(1, int(_positive("LVSEG_ANALYSIS_QUEUE", 4)))
 
 
 def worker_run_dir() -> Path | None:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import LVSegError
+from .files import write_text
 from .indexed import BodySize, indexed_values
 from .provenance import Provenance
 from .regional import aha_csv_text, aha_wall_thickness, thickness_summary
@@ -114,11 +115,7 @@ def study_outputs(name: str, out_dir: str | os.PathLike, ed: Scan, ed_mask: np.n
         target = out_dir / f"{name}{AHA_SUFFIX}"
         if target.exists() and not overwrite:
             raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            target.write_text(aha_csv_text(rows), encoding="utf-8")
-        except OSError as err:
-            raise LVSegError(f"{target}: cannot write ({err.strerror or err})") from None
+        write_text(target, aha_csv_text(rows))
         result.aha_csv = target
         result.values["aha_csv"] = str(target)
     result.aha_rows = rows

@@ -623,11 +623,14 @@ def _study(row: dict, name: str, out_dir: Path, ed: Scan, ed_mask: np.ndarray, e
            es_mask: np.ndarray, provenance: Provenance, options: StudyOptions,
            overwrite: bool, curves: dict | None = None) -> None:
     """AHA table, indexed values and report of one study, into its row."""
+    qc = options.qc.get(name)
+    if qc is None and row.get("qc"):  # a QC status already on the row (a cine scan)
+        qc = {"status": row["qc"], "reason": row.get("qc_reason", "")}
     try:
         indices = clinical_indices(ed_mask, es_mask, ed.spacing)
         result = study_outputs(name, out_dir, ed, ed_mask, es, es_mask, indices, provenance,
-                               report=options.report, curves=curves,
-                               qc=options.qc.get(name), overwrite=overwrite)
+                               report=options.report, curves=curves, qc=qc,
+                               overwrite=overwrite)
     except LVSegError as err:
         _add_note(row, one_line(err))
         return
@@ -650,7 +653,7 @@ def _dicom_seg(row: dict, item: Input, scan: Scan, mask: np.ndarray, out_dir: Pa
             paths, notes = write_dicom_seg(mask, files, out_dir, stem, provenance, overwrite)
         else:  # read from a temporary folder (a zip): read the series again
             paths, notes = write_dicom_seg_for(item.path, mask, out_dir, stem, provenance,
-                                               overwrite)
+                                               overwrite, scan.meta.get("series_uid"))
     except LVSegError as err:
         _add_note(row, f"no DICOM SEG: {one_line(err)}")
         return

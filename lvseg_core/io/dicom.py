@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from ..errors import LVSegError, ScanReadError
+from ..errors import LVSegError, ScanReadError, SeriesChoiceError
 from ..policy import check_data_size
 from ..scan import Scan
 from ._common import as_path, reason, require_file, skip_reason, strip_suffixes
@@ -223,8 +223,12 @@ def _choose_series(groups: dict[str, list[tuple[Path, Dataset]]], series_uid: st
         best = [u for u, e in groups.items() if len(e) == most]
         if len(best) > 1:
             listed = "; ".join(_describe(u, groups[u]) for u in best)
-            raise ScanReadError(f"{label}: {len(best)} DICOM series have {most} images "
-                                f"each, choose one with --series-uid (series_uid): {listed}")
+            raise SeriesChoiceError(
+                f"{label}: {len(best)} DICOM series have {most} images each, choose one "
+                f"with --series-uid (series_uid): {listed}",
+                [{"series_uid": u, "n_images": most,
+                  "description": str(groups[u][0][1].get("SeriesDescription", "") or "")}
+                 for u in best])
         chosen = best[0]
     skipped = [{"series_uid": u,
                 "description": str(e[0][1].get("SeriesDescription", "") or ""),

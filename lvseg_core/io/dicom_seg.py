@@ -257,12 +257,13 @@ def write_dicom_seg(mask: np.ndarray, source_files: Sequence[Sequence[str | os.P
 
 
 def write_dicom_seg_for(source: str | os.PathLike, mask: np.ndarray, out_dir: str | os.PathLike,
-                        name: str, provenance: Provenance, overwrite: bool = False
-                        ) -> tuple[list[Path], list[str]]:
+                        name: str, provenance: Provenance, overwrite: bool = False,
+                        series_uid: str | None = None) -> tuple[list[Path], list[str]]:
     """:func:`write_dicom_seg` for a DICOM source given by path: a series folder,
     one ``.dcm`` file or a ``.zip`` of a series (extracted safely into a
-    temporary folder for the time of writing). The series is read again to
-    find its image files; its grid must be the mask's.
+    temporary folder for the time of writing). The series (``series_uid``, else
+    the one the reader picks) is read again to find its image files; its grid
+    must be the mask's.
     """
     import tempfile
 
@@ -272,9 +273,10 @@ def write_dicom_seg_for(source: str | os.PathLike, mask: np.ndarray, out_dir: st
     source = as_path(source)
     with tempfile.TemporaryDirectory(prefix="lvseg-seg-") as tmp:
         if source.is_file() and source.name.lower().endswith(".zip"):
-            scan = load_scan(safe_extract_zip(source, tmp, MAX_TOTAL_BYTES, MAX_FILES), "dicom")
+            scan = load_scan(safe_extract_zip(source, tmp, MAX_TOTAL_BYTES, MAX_FILES), "dicom",
+                             series_uid=series_uid)
         else:
-            scan = load_scan(source, "dicom")
+            scan = load_scan(source, "dicom", series_uid=series_uid)
         files = scan.meta.get("source_files")
         if not files:
             raise LVSegError(f"{name}: {source.name} is not a DICOM series")
@@ -282,7 +284,8 @@ def write_dicom_seg_for(source: str | os.PathLike, mask: np.ndarray, out_dir: st
 
 
 def dicom_seg_download(file_name: str, data: bytes, mask: np.ndarray,
-                       provenance: Provenance, name: str = "scan") -> tuple[str, bytes, str]:
+                       provenance: Provenance, name: str = "scan",
+                       series_uid: str | None = None) -> tuple[str, bytes, str]:
     """The DICOM SEG of an uploaded DICOM scan (``.zip`` of a series or one ``.dcm``),
     as ``(download name, bytes, MIME type)``: one ``.dcm`` file, or a ``.zip`` of
     them when the series needs several (cine phases, frames of reference).
@@ -304,7 +307,8 @@ def dicom_seg_download(file_name: str, data: bytes, mask: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="lvseg-segdl-") as tmp:
         source = Path(tmp) / f"upload{suffix}"
         source.write_bytes(data)
-        paths, _ = write_dicom_seg_for(source, mask, Path(tmp) / "out", stem, provenance)
+        paths, _ = write_dicom_seg_for(source, mask, Path(tmp) / "out", stem, provenance,
+                                       series_uid=series_uid)
         if len(paths) == 1:
             return paths[0].name, paths[0].read_bytes(), "application/dicom"
         buffer = _io.BytesIO()

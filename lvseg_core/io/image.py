@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import ScanReadError
+from ..policy import check_data_size
 from ..scan import Scan
 from ._common import as_path, reason, require_file
 
@@ -46,6 +47,7 @@ def load_image(path: str | os.PathLike, spacing_mm: float | None = None) -> Scan
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                check_data_size((*img.size, 1), 4, path.name)   # before decoding
                 if getattr(img, "n_frames", 1) > 1:
                     raise ScanReadError(f"{path.name}: multi-page images are not "
                                         "supported; save one slice per file")

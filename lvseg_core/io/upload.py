@@ -44,7 +44,8 @@ def _check_size(name: str, data: bytes) -> None:
                             f"{limit / 2**20:.0f} MB")
 
 
-def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None) -> Scan:
+def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None,
+                       series_uid: str | None = None) -> Scan:
     """Read an uploaded scan (NIfTI 3D/4D, DICOM series as .zip, .dcm, PNG/JPEG)
     with :func:`~lvseg_core.io.load_scan`.
 
@@ -52,9 +53,12 @@ def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None) 
         name: the file name as uploaded (only its ending and stem are used).
         data: the file content.
         spacing_mm: pixel size of a PNG/JPEG picture (None: 1 mm, flagged).
+        series_uid: the DICOM series to read from a zip that holds several.
 
     Raises:
-        ScanReadError: empty, too large, unsupported or unreadable.
+        ScanReadError: empty, too large, unsupported or unreadable
+            (:class:`~lvseg_core.errors.SeriesChoiceError` when several
+            series could be meant).
     """
     clean = safe_file_name(name, "scan")
     _check_size(clean, data)
@@ -63,7 +67,7 @@ def load_uploaded_scan(name: str, data: bytes, spacing_mm: float | None = None) 
         path.write_bytes(data)
         from . import load_scan
 
-        scan = load_scan(path, spacing_mm=spacing_mm)
+        scan = load_scan(path, spacing_mm=spacing_mm, series_uid=series_uid)
     scan.source = f"upload:{clean}"
     return scan
 

@@ -266,3 +266,24 @@ def test_seg_download_of_an_upload(tmp_path):
     assert name == "x_seg.dcm" and mime == "application/dicom"
     with pytest.raises(LVSegError, match="needs a DICOM upload"):
         dicom_seg_download("x.nii.gz", b"", mask1, PROVENANCE)
+
+
+def test_seg_for_the_chosen_series_of_a_zip(tmp_path):
+    import zipfile
+
+    from lvseg_core.io import load_scan
+    from lvseg_core.io.dicom_seg import write_dicom_seg_for
+
+    first = pydicom_series(tmp_path / "a")
+    second = pydicom_series(tmp_path / "b")
+    uid = pydicom.dcmread(str(next(second.iterdir())), stop_before_pixels=True).SeriesInstanceUID
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for folder in (first, second):
+            for f in sorted(folder.iterdir()):
+                zf.write(f, f"{folder.name}/{f.name}")
+    scan = load_scan(archive, series_uid=uid)
+    mask = np.rint(scan.array).astype(np.uint8)
+    paths, _ = write_dicom_seg_for(archive, mask, tmp_path / "out", "b", PROVENANCE,
+                                   series_uid=uid)
+    assert_pixels_match_sources(paths, second)

@@ -85,8 +85,9 @@ def sample_folder(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict, log_name: str = "streamlit.log"):
-    """``streamlit run app.py`` on a free localhost port; yields its URL."""
+def streamlit_server(env: dict, log_name: str = "streamlit.log", procs: list | None = None):
+    """``streamlit run app.py`` on a free localhost port; yields its URL (and
+    appends the server process to ``procs`` when given)."""
     port = free_port()
     log = open(OUT / log_name, "w")
     proc = subprocess.Popen(
@@ -94,6 +95,8 @@ def streamlit_server(env: dict, log_name: str = "streamlit.log"):
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if procs is not None:
+        procs.append(proc)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + STARTUP_SECONDS
     try:
@@ -154,15 +157,24 @@ def browser(server):
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1440, "height": 1800})
+@contextlib.contextmanager
+def app_page(browser, url: str, height: int = 1800):
+    """A new browser context on the app at ``url``, once its Segment page is drawn."""
+    context = browser.new_context(viewport={"width": 1440, "height": height})
     page = context.new_page()
     page.set_default_timeout(RESULT_MS)
-    page.goto(server["url"])
+    page.goto(url)
     page.get_by_role("heading", name="Segment").first.wait_for()
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    with app_page(browser, server["url"]) as page:
+        yield page
 
 
 def no_exception_box(page) -> None:
@@ -297,14 +309,18 @@ def test_bad_upload_shows_error_not_traceback(page, server):
     no_exception_box(page)
 
 
+def open_page(page, name: str) -> None:
+    """Click ``name`` in the sidebar navigation and wait until it is drawn, without error."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(name, exact=True).click()
+    page.get_by_role("heading", name=name).first.wait_for()
+    wait_idle(page)
+    page.wait_for_timeout(500)
+    no_exception_box(page)
+
+
 def test_every_page_opens_without_exception(page):
-    nav = page.locator('[data-testid="stSidebarNav"]')
     for name in PAGES:
-        nav.get_by_text(name, exact=True).click()
-        page.get_by_role("heading", name=name).first.wait_for()
-        wait_idle(page)
-        page.wait_for_timeout(500)
-        no_exception_box(page)
+        open_page(page, name)
         page.screenshot(path=str(OUT / f"page_{name.lower()}.png"), full_page=True)
 
 
