@@ -456,6 +456,17 @@ def test_precision_choice_reaches_the_segmenter(app):
     assert "bf16" in app.session_state["segment_analysis"].precision
 
 
+def test_backend_choice_reaches_the_segmenter(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("LVSEG_ONNX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LVSEG_DATA", str(tmp_path / "no-data"))  # a float32 build: fast
+    app.selectbox(key="backend").set_value("onnx").run()
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    assert app.session_state["model_choice"].backend == "onnx"
+    builds = list((tmp_path / "cache").glob("unet-*/model.onnx"))
+    assert len(builds) == 1                       # the ONNX model was built and used
+
+
 def test_tta_choice_reaches_the_segmenter(app):
     app.checkbox(key="tta").check().run()
     app.button(key="segment_sample_run").click().run()
