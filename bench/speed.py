@@ -14,6 +14,15 @@ first) and in the same run:
   slice in a Python loop (``bench.bench_inference.slice_loop``), and the
   ratio ``speedup`` = baseline / batched. V-Net sees whole volumes, so it has
   no slice loop;
+- ``backends`` (CPU): the same volumes through each way of running the
+  network, side by side: the slice loop, torch float32, torch bfloat16
+  autocast, ONNX Runtime float32 and ONNX Runtime int8 (static QDQ, calibrated
+  as :mod:`lvseg_core.onnx_export` does), each in seconds per volume and
+  slices per second, with the share of voxels equal to torch float32;
+- ``ceiling``: what this CPU allows: peak GFLOP/s of a large float32,
+  bfloat16 and int8 matrix product (measured here, with torch), against the
+  network's FLOPs per slice (``torch.utils.flop_counter.FlopCounterMode``,
+  a multiply-add counted as 2), as slices per second of the network alone;
 - ``peak_rss_mb``: peak resident memory of the process
   (``resource.getrusage``), and ``cuda_peak_mb``
   (``torch.cuda.max_memory_allocated``) on a GPU. With ``--isolate`` (the
@@ -21,6 +30,9 @@ first) and in the same run:
   belongs to that model alone.
 
     python -m bench.speed --models unet --cases 2 --repeats 3 --json bench/results/speed.json
+
+Timings on a shared machine vary with its load: the JSON records the load
+average before and after.
 """
 
 from __future__ import annotations
@@ -38,9 +50,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.bench_inference import pick_volumes, slice_loop, timed
-from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, environment,
-                          finish, fmt, log, pick_device, reason, resolve_models, run_main,
-                          setup_torch)
+from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, default_data,
+                          environment, finish, fmt, log, pick_device, reason, resolve_models,
+                          run_main, setup_torch)
 from lvseg_core.errors import LVSegError
 
 
@@ -63,8 +75,143 @@ def peak_rss_mb() -> float:
     return peak / 1024.0 if sys.platform != "darwin" else peak / 1024.0 / 1024.0
 
 
+def matmul_peak(dtype: str, size: int = 2048, repeats: int = 3) -> float:
+    """Best GFLOP/s (int8: GOP/s) of a ``size`` x ``size`` matrix product with torch
+    on the CPU (``torch._int_mm`` for int8)."""
+    import torch
+
+    if dtype == "int8":
+        a = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+        b = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+        product = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+        product = lambda: a @ b  # noqa: E731
+    product()
+    best = min(timed(product, 0, repeats)[1])
+    return 2 * size ** 3 / best / 1e9
+
+
+def cpu_ceiling() -> dict[str, Any]:
+    """Measured matrix-product peaks of this CPU and the ISA extensions it has."""
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"isa": sorted(f for f in flags if f.startswith(("avx512", "amx",
+                                                                          "avx_vnni")))}
+    for dtype in ("fp32", "bf16", "int8"):
+        try:
+            out[f"{dtype}_gflops"] = matmul_peak(dtype)
+        except (RuntimeError, NotImplementedError) as err:
+            out[f"{dtype}_gflops"] = None
+            out[f"{dtype}_note"] = reason(err)
+    return out
+
+
+def gflop_per_slice(model, shape: Sequence[int]) -> float:
+    """Network GFLOP per slice of a frame of in-plane ``shape[:2]`` (mm grid of the
+    plan) and ``shape[2]`` slices, multiply-add counted as 2."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lvseg_core.preprocess import prepare
+
+    image = prepare(np.zeros(shape, np.float32) + np.arange(shape[0])[:, None, None],
+                    (1.5625, 1.5625, 10.0), model_plan(model)).image
+    x = image.permute(1, 0, 2, 3)[None] if model.spatial_dims == 3 else image[:1]
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model.float()(x)
+    per = counter.get_total_flops() / 1e9
+    return per / image.shape[0] if model.spatial_dims == 3 else per
+
+
+def model_plan(model):
+    from lvseg_core.preprocess import PreprocessPlan
+
+    return PreprocessPlan.from_dict(model.preprocess)
+
+
+def onnx_variants(model, folder: Path, data: Path) -> dict[str, Path]:
+    """Float32 and int8 ONNX files of ``model`` in ``folder`` (int8 calibrated on
+    training patients as :func:`lvseg_core.onnx_export.build` does; absent
+    without the data)."""
+    from lvseg_core import onnx_export
+
+    paths = {"onnx_fp32": folder / "fp32.onnx"}
+    onnx_export.export_fp32(model, paths["onnx_fp32"])
+    try:
+        calib, _ = onnx_export.pick_patients(data)
+    except LVSegError as err:
+        log(f"no int8 variant: {err}")
+        return paths
+    reader = onnx_export._calibration_reader(calib, model_plan(model), model.spatial_dims)
+    paths["onnx_int8"] = folder / "int8.onnx"
+    onnx_export.quantize_int8(paths["onnx_fp32"], paths["onnx_int8"], reader)
+    return paths
+
+
+def measure_backends(model, scans: Sequence, repeats: int, warmup: int, data: Path,
+                     slice_loop_s: float | None = None) -> dict[str, Any]:
+    """Seconds per volume of each backend variant on ``scans`` (CPU), mask
+    agreement with torch float32, network FLOPs and the CPU ceiling."""
+    from lvseg_core import onnx_export
+    from lvseg_core.backends import OnnxNetwork
+    from lvseg_core.inference import Segmenter
+
+    slices = sum(s.shape3d[2] for s in scans)
+    variants: dict[str, Any] = {}
+    if slice_loop_s is not None:
+        variants["slice_loop"] = {"seconds_per_volume": slice_loop_s / len(scans),
+                                  "slices_per_second": slices / slice_loop_s,
+                                  "note": "torch, default precision, batch of 1"}
+    segmenters = {"torch_fp32": Segmenter(model, "cpu", precision="fp32", backend="torch"),
+                  "torch_bf16": Segmenter(model, "cpu", precision="bf16", backend="torch")}
+    with tempfile.TemporaryDirectory(prefix="lvseg-onnx-bench-") as tmp:
+        for name, path in onnx_variants(model, Path(tmp), data).items():
+            network = OnnxNetwork(path)
+            if model.spatial_dims == 2:
+                from lvseg_core.onnx_export import network_inputs
+
+                probe = network_inputs(scans[0].array, scans[0].spacing, model_plan(model), 2)
+                network.batch_size, _ = onnx_export.fastest_batch(network, probe[:8])
+            segmenters[name] = Segmenter(model, "cpu", onnx=network)
+        reference = None
+        for name, segmenter in segmenters.items():
+            log(f"{model.architecture}: {name} ...")
+            total, masks = 0.0, []
+            for scan in scans:
+                median, _, seg = timed(lambda: segmenter.segment(scan), warmup, repeats)
+                total += median
+                masks.append(seg.mask)
+            reference = reference or masks
+            variants[name] = {
+                "seconds_per_volume": total / len(scans), "slices_per_second": slices / total,
+                "batch_size": segmenter.onnx.batch_size if segmenter.onnx else
+                segmenter.batch_size,
+                "voxels_equal_torch_fp32": float(np.mean([np.mean(a == b) for a, b in
+                                                          zip(masks, reference)]))}
+    ceiling = cpu_ceiling()
+    flops = gflop_per_slice(model, scans[0].shape3d)
+    for name, dtype in (("torch_fp32", "fp32"), ("onnx_fp32", "fp32"), ("torch_bf16", "bf16"),
+                        ("onnx_int8", "int8")):
+        peak = ceiling.get(f"{dtype}_gflops")
+        if name in variants and peak:
+            variants[name]["ceiling_slices_per_second"] = peak / flops
+            variants[name]["share_of_ceiling"] = variants[name]["slices_per_second"] / (
+                peak / flops)
+    return {"variants": variants, "gflop_per_slice": flops, "ceiling": ceiling}
+
+
 def measure_model(spec: ModelSpec, scans: Sequence, device, repeats: int = 3,
-                  warmup: int = 1, baseline: bool = True) -> dict:
+                  warmup: int = 1, baseline: bool = True, backends: bool = True,
+                  data: Path | None = None) -> dict:
     """Timings and memory of one model on ``scans`` (see the module docstring)."""
     import torch
 
@@ -119,11 +266,16 @@ def measure_model(spec: ModelSpec, scans: Sequence, device, repeats: int = 3,
         result["baseline_note"] = "V-Net segments whole volumes in one pass: no slice loop"
     if cuda:
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    elif backends:
+        loop = sum(r["slice_loop_s"] for r in rows) if "slice_loop_seconds_per_volume" in \
+            result else None
+        result["backends"] = measure_backends(model, scans, repeats, warmup,
+                                              data or default_data(), loop)
     return result
 
 
 def _isolated(spec: ModelSpec, data: Path, cases: int, repeats: int, warmup: int,
-              device: str, baseline: bool, threads: int | None) -> dict:
+              device: str, baseline: bool, threads: int | None, backends: bool = True) -> dict:
     """:func:`measure_model` in a fresh Python process (clean peak memory, cold load)."""
     with tempfile.TemporaryDirectory(prefix="lvseg-speed-") as tmp:
         out = Path(tmp) / "result.json"
@@ -140,6 +292,8 @@ def _isolated(spec: ModelSpec, data: Path, cases: int, repeats: int, warmup: int
             command += ["--threads", str(threads)]
         if not baseline:
             command.append("--no-baseline")
+        if not backends:
+            command.append("--no-backends")
         proc = subprocess.run(command, cwd=str(ROOT), capture_output=True, text=True)
         if proc.returncode != 0 or not out.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -156,7 +310,7 @@ def _isolated(spec: ModelSpec, data: Path, cases: int, repeats: int, warmup: int
 
 def run(data: Path, specs: Sequence[ModelSpec], cases: int = 3, repeats: int = 3,
         warmup: int = 1, device: str = "auto", baseline: bool = True, isolate: bool = False,
-        threads: int | None = None) -> dict:
+        threads: int | None = None, backends: bool = False) -> dict:
     """Speed of every available model; the JSON-ready report."""
     problem = data_problem(data)
     if problem:
@@ -169,7 +323,7 @@ def run(data: Path, specs: Sequence[ModelSpec], cases: int = 3, repeats: int = 3
         "timing": "wall seconds per volume of Segmenter.segment (preprocess, network, restore, "
                   "post-process), median of repeats; file reading excluded",
         "volumes": [{"name": s.name, "shape": list(s.shape3d)} for s in scans],
-        "models": {}, "skipped": {}}
+        "load_average_before": list(os.getloadavg()), "models": {}, "skipped": {}}
     for spec in specs:
         if not spec.available:
             report["skipped"][spec.arch] = spec.note
@@ -178,14 +332,15 @@ def run(data: Path, specs: Sequence[ModelSpec], cases: int = 3, repeats: int = 3
         try:
             if isolate:
                 report["models"][spec.arch] = _isolated(spec, data, cases, repeats, warmup,
-                                                        device, baseline, threads)
+                                                        device, baseline, threads, backends)
             else:
                 report["models"][spec.arch] = measure_model(spec, scans, dev, repeats, warmup,
-                                                            baseline)
+                                                            baseline, backends, data)
                 report["models"][spec.arch]["isolated"] = False
         except Exception as err:  # one model failing must not stop the others
             report["skipped"][spec.arch] = f"timing failed: {reason(err)}"
             log(f"{spec.arch}: {report['skipped'][spec.arch]}")
+    report["load_average_after"] = list(os.getloadavg())
     return report
 
 
@@ -201,6 +356,26 @@ def print_table(report: dict) -> None:
               f"{fmt(r.get('speedup'), 2, 'x'):>10}{fmt(r['peak_rss_mb'], 0):>9}")
     for arch, note in report["skipped"].items():
         print(f"{arch:<16}skipped: {note}")
+    for arch, r in report["models"].items():
+        if "backends" in r:
+            print_backends(arch, r["backends"])
+
+
+def print_backends(arch: str, backends: dict) -> None:
+    """The side-by-side table of one model's backend variants."""
+    ceiling = backends["ceiling"]
+    print(f"\n{arch}: {backends['gflop_per_slice']:.2f} GFLOP per slice; matmul peak "
+          f"fp32 {fmt(ceiling.get('fp32_gflops'), 0)}, bf16 {fmt(ceiling.get('bf16_gflops'), 0)}"
+          f" GFLOP/s, int8 {fmt(ceiling.get('int8_gflops'), 0)} GOP/s")
+    print(f"{'variant':<14}{'s/volume':>10}{'slices/s':>10}{'batch':>7}{'ceiling/s':>11}"
+          f"{'of ceiling':>11}{'= fp32':>9}")
+    for name, v in backends["variants"].items():
+        share = v.get("share_of_ceiling")
+        print(f"{name:<14}{fmt(v['seconds_per_volume'], 3):>10}"
+              f"{fmt(v['slices_per_second'], 1):>10}{fmt(v.get('batch_size'), 0):>7}"
+              f"{fmt(v.get('ceiling_slices_per_second'), 0):>11}"
+              f"{(f'{100 * share:.0f} %' if share else 'n/a'):>11}"
+              f"{fmt(v.get('voxels_equal_torch_fp32'), 4):>9}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -210,6 +385,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per volume")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per volume first")
     parser.add_argument("--no-baseline", action="store_true", help="skip the slice loop")
+    parser.add_argument("--no-backends", action="store_true",
+                        help="skip the side-by-side backends (torch fp32/bf16, ONNX fp32/int8) "
+                             "and the CPU ceiling")
     parser.add_argument("--no-isolate", action="store_true",
                         help="time every model in this process (faster; the peak memory "
                              "is then that of the whole run)")
@@ -225,7 +403,7 @@ def _main(args) -> int:
     specs = resolve_models(args.models, args.weights_dir, None if args.worker else args.runs)
     isolate = not args.no_isolate and not args.worker
     report = run(args.data, specs, args.cases, args.repeats, args.warmup, args.device,
-                 not args.no_baseline, isolate, args.threads)
+                 not args.no_baseline, isolate, args.threads, not args.no_backends)
     return finish(report, args.json, None if args.worker else print_table)
 
 

@@ -27,10 +27,10 @@ def device_label() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=6, ttl=3600)
 def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: float,
-                    precision: str = "auto", tta: bool = False):
+                    precision: str = "auto", tta: bool = False, backend: str | None = None):
     from lvseg_core.ensemble import load_segmenter as load
 
-    return load(architecture, source, precision=precision, tta=tta)
+    return load(architecture, source, precision=precision, tta=tta, backend=backend)
 
 
 def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
@@ -51,12 +51,12 @@ def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
 
 
 def load_segmenter(architecture: str, source: str | None, precision: str = "auto",
-                   tta: bool = False):
+                   tta: bool = False, backend: str | None = None):
     """The cached :class:`~lvseg_core.inference.Segmenter` of ``architecture`` with the
-    weights ``source`` (reloaded when a local weights file changes); ``"ensemble"``
-    gives the :class:`~lvseg_core.ensemble.Ensemble` of the bundled models."""
+    weights ``source`` and ``backend`` (reloaded when a local weights file changes);
+    ``"ensemble"`` gives the :class:`~lvseg_core.ensemble.Ensemble` of the bundled models."""
     folder, stamp = _stamp(architecture, source)
-    return _load_segmenter(architecture, source, folder, stamp, precision, tta)
+    return _load_segmenter(architecture, source, folder, stamp, precision, tta, backend)
 
 
 # ---------------------------------------------------------------- samples

@@ -1,4 +1,4 @@
-"""The shared sidebar: the model, weights and precision picker, and the model it chose.
+"""The shared sidebar: the model, weights, precision and backend picker, and the model it chose.
 
 Drawn by ``app.py`` around every page (or by :func:`page_setup` when a page
 runs alone); the pages ask :func:`current_choice` and :func:`get_segmenter`.
@@ -46,6 +46,7 @@ class ModelChoice:
         precision: ``auto``, ``fp32`` or ``bf16``
             (see :func:`lvseg_core.inference.autocast_dtype`).
         tta: average the image and its in-plane flips (4x slower).
+        backend: ``auto``, ``torch`` or ``onnx`` (see :mod:`lvseg_core.backends`).
     """
 
     architecture: str
@@ -54,6 +55,7 @@ class ModelChoice:
     problem: str = ""
     precision: str = "auto"
     tta: bool = False
+    backend: str = "auto"
 
     @property
     def name(self) -> str:
@@ -80,11 +82,16 @@ def bundled_available(architecture: str) -> bool:
 
 
 #: Sidebar widget keys whose values are kept across pages (see :func:`_restore`).
-SIDEBAR_KEYS = ("arch", "weights_kind", "hub_repo", "weights_run", "precision", "tta")
+SIDEBAR_KEYS = ("arch", "weights_kind", "hub_repo", "weights_run", "precision", "tta",
+                "backend")
 
 #: Inference precisions offered in the sidebar.
 PRECISIONS = {"auto": "auto (fastest this device computes natively)", "bf16": "bf16",
               "fp32": "fp32 (exact)"}
+
+#: Inference backends offered in the sidebar.
+BACKENDS = {"auto": "auto (ONNX Runtime on a CPU where faster)", "torch": "torch",
+            "onnx": "ONNX Runtime (CPU)"}
 
 
 def _keep(key: str) -> None:
@@ -166,6 +173,18 @@ def draw_sidebar() -> ModelChoice:
                  "may change labels at a few voxels.")
         if precision != "auto":
             choice = replace(choice, precision=precision, label=f"{choice.label} · {precision}")
+        if "backend" not in st.session_state:  # first run: the LVSEG_BACKEND default
+            default = settings.backend()
+            st.session_state["backend"] = default if default in BACKENDS else "auto"
+        backend = st.selectbox(
+            "Backend", list(BACKENDS), key="backend", format_func=BACKENDS.get,
+            on_change=_keep, args=("backend",),
+            help="auto: ONNX Runtime (int8 where that keeps Dice) on a CPU for the U-Net "
+                 "and Attention U-Net, torch otherwise; the ONNX model is built once per "
+                 "weights file (a minute) and cached. Precision applies to torch only.")
+        choice = replace(choice, backend=backend)
+        if backend != "auto":
+            choice = replace(choice, label=f"{choice.label} · {backend}")
         if st.checkbox("Test-time flips", key="tta", on_change=_keep, args=("tta",),
                        help="Average the prediction of the image and of its three in-plane "
                             "flips: smoother borders, about 4x the inference time."):
@@ -214,7 +233,7 @@ def use_run_as_weights(run_name: str, architecture: str) -> None:
 
 def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = None,
                   source: str | None = None, precision: str | None = None,
-                  tta: bool | None = None):
+                  tta: bool | None = None, backend: str | None = None):
     """The cached :class:`~lvseg_core.inference.Segmenter` of a choice (or of
     ``architecture`` + ``source``). Raises :class:`WeightsError` with a
     user-facing message when there are no weights."""
@@ -224,6 +243,9 @@ def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = 
         architecture, source = choice.architecture, choice.source
         precision = precision or choice.precision
         tta = choice.tta if tta is None else tta
+        backend = backend or choice.backend
+    if backend is None:
+        backend = current_choice().backend
     if precision is None:
         precision = current_choice().precision
     if tta is None:
@@ -232,7 +254,7 @@ def get_segmenter(choice: ModelChoice | None = None, architecture: str | None = 
         raise WeightsError("no model chosen")
     if source is None and not bundled_available(architecture):
         raise WeightsError(missing_weights_message(architecture))
-    return load_segmenter(architecture, source, precision, tta)
+    return load_segmenter(architecture, source, precision, tta, backend)
 
 
 def weights_sources(architecture: str) -> dict[str, str | None]:

@@ -83,6 +83,14 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the image and its in-plane "
                              "flips (4x slower)")
+    parser.add_argument("--no-qc-flip", action="store_true",
+                        help="quality control without its flipped second pass (half the "
+                             "time; no agreement signal)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
+                        help="what runs the network: auto (default, or $LVSEG_BACKEND): ONNX "
+                             "Runtime (int8 where it keeps Dice) on a CPU for the U-Net, torch "
+                             "otherwise; torch; onnx (CPU; the ONNX model is built once per "
+                             "weights file and cached)")
     parser.add_argument("--fallback-bundled", action="store_true",
                         help="when Hub weights cannot be fetched, use the bundled weights "
                              "(with a warning) instead of failing")
@@ -111,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true",
                          help="replace existing masks and summary.csv (input files are "
                               "never replaced)")
+    predict.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process; ray: Ray Data (pip install 'ray[data]'), "
+                              "reading on CPU tasks and one model per worker")
+    predict.add_argument("--workers", type=int, default=2, metavar="N",
+                         help="--engine ray: segmenting workers (default 2)")
+    predict.add_argument("--address", default=None, metavar="ADDRESS",
+                         help="--engine ray: a running Ray cluster (e.g. ray://head:10001); "
+                              "default: a local one")
+    predict.add_argument("--resume", action="store_true",
+                         help="continue a run into --out: skip inputs its manifest.jsonl "
+                              "records as done with the same file size/time and weights")
     predict.add_argument("--dicom-seg", action="store_true",
                          help="also write a DICOM Segmentation object beside the mask of "
                               "each DICOM input (one per cardiac phase and frame of "
@@ -141,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "(validation: 002, 019, 028, 030, 039, 045, 078, 082, 085, 087)")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    build_onnx = sub.add_parser(
+        "build-onnx", help="build (or find) the ONNX Runtime model of a weights folder",
+        description="Export the model to ONNX, quantise it to int8 where that keeps Dice "
+                    "(calibrated on ACDC training patients, $LVSEG_DATA) and cache it; "
+                    "--beside-weights also copies it into the weights folder to ship it.")
+    build_onnx.add_argument("--model", required=True, choices=MODEL_CHOICES)
+    build_onnx.add_argument("--weights", default=None, metavar="SOURCE")
+    build_onnx.add_argument("--beside-weights", action="store_true",
+                            help="copy the build into the weights folder")
+    build_onnx.set_defaults(func=cmd_build_onnx)
+
     info = sub.add_parser("info", help="versions, device and available weights")
     info.set_defaults(func=cmd_info)
     return parser
@@ -166,10 +196,39 @@ def _segmenter(args):
     segmenter = load_segmenter(args.model, args.weights, _device(args.device),
                                fallback=args.fallback_bundled,
                                postprocess=not args.no_postprocess,
-                               precision=args.precision, tta=args.tta)
+                               precision=args.precision, tta=args.tta,
+                               backend=args.backend, report=_note)
     if segmenter.weights is not None and segmenter.weights.notice:
         _warn(segmenter.weights.notice)
+    if segmenter.notice:
+        _note(segmenter.notice)
     return segmenter
+
+
+def _cohort(args, inputs) -> int:
+    """``predict --engine ray`` or ``--resume``: :func:`lvseg_core.cohort.run_cohort`."""
+    from .cohort import SegmenterSpec, run_cohort
+
+    if args.workers < 1:
+        raise LVSegError("--workers must be at least 1")
+    if args.dicom_seg or args.report or args.label_map != "acdc":
+        raise LVSegError("--engine ray and --resume write ACDC-label masks and summary.csv "
+                         "only; drop --dicom-seg, --report and --label-map")
+    spec = SegmenterSpec(args.model, args.weights, args.device if args.device != "auto"
+                         else None, args.backend, args.precision, not args.no_postprocess,
+                         args.tta)
+    with _bar(len(inputs), "segmenting") as bar:
+        report = run_cohort(inputs, spec, args.out, engine=args.engine, workers=args.workers,
+                            address=args.address, resume=args.resume,
+                            overwrite=args.overwrite, progress=bar, series_uid=args.series_uid)
+    for failure in report.failures:
+        print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
+    print(f"segmented {len(report.outputs)} of {len(inputs)} scan(s) with {args.model} "
+          f"({args.engine} engine{', resumed' if args.resume else ''})")
+    print(f"masks: {report.out_dir.resolve()}")
+    if report.summary_path is not None:
+        print(f"summary: {report.summary_path.resolve()}")
+    return 1 if report.failures else 0
 
 
 def _bar(total: int, desc: str):
@@ -190,6 +249,12 @@ def _fmt(value, digits: int = 3) -> str:
 # ---------------------------------------------------------------- commands
 
 
+def _qc_flips(args) -> tuple:
+    from .qc import QC_FLIPS
+
+    return () if args.no_qc_flip else QC_FLIPS
+
+
 def cmd_predict(args) -> int:
     from .workflows import StudyOptions, collect_inputs, predict_inputs
 
@@ -197,12 +262,15 @@ def cmd_predict(args) -> int:
     inputs = collect_inputs(args.inputs, notes)  # fail fast, before the model is loaded
     for note in notes:
         _note(note)
+    if args.engine == "ray" or args.resume:
+        return _cohort(args, inputs)
     segmenter = _segmenter(args)
     with _bar(len(inputs), "segmenting") as bar:
         options = StudyOptions(dicom_seg=args.dicom_seg, report=args.report,
                                label_map=args.label_map)
         report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,
-                                progress=bar, series_uid=args.series_uid, options=options)
+                                progress=bar, series_uid=args.series_uid, options=options,
+                                qc_flips=_qc_flips(args))
     for failure in report.failures:
         print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
     for row in report.rows:
@@ -226,6 +294,9 @@ def cmd_predict(args) -> int:
         for key in ("aha_csv", "report"):
             if row.get(key):
                 print(f"    {key.replace('_', ' ')}: {row[key]}")
+    for row in report.rows:
+        if row.get("qc") in ("check", "fail"):
+            print(f"  {row['name']}: QC {row['qc']}: {row['qc_reason']}")
     print(f"masks: {report.out_dir.resolve()}")
     if report.summary_path is not None:
         print(f"summary: {report.summary_path.resolve()}")
@@ -268,7 +339,7 @@ def cmd_evaluate(args) -> int:
     segmenter = _segmenter(args)
     with _bar(len(cases), "evaluating") as bar:
         result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients,
-                                  layout=layout)
+                                  layout=layout, qc_flips=_qc_flips(args))
     result["split"] = args.split
     path = write_json(result, out)
     for failure in result["failed"]:
@@ -283,8 +354,19 @@ def cmd_evaluate(args) -> int:
     print(f"  LV EF mean absolute error {_fmt(result['ef_abs_error'], 1)} points over "
           f"{result['ef_patients']} patient(s); {_fmt(result['seconds_per_volume'], 2)} s "
           "per volume")
+    print("  QC " + ", ".join(f"{n} {status}" for status, n in result["qc"].items()))
     print(f"report: {path.resolve()}")
     return 1 if result["failed"] else 0
+
+
+def cmd_build_onnx(args) -> int:
+    from .backends import ensure_build
+    from .inference import Segmenter
+
+    found = ensure_build(args.model, Segmenter, args.weights, args.beside_weights, report=_note)
+    print(f"{found.path} ({found.precision}, {found.record['onnx_bytes'] / 1e6:.1f} MB): "
+          f"{found.record.get('reason', '')}")
+    return 0
 
 
 def cmd_info(args) -> int:

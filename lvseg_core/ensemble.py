@@ -61,7 +61,7 @@ class Ensemble(Segmenter):
     def __init__(self, members: Sequence[Segmenter], postprocess: bool = True) -> None:
         if not members:
             raise LVSegError("an ensemble needs at least one model")
-        labels = {tuple(m.model.labels) for m in members}
+        labels = {tuple(m._config.get("labels") or ()) for m in members}
         if len(labels) != 1:
             raise LVSegError("ensemble members must predict the same labels")
         self.members = list(members)
@@ -70,7 +70,10 @@ class Ensemble(Segmenter):
         self.precision = members[0].precision
         self.dtype = members[0].dtype
         self.tta = all(m.tta for m in members)
-        self.model = None
+        self._model = None
+        self.onnx = None
+        #: The members' notices (why a requested backend was not used), "" when none.
+        self.notice = "; ".join(m.notice for m in members if m.notice)
         member_weights = [m.weights for m in members]
         self.weights = (EnsembleWeights(tuple(member_weights))
                         if all(w is not None for w in member_weights) else None)
@@ -104,6 +107,12 @@ class Ensemble(Segmenter):
     @property
     def architectures(self) -> list[str]:
         return [m.architecture for m in self.members]
+
+    @property
+    def backend(self) -> str:
+        """The members' backends, e.g. ``"onnx+torch"`` (one name when they agree)."""
+        names = sorted({m.backend for m in self.members})
+        return "+".join(names)
 
     @property
     def precision_label(self) -> str:

@@ -1,7 +1,9 @@
 """The :class:`Segmenter`: a loaded model that segments scans.
 
 2D models see a frame as one batch of slices, V-Net sees the whole volume;
-CUDA is used when present (with mixed precision), the CPU otherwise.
+CUDA is used when present (with mixed precision), the CPU otherwise. The
+network runs in PyTorch or, on a CPU, in ONNX Runtime (see
+:mod:`lvseg_core.backends`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .hub import Weights, load_model
-from .models import LVSegModel
+from .backends import (ONNX_PAYS, check_backend, default_backend, onnxruntime_available,
+                       open_onnx)
+from .errors import LVSegError
+from .hub import Weights, load_model, resolve_weights
+from .models import LVSegModel, read_config
+from .models.base import default_plan
+from .onnx_export import OnnxNetwork
 from .postprocess import keep_largest_components
 from .preprocess import PreprocessPlan, prepare, restore, slice_axis
+from .registry import spatial_dims
 from .scan import Scan
 
 
@@ -57,6 +65,31 @@ def device_name(device: torch.device | str) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def choose_onnx(backend: str, device: torch.device, architecture: str,
+                weights: Weights | None, preprocess: dict,
+                load: Callable[[], LVSegModel], report: Callable[[str], None] | None = None
+                ) -> tuple[OnnxNetwork | None, str]:
+    """The ONNX network ``backend`` asks for on ``device``, or None for torch, and
+    a notice saying why ``auto`` fell back to torch (see :mod:`lvseg_core.backends`).
+
+    ``load`` gives the torch model when a build has to be made.
+    """
+    if backend == "torch" or (backend == "auto" and (
+            device.type != "cpu" or architecture not in ONNX_PAYS or weights is None)):
+        return None, ""
+    if backend == "onnx" and device.type != "cpu":
+        raise LVSegError("the ONNX backend runs on the CPU; on CUDA use the torch backend")
+    if backend == "auto" and not onnxruntime_available():
+        return None, "ONNX Runtime is not installed: using torch"
+    try:
+        folder = weights.folder if weights is not None else None
+        return open_onnx(architecture, folder, preprocess, load, Segmenter, report=report), ""
+    except LVSegError as err:
+        if backend == "onnx":
+            raise
+        return None, f"{err}; using torch"
+
+
 @dataclass
 class Segmentation:
     """The result of segmenting one scan.
@@ -87,61 +120,135 @@ class Segmenter:
         weights: where the model came from (for reports).
         precision: ``"auto"`` (see :func:`autocast_dtype`), ``"fp32"``, or
             ``"bf16"`` (bfloat16 autocast; labels may differ from fp32 at a few
-            voxels).
+            voxels); torch backend only.
+        backend: ``"auto"``, ``"torch"`` or ``"onnx"`` (see
+            :mod:`lvseg_core.backends`; default ``$LVSEG_BACKEND`` or ``auto``); ``onnx`` needs ``weights`` (the build
+            is keyed by the weights file). :attr:`notice` says why ``auto``
+            fell back to torch.
+        onnx: an :class:`~lvseg_core.backends.OnnxNetwork` to run instead of
+            ``model`` (``model`` may then be None); its measured batch size
+            replaces ``batch_size``.
+        report: called with a one-line message at each step of an ONNX build.
     """
 
     PRECISIONS = ("auto", "fp32", "bf16")
 
+    #: The ONNX Runtime network in use (None: the torch model runs).
+    onnx: OnnxNetwork | None = None
+    _model: LVSegModel | None = None
+
     #: In-plane flips averaged by test-time augmentation (dims of ``(n, C, X, Y)``).
     TTA_FLIPS: tuple[tuple[int, ...], ...] = ((-2,), (-1,), (-2, -1))
 
-    def __init__(self, model: LVSegModel, device: str | torch.device | None = None,
+    def __init__(self, model: LVSegModel | None, device: str | torch.device | None = None,
                  postprocess: bool = True, batch_size: int = 32,
                  weights: Weights | None = None, precision: str = "auto",
-                 tta: bool = False) -> None:
+                 tta: bool = False, backend: str | None = None, onnx: OnnxNetwork | None = None,
+                 report: Callable[[str], None] | None = None) -> None:
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {self.PRECISIONS}, got {precision!r}")
+        backend = check_backend(backend or default_backend())
+        if model is None and (onnx is None or weights is None):
+            raise ValueError("Segmenter needs a model, or an ONNX network and its weights")
         self.device = torch.device(device) if device is not None else default_device()
-        self.memory_format = model.memory_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
-        self.plan = PreprocessPlan.from_dict(model.preprocess)
+        self._model = None
+        if model is not None:
+            self._model = model.to(self.device, memory_format=model.memory_format).eval()
+            self._config = model.config()
+        else:
+            self._config = read_config(weights.folder)
+            self._config.setdefault("preprocess", None)
+            self._config["preprocess"] = self._config["preprocess"] or default_plan(
+                self._config["architecture"], self._config.get("arch_args"))
+        self.spatial_dims = spatial_dims(self._config["architecture"])
+        self.plan = PreprocessPlan.from_dict(self._config.get("preprocess"))
         self.postprocess = postprocess
         self.batch_size = batch_size
         self.weights = weights
         self.precision = precision
         self.dtype = autocast_dtype(self.device, precision)
         self.tta = bool(tta)
+        #: Why the requested backend was not used ("" when it was).
+        self.notice = ""
+        if onnx is None:
+            onnx, self.notice = choose_onnx(backend, self.device, self.architecture, weights,
+                                            self._config["preprocess"], lambda: self.model,
+                                            report)
+        self.onnx = onnx
 
     @classmethod
     def from_source(cls, architecture: str, weights: str | None = None,
                     device: str | torch.device | None = None, fallback: bool = False,
-                    **kwargs) -> "Segmenter":
+                    backend: str | None = None, **kwargs) -> "Segmenter":
         """Load (cached) ``architecture`` from a weights source; see :mod:`lvseg_core.hub`
-        (``fallback``: bundled weights when Hub weights cannot be fetched)."""
+        (``fallback``: bundled weights when Hub weights cannot be fetched).
+
+        With the ONNX backend and a valid build for the weights, the torch model
+        is not loaded at all.
+        """
         device = torch.device(device) if device is not None else default_device()
-        model, info = load_model(architecture, weights, device, fallback=fallback)
-        return cls(model, device, weights=info, **kwargs)
+        backend = check_backend(backend or default_backend())
+        info = resolve_weights(architecture, weights, fallback=fallback)
+        config = read_config(info.folder)
+        preprocess = config.get("preprocess") or default_plan(architecture,
+                                                              config.get("arch_args"))
+        network, notice = choose_onnx(backend, device, architecture, info, preprocess,
+                                      lambda: load_model(architecture, info.folder, device)[0],
+                                      kwargs.get("report"))
+        if network is not None:
+            return cls(None, device, weights=info, onnx=network, **kwargs)
+        model, _ = load_model(architecture, info.folder, device)
+        segmenter = cls(model, device, weights=info, backend="torch", **kwargs)
+        segmenter.notice = notice
+        return segmenter
+
+    @property
+    def model(self) -> LVSegModel:
+        """The torch model (loaded on first use when only the ONNX network was)."""
+        if self._model is None:
+            model, _ = load_model(self._config["architecture"], self.weights.folder, self.device)
+            self._model = model.to(memory_format=self.memory_format).eval()
+        return self._model
+
+    @model.setter
+    def model(self, model: LVSegModel | None) -> None:
+        self._model = model
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
+
+    @property
+    def backend(self) -> str:
+        """The backend in use: ``"onnx"`` or ``"torch"``."""
+        return "onnx" if self.onnx is not None else "torch"
 
     @property
     def architecture(self) -> str:
-        return self.model.architecture
+        return self._config["architecture"]
 
     @property
     def device_label(self) -> str:
+        if self.onnx is not None:
+            return f"{device_name(self.device)[:-1]}, ONNX Runtime {self.onnx.precision})"
         return device_name(self.device)
 
     @property
     def precision_label(self) -> str:
-        """What the network computes in: ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+        """What the network computes in: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``."""
+        if self.onnx is not None:
+            return self.onnx.precision
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
 
     @torch.inference_mode()
     def _logits(self, image: torch.Tensor) -> torch.Tensor:
         """Network logits for ``(n, 1, X, Y)`` slices -> ``(n, C, X, Y)``."""
+        if self.onnx is not None:
+            return torch.from_numpy(self._onnx_logits(image.numpy()))
         autocast = torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                                   enabled=self.dtype is not None)
         with autocast:
-            if self.model.spatial_dims == 3:
+            if self.spatial_dims == 3:
                 volume = image.permute(1, 0, 2, 3)[None].to(   # (1, 1, z, X, Y)
                     self.device, memory_format=self.memory_format)
                 return self.model(volume)[0].permute(1, 0, 2, 3).float()
@@ -149,6 +256,14 @@ class Segmenter:
                         self.device, memory_format=self.memory_format)).float()
                     for i in range(0, image.shape[0], self.batch_size)]
             return torch.cat(outs)
+
+    def _onnx_logits(self, image: np.ndarray) -> np.ndarray:
+        if self.spatial_dims == 3:  # (z, 1, X, Y) -> (1, 1, z, X, Y) and back
+            out = self.onnx.run(image.transpose(1, 0, 2, 3)[None])[0]
+            return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
+        size = self.onnx.batch_size
+        return np.concatenate([self.onnx.run(image[i:i + size])
+                               for i in range(0, image.shape[0], size)])
 
     def _probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Softmax ``(n, C, X, Y)`` of prepared slices ``(n, 1, X, Y)``; with

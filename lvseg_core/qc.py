@@ -53,6 +53,10 @@ MIN_COVERAGE_MM = 50.0
 #: :attr:`Issue.badness` of a problem that makes the result unusable by itself.
 FATAL = 1000.0
 
+#: Class probabilities are kept for QC up to this many values (classes x voxels,
+#: float16: 2 bytes each); a larger series is checked without them.
+MAX_PROBABILITY_VALUES = 120_000_000
+
 #: In-plane flips used for the agreement signal (axes of ``(x, y, z)``).
 QC_FLIPS: tuple[tuple[int, ...], ...] = ((0, 1),)
 
@@ -248,6 +252,13 @@ class QCResult:
     def flagged(self) -> bool:
         """True unless the status is ``ok``."""
         return self.status != "ok"
+
+    @property
+    def message(self) -> str:
+        """One sentence for a banner: "Check this result: <reason>." and the like."""
+        lead = {"ok": "Quality control found no problem", "check": "Check this result",
+                "fail": "Do not use this result"}[self.status]
+        return f"{lead}." if self.status == "ok" else f"{lead}: {self.reason}."
 
     def to_dict(self) -> dict:
         """JSON-ready form: status, reason, score, issues and signals."""

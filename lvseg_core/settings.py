@@ -30,6 +30,8 @@ variable                    function                               default
 ``LVSEG_HUB_TIMEOUT``       :func:`hub_timeout`                    10 s
 ``LVSEG_HUB_USE_TOKEN``     :func:`hub_use_token`                  off
 ``LVSEG_PUBLIC``            :func:`public_mode`                    off
+``LVSEG_BACKEND``           :func:`backend`                        ``auto``
+``LVSEG_ONNX_CACHE``        :func:`onnx_cache_dir`                 ``~/.cache/lvseg/onnx``
 ==========================  =====================================  ==========================
 
 To add a setting: a function here that reads and parses it (with its
@@ -149,6 +151,21 @@ def hub_offline() -> bool:
 def hub_token() -> str | None:
     """``HF_TOKEN`` (a Hub write token), or None."""
     return os.environ.get("HF_TOKEN") or None
+
+
+def backend() -> str:
+    """The inference backend used when none is named: ``LVSEG_BACKEND``
+    (``auto``, ``torch`` or ``onnx``; checked by :mod:`lvseg_core.backends`), default ``auto``."""
+    return (os.environ.get("LVSEG_BACKEND") or "auto").strip().lower()
+
+
+def onnx_cache_dir() -> Path:
+    """Where ONNX builds are cached: ``$LVSEG_ONNX_CACHE``, else
+    ``$XDG_CACHE_HOME/lvseg/onnx``, else ``~/.cache/lvseg/onnx``."""
+    if os.environ.get("LVSEG_ONNX_CACHE"):
+        return Path(os.environ["LVSEG_ONNX_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "lvseg" / "onnx"
 
 
 def hub_home() -> str:

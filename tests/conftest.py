@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,11 @@ from lvseg_core import settings
 from lvseg_core.scan import Scan
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests run the torch backend unless they name another (tests/core/test_backends.py
+# does): an ONNX build of each random-weights model would cost a minute each.
+# LVSEG_BACKEND=auto runs the whole suite on the default backend instead.
+os.environ.setdefault("LVSEG_BACKEND", "torch")
 
 
 def acdc_path() -> Path:
@@ -82,3 +88,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def non_qc_errors(at) -> list[str]:
+    """The st.error messages of an AppTest page, except quality control's banner
+    (random-init test weights segment nothing sensible and QC rightly says so)."""
+    return [e.value for e in at.error if not e.value.startswith("Do not use this result: ")]

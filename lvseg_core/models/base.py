@@ -9,8 +9,10 @@ metrics. ``save_pretrained`` writes ``config.json`` + ``model.safetensors``;
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
+import sys
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +34,42 @@ def builder(architecture: str) -> Callable[..., nn.Module]:
     :mod:`lvseg_core.registry`)."""
     module, name = ARCHITECTURES[check_architecture(architecture)].builder.split(":")
     return getattr(import_module(f"{__package__}.{module}"), name)
+
+
+def builder_signature(architecture: str) -> inspect.Signature:
+    """The signature of ``architecture``'s builder, read from its source file while
+    its module is not imported: checking a config must not import smp or MONAI
+    (seconds at start-up). Defaults that are not literals: the module is imported."""
+    module, name = ARCHITECTURES[check_architecture(architecture)].builder.split(":")
+    if f"{__package__}.{module}" not in sys.modules:
+        found = _source_signature(Path(__file__).with_name(f"{module}.py"), name)
+        if found is not None:
+            return found
+    return inspect.signature(builder(architecture))
+
+
+def _source_signature(path: Path, function: str) -> inspect.Signature | None:
+    """Signature of the top-level ``function`` in the Python file ``path``, from its
+    syntax tree; None when it has ``*args`` or keyword-only parameters or a
+    default that is not a literal."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            args = node.args
+            if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
+                return None
+            defaults = [inspect.Parameter.empty] * (len(args.args) - len(args.defaults))
+            try:
+                defaults += [ast.literal_eval(d) for d in args.defaults]
+            except ValueError:
+                return None
+            return inspect.Signature([
+                inspect.Parameter(a.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d)
+                for a, d in zip(args.args, defaults)])
+    return None
 
 
 def default_plan(architecture: str, arch_args: dict | None = None) -> dict[str, Any]:
@@ -203,7 +241,7 @@ def check_config(config: dict[str, Any], where: str) -> None:
     arch_args = config.get("arch_args") or {}
     if not isinstance(arch_args, dict):
         raise WeightsError(f"{where}: config.json arch_args must be an object, got {arch_args!r}")
-    params = inspect.signature(builder(architecture)).parameters
+    params = builder_signature(architecture).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         allowed = set(params) - {"in_channels", "out_channels"}
         unknown = sorted(set(arch_args) - allowed)
