@@ -43,7 +43,7 @@ def run_analysis(load, truth_frame: int = 0) -> None:
             st.write("Reading the scan…")
             scan, truth, *rest = load()
             truth_note = rest[0] if rest else ""
-            bar = st.progress(0.0, text="Segmenting…")
+            bar = st.progress(0.0, text="Segmenting (then a flipped pass checks the result)…")
 
             def progress(done: int, total: int) -> None:
                 bar.progress(done / total, text=f"Segmented frame {done} of {total}")
@@ -165,6 +165,18 @@ def _cached(name: str, make):
     return st.session_state[key]
 
 
+def qc_banner(a: an.Analysis) -> None:
+    """Quality control of the result: a warning to check it, an error not to use it."""
+    if a.qc is None:
+        return
+    if a.qc.status == "fail":
+        st.error(a.qc.message, icon=":material/dangerous:")
+    elif a.qc.status == "check":
+        st.warning(a.qc.message, icon=":material/warning:")
+    else:
+        st.success(a.qc.message, icon=":material/verified:")
+
+
 def results(a: an.Analysis, aid: int) -> None:
     scan = a.scan
     st.subheader(scan.name)
@@ -181,6 +193,7 @@ def results(a: an.Analysis, aid: int) -> None:
     st.caption(f"Shape {shape} voxels · spacing {sx:.2f} × {sy:.2f} × {sz:.2f} mm"
                + (f" · {scan.n_frames} frames" if scan.is_cine else "")
                + f" · precision {a.precision}" + (" · flip TTA" if a.tta else ""))
+    qc_banner(a)
     for note in a.notes:
         st.info(note, icon=":material/info:")
     made_with, now = st.session_state.get("segment_choice"), current_choice().label

@@ -20,9 +20,10 @@ overall, and the ROC AUC of the QC score for a result whose mean Dice is below
 and the robustness perturbations; the photograph and the heartless crop have
 none).
 
-Calibrate (``--calibrate``): the signals of the 70 training patients (expert
-labels for anatomy and images, the model's predictions for agreement,
-entropy and removed share, EF per patient) and the limits
+Calibrate (``--calibrate``): the signals of the 70 training patients (for
+images and anatomy the expert labels and the model's predictions with mean
+Dice >= 0.8, for agreement, entropy and removed share every prediction, the
+expert EF per patient) and the limits
 :func:`lvseg_core.qc.calibrated_limits` derives from them, as
 ``lvseg_core.qc.RULES`` uses them::
 
@@ -42,7 +43,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from bench.common import (add_common_options, data_problem, environment, fmt, log,
-                          pick_device, resolve_models, run_main, setup_torch,
+                          pick_device, read_json, resolve_models, run_main, setup_torch,
                           split_patients, write_json)
 from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
 from lvseg_core.data import select_cases
@@ -139,10 +140,11 @@ def rate(segmenter, scan: Scan, labels: np.ndarray | None) -> dict[str, Any]:
 
 def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     """Area under the ROC curve of ``scores`` for ``positive`` (rank-based,
-    ties counted half; infinite scores rank highest); NaN without both classes."""
+    ties counted half; None, as JSON writes an infinite score, ranks highest);
+    NaN without both classes."""
     from scipy.stats import rankdata
 
-    s = np.asarray([min(x, 1e12) for x in scores], np.float64)
+    s = np.asarray([math.inf if x is None else x for x in scores], np.float64)
     pos = np.asarray(positive, bool)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
@@ -192,8 +194,24 @@ def _share(rows: list[dict], flagged: bool) -> float:
     return float(np.mean([(r["status"] != "ok") == flagged for r in rows]))
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Headline figures and one line per kind of copy."""
+def rerate(row: dict, drop: Sequence[str] = ()) -> dict:
+    """``row`` rated again from its stored signals with the current
+    :data:`lvseg_core.qc.RULES` (``drop``: signals to leave out)."""
+    from lvseg_core import qc
+
+    signals = {k: v for k, v in row["signals"].items() if k not in drop}
+    result = qc.decide(qc.frame_issues(signals), signals, qc.frame_score(signals))
+    return {**row, "status": result.status, "reason": result.reason, "score": result.score}
+
+
+def without_agreement(row: dict) -> dict:
+    """``row`` re-rated from its signals as if QC had run without the flipped pass."""
+    return rerate(row, ("agreement_dice",))
+
+
+def summarise(rows: list[dict], variants: bool = True) -> dict:
+    """Headline figures and one line per kind of copy; with ``variants``, the
+    headline figures of QC without the flipped pass too (``no_flip``)."""
     clean = [r for r in rows if r["kind"] == "clean"]
     broken = [r for r in rows if r["kind"] != "clean"]
     destructive = [r for r in broken if r["kind"] in BROKEN_KINDS]
@@ -225,7 +243,9 @@ def summarise(rows: list[dict]) -> dict:
         "auc_bad_dice": roc_auc([r["score"] for r in scored], bad),
         "auc_results": len(scored), "auc_bad_results": int(sum(bad)),
         "clean": len(clean), "broken": len(broken), "by_kind": kinds,
-    }
+    } | ({"no_flip": {k: v for k, v in summarise([without_agreement(r) for r in rows],
+                                                   False).items() if k != "by_kind"}}
+         if variants else {})
 
 
 def print_table(report: dict) -> None:
@@ -252,6 +272,11 @@ def print_table(report: dict) -> None:
           f"{fmt(100 * s['perturbed_bad_flagged_share'], 1)} % | |")
     print(f"| ROC AUC, QC score vs mean Dice < 0.8 ({s['auc_results']} results, "
           f"{s['auc_bad_results']} bad) | {fmt(s['auc_bad_dice'])} | |")
+    if "no_flip" in s:
+        n = s["no_flip"]
+        print(f"| without the flipped pass: clean ok / broken flagged / AUC | "
+              f"{fmt(100 * n['clean_ok_share'], 1)} % / "
+              f"{fmt(100 * n['broken_flagged_share'], 1)} % / {fmt(n['auc_bad_dice'])} | |")
 
 
 # ---------------------------------------------------------------- calibrate
@@ -284,11 +309,15 @@ def calibrate(data: Path, spec, cases: int | None = None, device: str = "auto") 
         truth = qc.frame_signals(scan.array, gt, scan.spacing)
         seg = segmenter.segment(scan, probabilities=True)
         predicted = qc.check_segmentation(scan, seg, segmenter).signals
-        merged = {k: (predicted if k in qc.PREDICTION_SIGNALS else truth)[k] for k in truth}
-        for key, value in merged.items():
-            signals.setdefault(key, []).append(value)
+        dice = dice_scores(seg.mask, gt)["mean"]
+        for key in truth:
+            if key in qc.PREDICTION_SIGNALS:
+                values = [predicted[key]]
+            else:   # what a heart looks like: the expert's outlines and good predictions
+                values = [truth[key]] + ([predicted[key]] if dice >= BAD_DICE else [])
+            signals.setdefault(key, []).extend(values)
         lv.setdefault(case.patient, {})[case.phase] = truth["LV_ml"]
-        rows.append({"case": case.name, "dice": dice_scores(seg.mask, gt)["mean"], **merged})
+        rows.append({"case": case.name, "dice": dice, "truth": truth, "predicted": predicted})
     signals["LV_EF_pct"] = [ejection_fraction(v["ED"], v["ES"]) for v in lv.values()
                             if "ED" in v and "ES" in v]
     limits = {}
@@ -329,6 +358,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_common_options(parser, json_default=None)
     parser.add_argument("--calibrate", action="store_true",
                         help="compute the limits on the training patients instead")
+    parser.add_argument("--rescore", type=Path, default=None, metavar="JSON",
+                        help="rate the stored signals of an earlier run again with the "
+                             "current limits and summarise (no segmentation)")
     args = parser.parse_args(argv)
     if args.cases is not None and args.cases < 1:
         parser.error("--cases must be >= 1")
@@ -339,6 +371,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _main(args) -> int:
+    if args.rescore is not None:
+        report = read_json(args.rescore)
+        if not report or report.get("kind") != "qc":
+            raise LVSegError(f"{args.rescore}: not a bench.qc result")
+        report["rows"] = [rerate(r) for r in report["rows"]]
+        report["rescored"] = f"rated again from the signals of {args.rescore}"
+        report["summary"] = summarise(report["rows"])
+        write_json(report, args.json)
+        print_table(report)
+        return 0
     setup_torch(args.threads)
     spec = next((s for s in resolve_models(args.models[:1], args.weights_dir, args.runs)), None)
     if spec is None or not spec.available:

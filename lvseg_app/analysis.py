@@ -282,7 +282,8 @@ def results_csv(analysis: Analysis) -> str:
 
     Columns: ``scan, model, weights, frame, section, structure, quantity, value``;
     sections are ``metrics`` (per labelled frame), ``volumes`` (per frame),
-    ``indices`` (cine scans: predicted and manual) and ``run`` (time, device).
+    ``indices`` (cine scans: predicted and manual), ``qc`` (status and reason)
+    and ``run`` (time, device).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -304,6 +305,9 @@ def results_csv(analysis: Analysis) -> str:
             continue
         for key in ("ED_frame", "ES_frame", *INDEX_TITLES):
             writer.writerow([*head, "", "indices", source, key, _cell(indices[key])])
+    if analysis.qc is not None:
+        writer.writerow([*head, "", "qc", "", "status", analysis.qc.status])
+        writer.writerow([*head, "", "qc", "", "reason", analysis.qc.reason])
     writer.writerow([*head, "", "run", "", "seconds", _cell(analysis.segmentation.seconds)])
     writer.writerow([*head, "", "run", "", "device", analysis.segmentation.device])
     return buffer.getvalue()

@@ -72,6 +72,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the image and its in-plane "
                              "flips (4x slower)")
+    parser.add_argument("--no-qc-flip", action="store_true",
+                        help="quality control without its flipped second pass (half the "
+                             "time; no agreement signal)")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
                         help="what runs the network: auto (default, or $LVSEG_BACKEND): ONNX "
                              "Runtime (int8 where it keeps Dice) on a CPU for the U-Net, torch "
@@ -235,6 +238,12 @@ def _fmt(value, digits: int = 3) -> str:
 # ---------------------------------------------------------------- commands
 
 
+def _qc_flips(args) -> tuple:
+    from .qc import QC_FLIPS
+
+    return () if args.no_qc_flip else QC_FLIPS
+
+
 def cmd_predict(args) -> int:
     from .workflows import StudyOptions, collect_inputs, predict_inputs
 
@@ -249,7 +258,8 @@ def cmd_predict(args) -> int:
         options = StudyOptions(dicom_seg=args.dicom_seg, report=args.report,
                                label_map=args.label_map)
         report = predict_inputs(inputs, segmenter, args.out, overwrite=args.overwrite,
-                                progress=bar, series_uid=args.series_uid, options=options)
+                                progress=bar, series_uid=args.series_uid, options=options,
+                                qc_flips=_qc_flips(args))
     for failure in report.failures:
         print(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
     for row in report.rows:
@@ -273,6 +283,9 @@ def cmd_predict(args) -> int:
         for key in ("aha_csv", "report"):
             if row.get(key):
                 print(f"    {key.replace('_', ' ')}: {row[key]}")
+    for row in report.rows:
+        if row.get("qc") in ("check", "fail"):
+            print(f"  {row['name']}: QC {row['qc']}: {row['qc_reason']}")
     print(f"masks: {report.out_dir.resolve()}")
     if report.summary_path is not None:
         print(f"summary: {report.summary_path.resolve()}")
@@ -315,7 +328,7 @@ def cmd_evaluate(args) -> int:
     segmenter = _segmenter(args)
     with _bar(len(cases), "evaluating") as bar:
         result = evaluate_dataset(args.data, segmenter, progress=bar, patients=patients,
-                                  layout=layout)
+                                  layout=layout, qc_flips=_qc_flips(args))
     result["split"] = args.split
     path = write_json(result, out)
     for failure in result["failed"]:
@@ -330,6 +343,7 @@ def cmd_evaluate(args) -> int:
     print(f"  LV EF mean absolute error {_fmt(result['ef_abs_error'], 1)} points over "
           f"{result['ef_patients']} patient(s); {_fmt(result['seconds_per_volume'], 2)} s "
           "per volume")
+    print("  QC " + ", ".join(f"{n} {status}" for status, n in result["qc"].items()))
     print(f"report: {path.resolve()}")
     return 1 if result["failed"] else 0
 

@@ -11,7 +11,7 @@ its own business.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,9 @@ import numpy as np
 
 from .clinical import cine_indices, structure_volumes
 from .errors import LVSegError, ScanReadError, one_line
+from .labels import NUM_CLASSES
 from .metrics import evaluate_segmentation
+from .qc import MAX_PROBABILITY_VALUES, QC_FLIPS, QCResult, check_segmentation
 from .scan import Scan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +50,7 @@ class ScanResult:
         notes: remarks for the user.
         precision: what the network computed in (``fp32``, ``bf16``, ``fp16``).
         tta: whether test-time flips were averaged.
+        qc: quality control of the segmentation (:mod:`lvseg_core.qc`).
     """
 
     scan: Scan
@@ -64,6 +67,7 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
     precision: str = "fp32"
     tta: bool = False
+    qc: QCResult | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -132,7 +136,8 @@ def _meta_frame(scan: Scan, key: str) -> int | None:
 
 def run_scan(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame: int = 0,
              probabilities: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> ScanResult:
+             progress: Callable[[int, int], None] | None = None,
+             qc_flips: Sequence[tuple[int, ...]] = QC_FLIPS) -> ScanResult:
     """Segment ``scan`` and measure it.
 
     Args:
@@ -142,18 +147,22 @@ def run_scan(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame
         truth_frame: the frame a 3D ``truth`` of a cine scan belongs to.
         probabilities: keep the class probabilities in the segmentation.
         progress: ``progress(done, total)`` after each frame.
+        qc_flips: flipped passes of quality control (``()``: none, half the time).
 
     Returns:
         Volumes of every frame; metrics and manual volumes of the labelled
         frames; for a cine scan its volume curves and clinical indices (ED/ES
         from ``scan.meta`` when given, else from the LV volume curve), and the
-        manual indices when ED and ES are labelled.
+        manual indices when ED and ES are labelled; ``qc`` of the result
+        (:func:`lvseg_core.qc.check_segmentation`, with the class probabilities
+        when they fit in :data:`~lvseg_core.qc.MAX_PROBABILITY_VALUES`).
 
     Raises:
         LVSegError: a ground truth that does not match the scan, or a failing step.
     """
     truth, truth_frames = place_truth(scan, truth, truth_frame)
-    options = {"probabilities": True} if probabilities else {}
+    fits = NUM_CLASSES * int(np.prod(scan.array.shape)) <= MAX_PROBABILITY_VALUES
+    options = {"probabilities": True} if probabilities or fits else {}
     if progress is not None:
         options["progress"] = progress
     segmentation = segmenter.segment(scan, **options)
@@ -181,4 +190,8 @@ def run_scan(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame
             ed, es = result.ed, result.es
             if truth is not None and ed in truth_frames and es in truth_frames:
                 result.manual_indices = cine_indices(truth, spacing, ed=ed, es=es)
+    result.qc = check_segmentation(scan, segmentation, segmenter if qc_flips else None,
+                                   qc_flips, result.ed, result.es)
+    if not probabilities:
+        segmentation.probabilities = None
     return result

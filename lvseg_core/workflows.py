@@ -18,7 +18,7 @@ import io as _io
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Collection, Callable, Iterable, Sequence
 
@@ -42,6 +42,7 @@ from .io.nifti import is_nifti_name, nifti_stem
 from .labels import STRUCTURES
 from .metrics import count_valid, summarise
 from .pipeline import ScanResult, run_scan
+from .qc import QC_FLIPS, STATUSES, combine
 from .provenance import Provenance
 from .scan import Scan
 from .study import STUDY_COLUMNS, study_outputs
@@ -60,11 +61,13 @@ MASK_SUFFIX = "_seg.nii.gz"
 #: Study rows (``patient``, ``cine``) add BSA-indexed values with their flags and
 #: wall-thickness figures (:data:`~lvseg_core.study.STUDY_COLUMNS`); ``label_map``
 #: is the convention of the written mask, ``dicom_seg`` the written SEG files.
+#: ``qc`` is ``ok``, ``check`` or ``fail`` and ``qc_reason`` says why
+#: (:mod:`lvseg_core.qc`; a patient row checks both frames and the EF).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "kind", "name", "source", "output", "patient", "phase", "group", "shape", "frames",
     "seconds", "device", "RV_ml", "Myo_ml", "LV_ml", "ED_frame", "ES_frame",
     "LV_EDV_ml", "LV_ESV_ml", "LV_SV_ml", "LV_EF_pct",
-    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g",
+    "RV_EDV_ml", "RV_ESV_ml", "RV_SV_ml", "RV_EF_pct", "Myo_mass_g", "qc", "qc_reason",
     *STUDY_COLUMNS, "label_map", "dicom_seg", "notes", "error",
     "weights", "weights_sha256",
 )
@@ -445,6 +448,8 @@ def _patient_row(patient: str, group: str, ed: dict, es: dict) -> dict:
     row = {"kind": "patient", "name": patient, "patient": patient, "group": group,
            "source": f"{ed['name']} (ED) + {es['name']} (ES)"}
     row.update(indices_from_volumes(ed["volumes"], es["volumes"]))
+    quality = combine([("ED", ed["qc"]), ("ES", es["qc"])], {"LV_EF_pct": row["LV_EF_pct"]})
+    row.update(qc=quality.status, qc_reason=quality.reason)
     if ed["shape"] != es["shape"] or not np.allclose(ed["spacing"], es["spacing"]):
         row["notes"] = "ED and ES frames have different grids"
     return row
@@ -470,7 +475,8 @@ class StudyOptions:
 def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
                    overwrite: bool = False, progress: Any = None,
                    series_uid: str | None = None,
-                   options: StudyOptions | None = None) -> PredictReport:
+                   options: StudyOptions | None = None,
+                   qc_flips: Sequence[tuple[int, ...]] = QC_FLIPS) -> PredictReport:
     """Segment each input and write ``<name>_seg.nii.gz`` plus ``summary.csv``.
 
     Each mask has exactly its scan's grid (shape, or 4D shape for a cine scan,
@@ -505,6 +511,8 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         progress: a tqdm bar or ``progress(done, total, name)``.
         series_uid: the DICOM series to read from folders and zips holding several.
         options: DICOM SEG, report and label-map choices (:class:`StudyOptions`).
+        qc_flips: flipped passes of quality control (``()``: none, half the time);
+            each row gets ``qc`` and ``qc_reason`` (:mod:`lvseg_core.qc`).
 
     Raises:
         LVSegError: the output folder cannot be used or is in use, or
@@ -527,16 +535,18 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
             raise LVSegError(f"{summary_path}: already exists; choose another output folder "
                              "or pass --overwrite")
         return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid,
-                               options or StudyOptions())
+                               options or StudyOptions(), qc_flips)
 
 
 def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite: bool,
                     progress: Any, series_uid: str | None,
-                    options: StudyOptions) -> PredictReport:
+                    options: StudyOptions,
+                    qc_flips: Sequence[tuple[int, ...]]) -> PredictReport:
     """:func:`predict_inputs` once the output folder is locked."""
     if options.label_map not in LABEL_MAPS:
         raise LVSegError(f"unknown label map {options.label_map!r}; use one of "
                          f"{', '.join(LABEL_MAPS)}")
+    options = replace(options, qc=dict(options.qc))   # QC of each study added below
     summary_path = out_dir / SUMMARY_NAME
     report = PredictReport(out_dir=out_dir)
     provenance = Provenance.of(segmenter)
@@ -554,7 +564,7 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             if target.exists() and not overwrite:
                 raise LVSegError(f"{target}: already exists; pass --overwrite to replace it")
             scan = load_input(item, series_uid)
-            result = run_scan(scan, segmenter)
+            result = run_scan(scan, segmenter, qc_flips=qc_flips)
             save_mask(convert_labels(result.mask, "acdc", options.label_map), scan, target,
                       overwrite=overwrite)
         except LVSegError as err:
@@ -570,6 +580,7 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
             if options.dicom_seg:
                 _dicom_seg(row, item, scan, result.mask, out_dir, stem, provenance, overwrite)
             if scan.is_cine and result.ed is not None:
+                options.qc[stem] = result.qc.message
                 _study(row, stem, out_dir, scan.frame(result.ed), result.mask_at(result.ed),
                        scan.frame(result.es), result.mask_at(result.es), provenance, options,
                        overwrite, result.indices)
@@ -577,7 +588,7 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
                 frames.append({
                     "patient": item.patient, "phase": item.phase, "group": item.group,
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
-                    "shape": scan.shape3d, "spacing": scan.spacing})
+                    "shape": scan.shape3d, "spacing": scan.spacing, "qc": result.qc})
                 if item.phase in ("ED", "ES"):
                     pending[item.patient][item.phase] = (scan, result.mask)
                     phases = pending[item.patient]
@@ -676,6 +687,8 @@ def _scan_row(item: Input, result: ScanResult, target: Path) -> dict:
         "seconds": seg.seconds, "device": seg.device,
         "notes": "; ".join(filter(None, [_notes(scan), *result.notes])),
     }
+    if result.qc is not None:
+        row.update(qc=result.qc.status, qc_reason=result.qc.reason)
     if scan.is_cine:
         row.update({k: v for k, v in (result.indices or {}).items() if k in SUMMARY_COLUMNS})
     else:
@@ -707,7 +720,8 @@ def _grouped(per_case: list[dict], records: list[dict], key: str) -> dict[str, d
 
 def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
                      patients: Collection[str] | None = None,
-                     layout: str | None = None) -> dict:
+                     layout: str | None = None,
+                     qc_flips: Sequence[tuple[int, ...]] = QC_FLIPS) -> dict:
     """Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and score it.
 
     ``layout`` (``acdc`` or ``mnms``; default: detected,
@@ -737,7 +751,9 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         absolute LV EF error, percentage points), ``ef_patients``, ``ef``
         (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
         (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
-        group), ``per_case``, ``failed`` and ``layout``.
+        group), ``qc`` (cases per QC status), ``per_case`` (each with its
+        ``qc``: status, reason, score, issues and signals), ``failed`` and
+        ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
@@ -756,7 +772,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
             scan = load_nifti(case.image).require_3d()
             scan.name = case.name
             truth = convert_labels(load_label(case.label, scan), case.label_map, "acdc")
-            result = run_scan(scan, segmenter, truth=truth)
+            result = run_scan(scan, segmenter, truth=truth, qc_flips=qc_flips)
         except LVSegError as err:
             failed.append({"name": case.name, "error": one_line(err)})
         else:
@@ -768,7 +784,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
                 "spacing_mm": list(scan.spacing), "metrics": metrics,
                 "volumes": {"predicted": _volumes_json(result.volumes[0]),
                             "manual": _volumes_json(result.manual_volumes[0])},
-                "seconds": result.segmentation.seconds,
+                "seconds": result.segmentation.seconds, "qc": result.qc.to_dict(),
             })
         _report(progress, done, len(cases), case.name)
     if not records:
@@ -798,6 +814,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     result["seconds_per_volume"] = float(np.mean([c["seconds"] for c in per_case]))
     result["by_phase"] = _grouped(per_case, records, "phase")
     result["by_group"] = _grouped(per_case, records, "group")
+    result["qc"] = {status: sum(c["qc"]["status"] == status for c in per_case)
+                    for status in STATUSES}
     result["per_case"] = per_case
     result["failed"] = failed
     return result

@@ -88,3 +88,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def non_qc_errors(at) -> list[str]:
+    """The st.error messages of an AppTest page, except quality control's banner
+    (random-init test weights segment nothing sensible and QC rightly says so)."""
+    return [e.value for e in at.error if not e.value.startswith("Do not use this result: ")]

@@ -46,10 +46,14 @@ def _signals(issues: list[qc.Issue]) -> set[str]:
 
 def test_good_prediction_on_validation_volume_is_ok(unet, validation_ed):
     scan, truth = validation_ed
-    seg = unet.segment(scan, probabilities=True)
-    result = qc.check_segmentation(scan, seg, unet)
+    from lvseg_core.pipeline import run_scan
+
+    scanned = run_scan(scan, unet)
+    result = scanned.qc
+    assert scanned.segmentation.probabilities is None  # used by QC, then dropped
     assert result.status == "ok", result.reason
     assert result.reason == qc.OK_REASON and result.score < 1.0
+    assert result.message == "Quality control found no problem."
     # the signals are real measurements of this heart
     s = result.signals
     assert s["agreement_dice"] > 0.9
@@ -145,6 +149,7 @@ def test_synthetic_open_ring_is_flagged(synthetic):
         labels[..., k][(x > 52) & (labels[..., k] == LABEL_OF["Myo"])] = 0
     result = qc.assess(scan, labels)
     assert result.status in ("check", "fail")
+    assert result.message.startswith(("Check this result: ", "Do not use this result: "))
     assert "open_slices" in _signals(result.issues)
     assert "does not close around the LV on 3 slice(s)" in result.reason
     assert result.signals["open_slices"] == 3

@@ -1,0 +1,77 @@
+"""Tests of bench.qc: the broken copies, the rank AUC and the summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import qc as bq
+from lvseg_core.labels import LABEL_OF
+from tests.conftest import make_heart
+
+
+@pytest.fixture
+def heart():
+    return make_heart(shape=(160, 150, 4), spacing=(1.5, 1.5, 8.0))
+
+
+def test_roc_auc_counts_pairs_and_ties():
+    assert bq.roc_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert bq.roc_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    assert bq.roc_auc([0.5, 0.5], [False, True]) == 0.5
+    # 1 of the 4 (positive, negative) pairs is ranked the wrong way
+    assert bq.roc_auc([0.1, 0.6, 0.5, 0.9], [False, False, True, True]) == pytest.approx(0.75)
+    assert bq.roc_auc([None, 0.3, 0.1], [True, False, False]) == 1.0   # None = infinite
+    assert np.isnan(bq.roc_auc([0.1, 0.2], [True, True]))
+
+
+def test_inverted_copy_makes_the_blood_dark(heart):
+    scan, labels = heart
+    inv = bq.inverted(scan)
+    lv, myo = labels == LABEL_OF["LV"], labels == LABEL_OF["Myo"]
+    assert scan.array[lv].mean() > scan.array[myo].mean()
+    assert inv.array[lv].mean() < inv.array[myo].mean()
+    assert inv.array.min() == pytest.approx(scan.array.min(), abs=1e-3)
+    assert inv.array.max() == pytest.approx(scan.array.max(), abs=1e-3)
+
+
+def test_photograph_copy_repeats_one_picture(heart):
+    scan, _ = heart
+    photo = bq.photograph(scan)
+    assert photo.array.shape == scan.array.shape
+    assert all(np.array_equal(photo.array[..., 0], photo.array[..., k]) for k in range(4))
+    assert photo.array.std() > 0
+
+
+def test_heartless_crop_holds_no_heart(heart):
+    scan, labels = heart
+    crop = bq.heartless_crop(scan, labels)
+    assert crop is not None and crop.shape3d[2] == scan.shape3d[2]
+    assert min(crop.shape3d[:2]) >= 48
+    # the crop is a corner window of the original: find it and check it has no labels
+    x0, y0 = (np.linalg.inv(scan.affine) @ crop.affine[:, 3])[:2].round().astype(int)
+    window = labels[x0:x0 + crop.shape3d[0], y0:y0 + crop.shape3d[1]]
+    assert np.array_equal(crop.array, scan.array[x0:x0 + crop.shape3d[0],
+                                                 y0:y0 + crop.shape3d[1]])
+    assert not window.any()
+    whole = np.ones_like(labels)
+    assert bq.heartless_crop(scan, whole) is None          # no room left outside the heart
+
+
+def test_summary_shares_and_per_kind_counts():
+    def row(kind, status, dice, score):
+        return {"kind": kind, "label": kind, "status": status, "score": score,
+                "dice": None if dice is None else {"mean": dice}, "signals": {}}
+
+    rows = [row("clean", "ok", 0.9, 0.2), row("clean", "check", 0.85, 1.2),
+            row("inverted", "fail", 0.0, 5.0), row("photograph", "fail", None, 1000.0),
+            row("noise/mild", "ok", 0.88, 0.3), row("noise/strong", "check", 0.7, 1.5)]
+    s = bq.summarise(rows, variants=False)
+    assert s["clean_ok_share"] == 0.5
+    assert s["broken_flagged_share"] == pytest.approx(3 / 4)
+    assert s["destructive_flagged_share"] == 1.0
+    assert s["perturbed_flagged_share"] == 0.5
+    assert s["perturbed_bad_flagged_share"] == 1.0
+    assert s["auc_results"] == 5 and s["auc_bad_results"] == 2
+    assert s["auc_bad_dice"] == 1.0
+    assert s["by_kind"]["clean"]["ok"] == 1 and s["by_kind"]["clean"]["check"] == 1
