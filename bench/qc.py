@@ -20,9 +20,10 @@ overall, and the ROC AUC of the QC score for a result whose mean Dice is below
 and the robustness perturbations; the photograph and the heartless crop have
 none).
 
-Calibrate (``--calibrate``): the signals of the 70 training patients (expert
-labels for anatomy and images, the model's predictions for agreement,
-entropy and removed share, EF per patient) and the limits
+Calibrate (``--calibrate``): the signals of the 70 training patients (for
+images and anatomy the expert labels and the model's predictions with mean
+Dice >= 0.8, for agreement, entropy and removed share every prediction, the
+expert EF per patient) and the limits
 :func:`lvseg_core.qc.calibrated_limits` derives from them, as
 ``lvseg_core.qc.RULES`` uses them::
 
@@ -193,14 +194,19 @@ def _share(rows: list[dict], flagged: bool) -> float:
     return float(np.mean([(r["status"] != "ok") == flagged for r in rows]))
 
 
-def without_agreement(row: dict) -> dict:
-    """``row`` re-rated from its signals as if QC had run without the flipped pass."""
+def rerate(row: dict, drop: Sequence[str] = ()) -> dict:
+    """``row`` rated again from its stored signals with the current
+    :data:`lvseg_core.qc.RULES` (``drop``: signals to leave out)."""
     from lvseg_core import qc
 
-    signals = {k: v for k, v in row["signals"].items() if k != "agreement_dice"}
-    issues = qc.frame_issues(signals)
-    result = qc.decide(issues, signals, qc.frame_score(signals))
-    return {**row, "status": result.status, "score": result.score}
+    signals = {k: v for k, v in row["signals"].items() if k not in drop}
+    result = qc.decide(qc.frame_issues(signals), signals, qc.frame_score(signals))
+    return {**row, "status": result.status, "reason": result.reason, "score": result.score}
+
+
+def without_agreement(row: dict) -> dict:
+    """``row`` re-rated from its signals as if QC had run without the flipped pass."""
+    return rerate(row, ("agreement_dice",))
 
 
 def summarise(rows: list[dict], variants: bool = True) -> dict:
@@ -303,11 +309,15 @@ def calibrate(data: Path, spec, cases: int | None = None, device: str = "auto") 
         truth = qc.frame_signals(scan.array, gt, scan.spacing)
         seg = segmenter.segment(scan, probabilities=True)
         predicted = qc.check_segmentation(scan, seg, segmenter).signals
-        merged = {k: (predicted if k in qc.PREDICTION_SIGNALS else truth)[k] for k in truth}
-        for key, value in merged.items():
-            signals.setdefault(key, []).append(value)
+        dice = dice_scores(seg.mask, gt)["mean"]
+        for key in truth:
+            if key in qc.PREDICTION_SIGNALS:
+                values = [predicted[key]]
+            else:   # what a heart looks like: the expert's outlines and good predictions
+                values = [truth[key]] + ([predicted[key]] if dice >= BAD_DICE else [])
+            signals.setdefault(key, []).extend(values)
         lv.setdefault(case.patient, {})[case.phase] = truth["LV_ml"]
-        rows.append({"case": case.name, "dice": dice_scores(seg.mask, gt)["mean"], **merged})
+        rows.append({"case": case.name, "dice": dice, "truth": truth, "predicted": predicted})
     signals["LV_EF_pct"] = [ejection_fraction(v["ED"], v["ES"]) for v in lv.values()
                             if "ED" in v and "ES" in v]
     limits = {}
@@ -349,7 +359,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--calibrate", action="store_true",
                         help="compute the limits on the training patients instead")
     parser.add_argument("--rescore", type=Path, default=None, metavar="JSON",
-                        help="summarise the rows of an earlier run again (no segmentation)")
+                        help="rate the stored signals of an earlier run again with the "
+                             "current limits and summarise (no segmentation)")
     args = parser.parse_args(argv)
     if args.cases is not None and args.cases < 1:
         parser.error("--cases must be >= 1")
@@ -364,6 +375,8 @@ def _main(args) -> int:
         report = read_json(args.rescore)
         if not report or report.get("kind") != "qc":
             raise LVSegError(f"{args.rescore}: not a bench.qc result")
+        report["rows"] = [rerate(r) for r in report["rows"]]
+        report["rescored"] = f"rated again from the signals of {args.rescore}"
         report["summary"] = summarise(report["rows"])
         write_json(report, args.json)
         print_table(report)

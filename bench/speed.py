@@ -162,7 +162,7 @@ def measure_backends(model, scans: Sequence, repeats: int, warmup: int, data: Pa
     """Seconds per volume of each backend variant on ``scans`` (CPU), mask
     agreement with torch float32, network FLOPs and the CPU ceiling."""
     from lvseg_core import onnx_export
-    from lvseg_core.backends import OnnxNetwork
+    from lvseg_core.onnx_export import OnnxNetwork
     from lvseg_core.inference import Segmenter
 
     slices = sum(s.shape3d[2] for s in scans)
