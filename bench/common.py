@@ -54,6 +54,17 @@ def data_problem(data: Path) -> str | None:
     return None
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (for ``--cases``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
 def add_common_options(parser: argparse.ArgumentParser, cases_default: int | None = None,
                        json_default: str | None = None) -> None:
     """``--data --models --cases --weights-dir --runs --split --device --threads --json``."""
@@ -61,7 +72,7 @@ def add_common_options(parser: argparse.ArgumentParser, cases_default: int | Non
                         help="ACDC-layout folder (default: $LVSEG_DATA or ../shared/data/acdc)")
     parser.add_argument("--models", nargs="+", choices=ARCHS, default=list(ARCHS),
                         help="architectures (default: all three)")
-    parser.add_argument("--cases", type=int, default=cases_default, metavar="N",
+    parser.add_argument("--cases", type=positive_int, default=cases_default, metavar="N",
                         help="at most N volumes (whole patients, ED and ES together)"
                         + (f" (default {cases_default})" if cases_default else
                            " (default: all of the split)"))

@@ -268,8 +268,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     parser.add_argument("--tta", action="store_true", help="test-time flips for every model")
     args = parser.parse_args(argv)
-    if args.cases is not None and args.cases < 1:
-        parser.error("--cases must be >= 1")
     return args
 
 

@@ -362,8 +362,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="rate the stored signals of an earlier run again with the "
                              "current limits and summarise (no segmentation)")
     args = parser.parse_args(argv)
-    if args.cases is not None and args.cases < 1:
-        parser.error("--cases must be >= 1")
     if args.json is None:
         args.json = Path("docs/qc_calibration.json" if args.calibrate
                          else "bench/results/qc.json")

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,
-                          log, num, read_json, reason, resolve_models, setup_torch,
+                          log, num, positive_int, read_json, reason, resolve_models, setup_torch,
                           split_patients, write_json)
 from bench.document import SECTIONS, Report, md_table
 from lvseg_core.errors import LVSegError
@@ -1227,7 +1227,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="kept run records ('python -m train archive'), read when a run "
                              "is not in --runs (default: docs/runs/)")
     parser.add_argument("--split", choices=("validation", "all"), default="validation")
-    parser.add_argument("--cases", type=int, default=None, metavar="N",
+    parser.add_argument("--cases", type=positive_int, default=None, metavar="N",
                         help="evaluate at most N volumes (default: the whole split; "
                              "--quick: 4)")
     parser.add_argument("--quick", action="store_true",
@@ -1259,8 +1259,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.isolate = not quick
     if args.no_readme:
         args.readme = None
-    if args.cases is not None and args.cases < 1:
-        parser.error("--cases must be >= 1")
     return args
 
 
