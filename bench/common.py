@@ -157,7 +157,9 @@ def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
         if weights_dir is not None:
             candidates = [(Path(weights_dir) / arch, f"{weights_dir}/{arch}")]
         else:
-            candidates = [(hub.bundled_folder(arch), f"bundled ({settings.weights_dir()}/{arch})")]
+            folder = hub.bundled_folder(arch)
+            shown = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+            candidates = [(folder, f"bundled ({shown})")]
             if runs is not None:
                 candidates.append((Path(runs) / f"{arch}-main",
                                    f"training run {Path(runs).name}/{arch}-main"))
