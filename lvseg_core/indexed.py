@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import LVSegError
+from .records import finite_or_none
 
 #: Source of :data:`REFERENCE_RANGES`, quoted in reports.
 REFERENCE_SOURCE = ("Kawel-Boehm N. et al., J Cardiovasc Magn Reson 2015;17:29 (Table 2; "
@@ -94,23 +95,15 @@ class BodySize:
     @classmethod
     def from_dicom(cls, ds: Any) -> "BodySize":
         """From DICOM ``PatientSize`` (m), ``PatientWeight`` (kg) and ``PatientSex``."""
-        size = _number(ds.get("PatientSize"))
+        size = finite_or_none(ds.get("PatientSize"))
         height = _plausible(None if size is None else size * 100.0, _HEIGHT_CM)
         return cls(height, _plausible(ds.get("PatientWeight"), _WEIGHT_KG),
                    _sex(ds.get("PatientSex")))
 
 
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _plausible(value: Any, bounds: tuple[float, float]) -> float | None:
     """``value`` as a float inside ``bounds``, else None (absent, 0 or implausible)."""
-    number = _number(value)
+    number = finite_or_none(value)
     if number is None or not bounds[0] <= number <= bounds[1]:
         return None
     return number
