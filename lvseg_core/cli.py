@@ -22,8 +22,10 @@ from .registry import ARCHITECTURES, ENSEMBLE, parse_members
 #: Architectures offered by ``--model`` (the torch-free registry).
 MODEL_CHOICES: tuple[str, ...] = tuple(ARCHITECTURES)
 
-#: Label maps and layouts (kept equal to ``data.layouts.LABEL_MAPS`` by the tests).
+#: Label maps and layouts (kept equal to ``data.layouts.LABEL_MAPS`` and
+#: ``LAYOUTS`` by the tests).
 LABEL_MAP_CHOICES: tuple[str, ...] = ("acdc", "mnms")
+LAYOUT_CHOICES: tuple[str, ...] = ("acdc", "mnms", "mnms1")
 
 #: Packages reported by ``info``.
 _PACKAGES = ("torch", "monai", "segmentation-models-pytorch", "numpy", "scipy", "nibabel",
@@ -143,15 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser(
-        "evaluate", help="score a model on a labelled ACDC- or M&Ms-2-layout folder",
-        description="Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and "
-                    "write Dice/IoU/precision/recall/F1/HD95/ASSD, EF errors and timings as "
-                    "JSON (M&Ms labels are converted to ACDC labels before scoring).")
+        "evaluate", help="score a model on a labelled ACDC-, M&Ms-2- or M&Ms-1-layout folder",
+        description="Segment every labelled frame of an ACDC-, M&Ms-2- or M&Ms-1-layout "
+                    "folder and write Dice/IoU/precision/recall/F1/HD95/ASSD, EF errors and "
+                    "timings as JSON (M&Ms labels are converted to ACDC labels before "
+                    "scoring).")
     evaluate.add_argument("--data", required=True, metavar="DIR",
-                          help="ACDC-layout folder (patientNNN/Info.cfg, *_gt.nii.gz) or "
-                               "M&Ms-2-layout folder (<id>/<id>_SA_ED[_gt].nii.gz)")
-    evaluate.add_argument("--layout", choices=LABEL_MAP_CHOICES, default=None,
-                          help="dataset layout and label map of --data (default: detected)")
+                          help="ACDC-layout folder (patientNNN/Info.cfg, *_gt.nii.gz), "
+                               "M&Ms-2-layout folder (<id>/<id>_SA_ED[_gt].nii.gz) or "
+                               "M&Ms-1 release (<id>/<id>_sa[_gt].nii.gz 4D cines, ED/ES "
+                               "from its *M&Ms*.csv or else from the labelled frames)")
+    evaluate.add_argument("--layout", choices=LAYOUT_CHOICES, default=None,
+                          help="dataset layout of --data: acdc, mnms (M&Ms-2) or mnms1 "
+                               "(M&Ms-1) (default: detected)")
     _add_model_args(evaluate)
     evaluate.add_argument("--json", required=True, metavar="OUT",
                           help="JSON report path (parent folders are created)")
@@ -344,6 +350,8 @@ def cmd_evaluate(args) -> int:
     path = write_json(result, out)
     for failure in result["failed"]:
         print(f"skipped {failure['name']}: {failure['error']}", file=sys.stderr)
+    for note in result["notes"]:
+        _note(note)
     dice, hd = result["dice"], result["hd95_mm"]
     print(f"evaluated {result['cases']} volume(s) ({layout} layout) with {result['model']} "
           f"({result['weights']}) on {result['device']}")

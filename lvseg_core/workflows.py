@@ -38,7 +38,7 @@ from .errors import LVSegError, one_line
 from .files import write_text
 from .io import DICOM_SUFFIXES, is_scan_file, load_label, load_nifti, load_scan, save_mask
 from .io._common import skip_reason
-from .io.nifti import is_nifti_name, nifti_stem
+from .io.nifti import is_nifti_name, load_label_frame, load_nifti_frame, nifti_stem
 from .labels import STRUCTURES
 from .metrics import count_valid, summarise
 from .pipeline import ScanResult, run_scan
@@ -722,9 +722,9 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
                      patients: Collection[str] | None = None,
                      layout: str | None = None,
                      qc_flips: Sequence[tuple[int, ...]] = QC_FLIPS) -> dict:
-    """Segment every labelled frame of an ACDC- or M&Ms-2-layout folder and score it.
+    """Segment every labelled frame of an ACDC-, M&Ms-2- or M&Ms-1-layout folder and score it.
 
-    ``layout`` (``acdc`` or ``mnms``; default: detected,
+    ``layout`` (``acdc``, ``mnms`` or ``mnms1``; default: detected,
     :func:`~lvseg_core.data.layouts.find_layout_cases`) also fixes the label map of
     the manual labels, which are converted to ACDC labels before scoring.
 
@@ -751,9 +751,10 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         absolute LV EF error, percentage points), ``ef_patients``, ``ef``
         (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
         (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
-        group), ``qc`` (cases per QC status), ``per_case`` (each with its
-        ``qc``: status, reason, score, issues and signals), ``failed`` and
-        ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
+        group; ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
+        ``per_case`` (each with its ``qc``: status, reason, score, issues and
+        signals), ``failed``, ``notes`` (e.g. M&Ms-1 ED/ES taken from the
+        labels) and ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
@@ -767,11 +768,19 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     per_case: list[dict] = []
     failed: list[dict] = [p for p in (dataset_problems(root) if layout == "acdc" else [])
                           if patients is None or p["name"] in patients]
+    notes = list(dict.fromkeys(f"{c.patient}: {c.note}" for c in cases if c.note))
     for done, case in enumerate(cases, start=1):
         try:
-            scan = load_nifti(case.image).require_3d()
+            if case.problem:
+                raise LVSegError(case.problem)
+            if case.time_index is None:
+                scan = load_nifti(case.image).require_3d()
+                label = load_label(case.label, scan)
+            else:  # one frame of a 4D cine and of its 4D labels
+                scan = load_nifti_frame(case.image, case.time_index)
+                label = load_label_frame(case.label, case.time_index, scan)
             scan.name = case.name
-            truth = convert_labels(load_label(case.label, scan), case.label_map, "acdc")
+            truth = convert_labels(label, case.label_map, "acdc")
             result = run_scan(scan, segmenter, truth=truth, qc_flips=qc_flips)
         except LVSegError as err:
             failed.append({"name": case.name, "error": one_line(err)})
@@ -780,7 +789,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
             records.append(metrics)
             per_case.append({
                 "name": case.name, "patient": case.patient, "frame": case.frame,
-                "phase": case.phase, "group": case.group, "shape": list(scan.shape3d),
+                "phase": case.phase, "group": case.group, "vendor": case.vendor,
+                "centre": case.centre, "shape": list(scan.shape3d),
                 "spacing_mm": list(scan.spacing), "metrics": metrics,
                 "volumes": {"predicted": _volumes_json(result.volumes[0]),
                             "manual": _volumes_json(result.manual_volumes[0])},
@@ -814,10 +824,12 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     result["seconds_per_volume"] = float(np.mean([c["seconds"] for c in per_case]))
     result["by_phase"] = _grouped(per_case, records, "phase")
     result["by_group"] = _grouped(per_case, records, "group")
+    result["by_vendor"] = _grouped(per_case, records, "vendor")
     result["qc"] = {status: sum(c["qc"]["status"] == status for c in per_case)
                     for status in STATUSES}
     result["per_case"] = per_case
     result["failed"] = failed
+    result["notes"] = notes
     return result
 
 

@@ -11,17 +11,26 @@ different FrameOfReferenceUIDs (some exports give every slice its own) one
 SEG per frame of reference, since a SEG's frames share one frame of
 reference. Each SEG has three BINARY segments with SNOMED CT codes:
 
-=========  ===============  ====================================================
-label      segment          segmented property type (category)
-=========  ===============  ====================================================
-1 (RV)     RV cavity        SCT 53085002 "Right ventricle" (Anatomical Structure)
-2 (Myo)    LV myocardium    SCT 49848007 "Left ventricle myocardium" (Tissue)
-3 (LV)     LV cavity        SCT 87878005 "Left ventricle" (Anatomical Structure)
-=========  ===============  ====================================================
+=========  ===============  =================================  ======================
+label      segment          category / segmented property      anatomic region
+=========  ===============  =================================  ======================
+1 (RV)     RV cavity        Tissue / SCT 87612001 "Blood"       SCT 53085002 "Right
+                                                                ventricle"
+2 (Myo)    LV myocardium    Tissue / SCT 49848007 "Left         SCT 87878005 "Left
+                            Ventricle Myocardium"               ventricle"
+3 (LV)     LV cavity        Tissue / SCT 87612001 "Blood"       SCT 87878005 "Left
+                                                                ventricle"
+=========  ===============  =================================  ======================
 
-(Right and left ventricle: DICOM CID 7152 "Cardiac Structure Segmentation
-Type"; myocardium: pydicom's SCT dictionary; taken from
-``pydicom.sr.codedict.codes``, not typed in.) The segmentation algorithm is
+DICOM PS3.16 has no code for a ventricle's cavity (blood pool): its
+"Cardiac Structure Segmentation Types" (CID 7152) name only the whole
+ventricles (SCT 87878005, 53085002), which would not tell a cavity from its
+wall. So a cavity is coded as the standard composes one: segmented property
+"Blood" (CID 7191 "Tissue Segmentation Property Types", under category
+"Tissue", CID 7150) with the ventricle as its anatomic region (CID 4
+"Anatomic Region"); the myocardium has its own code (CID 12305). Every code
+is taken from ``pydicom.sr.codedict.codes`` (pydicom's copy of PS3.16), none
+typed in. The segmentation algorithm is
 identified as LVSeg (family "Artificial Intelligence", DICOM CID 7162) with
 its version, model, weights source and weights SHA-256.
 
@@ -61,14 +70,17 @@ _EMPTY_IF_MISSING: tuple[str, ...] = (
 SEG_SUFFIX = "_seg.dcm"
 
 
-def segment_codes() -> list[tuple[int, str, object, object]]:
-    """(label value, segment label, category code, property type code) per segment."""
+def segment_codes() -> list[tuple[int, str, object, object, object]]:
+    """(label value, segment label, category, property type, anatomic region) per
+    segment (see the module docstring for why a cavity is "Blood" in a ventricle)."""
     from pydicom.sr.codedict import codes
 
+    sct = codes.SCT
     return [
-        (LABEL_OF["RV"], "RV cavity", codes.SCT.AnatomicalStructure, codes.SCT.RightVentricle),
-        (LABEL_OF["Myo"], "LV myocardium", codes.SCT.Tissue, codes.SCT.LeftVentricleMyocardium),
-        (LABEL_OF["LV"], "LV cavity", codes.SCT.AnatomicalStructure, codes.SCT.LeftVentricle),
+        (LABEL_OF["RV"], "RV cavity", sct.Tissue, sct.Blood, sct.RightVentricle),
+        (LABEL_OF["Myo"], "LV myocardium", sct.Tissue, sct.LeftVentricleMyocardium,
+         sct.LeftVentricle),
+        (LABEL_OF["LV"], "LV cavity", sct.Tissue, sct.Blood, sct.LeftVentricle),
     ]
 
 
@@ -135,8 +147,10 @@ def _descriptions(provenance: Provenance):
     algorithm = _algorithm(provenance)
     return [hd.seg.SegmentDescription(number, label, category, kind,
                                       hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                                      algorithm_identification=algorithm)
-            for number, (_, label, category, kind) in enumerate(segment_codes(), start=1)]
+                                      algorithm_identification=algorithm,
+                                      anatomic_regions=[region])
+            for number, (_, label, category, kind, region)
+            in enumerate(segment_codes(), start=1)]
 
 
 def _binary_frames(frames: np.ndarray) -> np.ndarray:

@@ -76,8 +76,9 @@ def _check_header(path: Path) -> None:
                             "not finite, and the header has no qform/sform")
 
 
-def _open(path: Path, what: str) -> tuple[nib.Nifti1Image | nib.Nifti2Image, np.ndarray]:
-    """Read a NIfTI file; return the image and its raw (scaled) data array."""
+def _image(path: Path, what: str) -> nib.Nifti1Image | nib.Nifti2Image:
+    """The NIfTI image of ``path`` with its header checked (:func:`_check_header`);
+    no voxel data read yet."""
     require_file(path, what)
     if not is_nifti_name(path.name):
         raise ScanReadError(f"{path.name}: a NIfTI {what} must end in .nii or .nii.gz")
@@ -89,12 +90,47 @@ def _open(path: Path, what: str) -> tuple[nib.Nifti1Image | nib.Nifti2Image, np.
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ScanReadError(f"{path.name}: not a NIfTI-1/NIfTI-2 image "
                             f"(read as {type(img).__name__})")
+    return img
+
+
+def _data(img, path: Path, index=()) -> np.ndarray:
+    """The (scaled) voxels of ``img``, or only those of ``index`` (a slicing
+    tuple): nibabel then reads and keeps just that part."""
     try:
-        data = np.asanyarray(img.dataobj)
+        data = img.dataobj[index] if index else np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated gzip, short file, bad dtype...
         raise ScanReadError(f"{path.name}: NIfTI data cannot be read, the file is "
                             f"truncated or corrupt ({reason(exc)})") from None
-    return img, np.asarray(data)
+    return np.asarray(data)
+
+
+def _open(path: Path, what: str) -> tuple[nib.Nifti1Image | nib.Nifti2Image, np.ndarray]:
+    """Read a NIfTI file; return the image and its raw (scaled) data array."""
+    img = _image(path, what)
+    return img, _data(img, path)
+
+
+def nifti_frames(path: str | os.PathLike, what: str = "scan") -> tuple[int, ...]:
+    """Shape ``(x, y, z, t)`` of a 4D NIfTI file, from its (checked) header alone.
+
+    Raises:
+        ScanReadError: unreadable, over the limits, or not 4D.
+    """
+    path = as_path(path)
+    shape = tuple(int(s) for s in _image(path, what).shape)
+    if len(shape) != 4 or 0 in shape:
+        raise ScanReadError(f"{path.name}: NIfTI {what} of shape {shape}; expected a 4D "
+                            "(x, y, z, t) cine")
+    return shape
+
+
+def _frame(path: Path, t: int, what: str):
+    img = _image(path, what)
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) != 4 or not 0 <= t < shape[3]:
+        raise ScanReadError(f"{path.name}: no frame {t} in a NIfTI {what} of shape {shape} "
+                            "(frames are counted from 0)")
+    return img, _to_spatial(_data(img, path, (Ellipsis, int(t))), path, max_dims=3)
 
 
 def _to_spatial(data: np.ndarray, path: Path, max_dims: int) -> np.ndarray:
@@ -141,7 +177,23 @@ def load_nifti(path: str | os.PathLike) -> Scan:
     """
     path = as_path(path)
     img, raw = _open(path, "scan")
-    data = _to_spatial(raw, path, max_dims=4)
+    return _scan(img, _to_spatial(raw, path, max_dims=4), path)
+
+
+def load_nifti_frame(path: str | os.PathLike, t: int) -> Scan:
+    """Frame ``t`` (0-based) of a 4D ``(x, y, z, t)`` NIfTI cine as a 3D scan
+    (as :func:`load_nifti`); only that frame's voxels are read and kept, after
+    the whole file's size is checked from its header."""
+    path = as_path(path)
+    img, data = _frame(path, t, "scan")
+    scan = _scan(img, data, path)
+    scan.meta["nifti_header"].set_data_shape(data.shape)
+    scan.meta["frame_index"] = int(t)
+    return scan
+
+
+def _scan(img, data: np.ndarray, path: Path) -> Scan:
+    """A :class:`Scan` of ``data`` read from ``img`` (see :func:`load_nifti`)."""
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise ScanReadError(f"{path.name}: unsupported NIfTI data type {data.dtype}")
     array = data.astype(np.float32)
@@ -161,7 +213,32 @@ def load_label(path: str | os.PathLike, like: Scan) -> np.ndarray:
     """
     path = as_path(path)
     _img, raw = _open(path, "label file")
-    data = _to_spatial(raw, path, max_dims=3)
+    return _label(_to_spatial(raw, path, max_dims=3), path, like)
+
+
+def load_label_frame(path: str | os.PathLike, t: int, like: Scan) -> np.ndarray:
+    """Frame ``t`` (0-based) of a 4D label file for ``like`` (as :func:`load_label`);
+    only that frame is read."""
+    path = as_path(path)
+    _img, data = _frame(path, t, "label file")
+    return _label(data, path, like)
+
+
+def labelled_frames(path: str | os.PathLike) -> dict[int, int]:
+    """``{frame index: voxels of label 1}`` of the frames of a 4D label file that
+    hold any label (the whole file is read once: its size was checked from the
+    header)."""
+    path = as_path(path)
+    img = _image(path, "label file")
+    if len(img.shape) != 4:
+        raise ScanReadError(f"{path.name}: label file of shape {tuple(img.shape)}; "
+                            "expected a 4D (x, y, z, t) cine")
+    data = _data(img, path)
+    return {t: int(np.count_nonzero(data[..., t] == 1)) for t in range(data.shape[3])
+            if np.any(data[..., t])}
+
+
+def _label(data: np.ndarray, path: Path, like: Scan) -> np.ndarray:
     if data.shape != like.shape3d:
         raise ScanReadError(f"{path.name}: label shape {data.shape} does not match "
                             f"scan {like.name} shape {like.shape3d}")

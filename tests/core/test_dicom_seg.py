@@ -34,9 +34,16 @@ def read_back(paths: list[Path]) -> dict[str, np.ndarray]:
         assert seg.number_of_segments == 3
         assert [seg.get_segment_description(i).segment_label for i in (1, 2, 3)] == [
             "RV cavity", "LV myocardium", "LV cavity"]
-        codes = [seg.get_segment_description(i).segmented_property_type.value
-                 for i in (1, 2, 3)]
-        assert codes == ["53085002", "49848007", "87878005"]
+        described = [seg.get_segment_description(i) for i in (1, 2, 3)]
+        # (category, property type, anatomic region): a cavity is blood in a ventricle
+        assert [(d.segmented_property_category.value, d.segmented_property_type.value,
+                 [r.value for r in d.anatomic_regions]) for d in described] == [
+            ("85756007", "87612001", ["53085002"]),
+            ("85756007", "49848007", ["87878005"]),
+            ("85756007", "87612001", ["87878005"])]
+        assert all(d.segmented_property_type.scheme_designator == "SCT" for d in described)
+        assert [d.segmented_property_type.meaning for d in described] == [
+            "Blood", "Left Ventricle Myocardium", "Blood"]
         algorithm = seg.get_segment_description(1).algorithm_identification[0]
         assert algorithm.AlgorithmName == "LVSeg"
         assert "unet" in algorithm.AlgorithmVersion
