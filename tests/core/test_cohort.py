@@ -225,3 +225,32 @@ def test_cli_ray_engine_on_a_running_cluster(scans, tmp_path, ray_cluster):
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _mtimes(tmp_path / "cluster") == before
+
+
+def _cluster_resources(**init) -> dict:
+    """``ray.cluster_resources()`` of a real local Ray started with ``init``
+    (``num_gpus`` declares logical GPUs: Ray schedules on them as on real ones)."""
+    ray = pytest.importorskip("ray")
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **init)
+    try:
+        return dict(ray.cluster_resources())
+    finally:
+        ray.shutdown()
+
+
+def test_actors_ask_for_gpus_only_where_the_cluster_has_them():
+    from lvseg_core.cohort import actor_resources
+
+    with_gpus = _cluster_resources(num_cpus=1, num_gpus=2)
+    cpu_only = _cluster_resources(num_cpus=1, num_gpus=0)
+    assert with_gpus["GPU"] == 2 and "GPU" not in cpu_only
+    auto = SegmenterSpec("unet", backend="auto")
+    resources, spec = actor_resources(with_gpus, auto, workers=1)
+    assert resources == {"num_cpus": 1, "num_gpus": 1.0} and spec.device == "cuda"
+    resources, spec = actor_resources(with_gpus, SegmenterSpec("unet", backend="torch"), 4)
+    assert resources["num_gpus"] == 0.5 and spec.device == "cuda"   # 4 actors share 2 GPUs
+    for cpu_spec in (SegmenterSpec("unet", backend="onnx"),          # ONNX Runtime: CPU only
+                     SegmenterSpec("unet", device="cpu", backend="auto")):
+        assert actor_resources(with_gpus, cpu_spec, 2) == ({"num_cpus": 1, "num_gpus": 0},
+                                                           cpu_spec)
+    assert actor_resources(cpu_only, auto, 2) == ({"num_cpus": 1, "num_gpus": 0}, auto)
