@@ -186,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _device(choice: str):
+    if choice in ("auto", "cpu"):  # the CPU needs no torch import (the ONNX path)
+        return None if choice == "auto" else "cpu"
     import torch
 
-    if choice == "auto":
-        return None
     if choice == "cuda" and not torch.cuda.is_available():
         raise LVSegError(f"--device cuda: CUDA is not available here (torch "
                          f"{torch.__version__}, no usable GPU); use --device cpu")

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from .errors import LVSegError
 from .hub import Weights
-from .inference import Segmenter, default_device
+from .inference import Segmenter, as_device, default_device
+
+if TYPE_CHECKING:
+    import torch
 from .registry import ENSEMBLE, check_architecture, ensemble_name, parse_members
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Ensemble(Segmenter):
         names = (parse_members(architectures) if isinstance(architectures, str)
                  else [check_architecture(a) for a in architectures])
         sources = member_sources(names, weights)
-        device = torch.device(device) if device is not None else default_device()
+        device = as_device(device) if device is not None else default_device()
         members = [Segmenter.from_source(name, source, device, **kwargs)
                    for name, source in zip(names, sources)]
         return cls(members, postprocess=postprocess)
@@ -123,18 +125,20 @@ class Ensemble(Segmenter):
         """Each member's probabilities ``(C, x, y, z)`` on the input grid."""
         return [m.predict_probabilities(volume, spacing) for m in self.members]
 
-    def predict_probabilities(self, volume: np.ndarray, spacing) -> torch.Tensor:
-        """Mean of the members' class probabilities ``(C, x, y, z)`` (CPU, float32)."""
-        return average_probabilities(self.member_probabilities(volume, spacing))
+    def probability_array(self, volume: np.ndarray, spacing) -> np.ndarray:
+        """Mean of the members' class probabilities ``(C, x, y, z)`` (float32)."""
+        return average_probabilities([m.probability_array(volume, spacing)
+                                      for m in self.members])
 
 
-def average_probabilities(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Voxel-wise mean of class probabilities of one grid ``(C, x, y, z)``."""
+def average_probabilities(probabilities: Sequence):
+    """Voxel-wise mean of class probabilities of one grid ``(C, x, y, z)`` (numpy
+    arrays or torch tensors)."""
     if not probabilities:
         raise LVSegError("no probabilities to average")
-    total = probabilities[0].clone()
+    total = probabilities[0] + 0  # a new array or tensor
     for probs in probabilities[1:]:
-        total.add_(probs)
+        total += probs
     return total / len(probabilities)
 
 

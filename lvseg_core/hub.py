@@ -25,9 +25,9 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
-import torch
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _http as hf_http
@@ -43,7 +43,12 @@ from huggingface_hub.utils import validate_repo_id
 
 from . import policy, settings
 from .errors import LVSegError, WeightsError, first_line
-from .models import LVSegModel, check_architecture, read_config
+from .models import check_architecture, read_config
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LVSegModel
 
 #: Files a weights folder consists of.
 WEIGHT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -293,6 +298,8 @@ def _stamp(folder: Path) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _load_folder(folder: str, stamp: float, device: str) -> LVSegModel:
+    from .models import LVSegModel
+
     model = LVSegModel.from_pretrained(folder)
     return model.to(device).eval()
 

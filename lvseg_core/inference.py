@@ -8,32 +8,75 @@ network runs in PyTorch or, on a CPU, in ONNX Runtime (see
 
 from __future__ import annotations
 
+import functools
+import glob
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from .backends import auto_build, check_backend, default_backend, network, open_onnx
 from .errors import LVSegError
 from .hub import Weights, load_model, resolve_weights
-from .models import LVSegModel, read_config
-from .models.base import default_plan
-from .onnx_export import OnnxNetwork
+from .models import read_config
+from .models.config import default_plan
+from .onnx_export import OnnxNetwork, default_threads
 from .postprocess import keep_largest_components
 from .preprocess import PreprocessPlan, prepare, restore, slice_axis
 from .registry import spatial_dims
 from .scan import Scan
 
+if TYPE_CHECKING:
+    import torch
 
-def default_device() -> torch.device:
+    from .models import LVSegModel
+
+
+@dataclass(frozen=True)
+class CpuDevice:
+    """The CPU while torch is not imported (a prediction on the ONNX path): it has
+    the ``type`` of a ``torch.device`` and prints as one; :func:`as_device` turns
+    it into ``torch.device("cpu")`` once torch is loaded."""
+
+    type: str = "cpu"
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+def as_device(device: Any) -> "torch.device | CpuDevice":
+    """``device`` (a name, ``torch.device`` or :class:`CpuDevice`) as a
+    ``torch.device``; the CPU as a :class:`CpuDevice` while torch is not imported."""
+    if str(device) == "cpu" and "torch" not in sys.modules:
+        return CpuDevice()
+    import torch
+
+    return torch.device(str(device))
+
+
+def gpu_visible() -> bool:
+    """True when this machine shows a GPU device node (NVIDIA ``/dev/nvidia*``, AMD
+    ROCm ``/dev/kfd``), so that asking torch about CUDA can say yes; without one
+    the CPU is chosen without importing torch (seconds at start-up)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/kfd"))
+
+
+def default_device() -> "torch.device | CpuDevice":
     """CUDA when available, else CPU."""
+    if "torch" not in sys.modules and not gpu_visible():
+        return CpuDevice()
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
+    import torch
+
     try:
         return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -47,6 +90,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     ``auto`` is float16 on CUDA, bfloat16 on CPUs with native bfloat16 (about
     3x faster there, same Dice on ACDC to three decimals), else float32.
     """
+    import torch
+
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -58,10 +103,12 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 def device_name(device: torch.device | str) -> str:
     """Human-readable device, e.g. ``"CUDA (NVIDIA A10G)"`` or ``"CPU (2 threads)"``."""
-    device = torch.device(device)
+    device = as_device(device)
     if device.type == "cuda":
+        import torch
+
         return f"CUDA ({torch.cuda.get_device_name(device)})"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return f"CPU ({default_threads()} threads)"
 
 
 def choose_onnx(backend: str, device: torch.device, architecture: str,
@@ -82,6 +129,12 @@ def choose_onnx(backend: str, device: torch.device, architecture: str,
         found, why = auto_build(architecture, folder, preprocess)
         return (network(found), "") if found is not None else (None, why)
     return open_onnx(architecture, folder, preprocess, load, Segmenter, report=report), ""
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Softmax of float32 ``logits`` along ``axis`` (the class channel)."""
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
 @dataclass
@@ -144,7 +197,7 @@ class Segmenter:
         backend = check_backend(backend or default_backend())
         if model is None and (onnx is None or weights is None):
             raise ValueError("Segmenter needs a model, or an ONNX network and its weights")
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = as_device(device) if device is not None else default_device()
         self._model = None
         if model is not None:
             self._model = model.to(self.device, memory_format=model.memory_format).eval()
@@ -160,7 +213,6 @@ class Segmenter:
         self.batch_size = batch_size
         self.weights = weights
         self.precision = precision
-        self.dtype = autocast_dtype(self.device, precision)
         self.tta = bool(tta)
         #: Why the requested backend was not used ("" when it was).
         self.notice = ""
@@ -169,6 +221,8 @@ class Segmenter:
                                             self._config["preprocess"], lambda: self.model,
                                             report)
         self.onnx = onnx
+        #: Autocast dtype of the torch network (None: float32, or ONNX Runtime runs).
+        self.dtype = None if onnx is not None else autocast_dtype(self.device, precision)
 
     @classmethod
     def from_source(cls, architecture: str, weights: str | None = None,
@@ -180,7 +234,7 @@ class Segmenter:
         With the ONNX backend and a valid build for the weights, the torch model
         is not loaded at all.
         """
-        device = torch.device(device) if device is not None else default_device()
+        device = as_device(device) if device is not None else default_device()
         backend = check_backend(backend or default_backend())
         info = resolve_weights(architecture, weights, fallback=fallback)
         config = read_config(info.folder)
@@ -209,7 +263,9 @@ class Segmenter:
         self._model = model
 
     @property
-    def memory_format(self) -> torch.memory_format:
+    def memory_format(self) -> "torch.memory_format":
+        import torch
+
         return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
 
     @property
@@ -232,13 +288,20 @@ class Segmenter:
         """What the network computes in: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``."""
         if self.onnx is not None:
             return self.onnx.precision
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+        return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(self.dtype), "fp32")
 
-    @torch.inference_mode()
-    def _logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Network logits for ``(n, 1, X, Y)`` slices -> ``(n, C, X, Y)``."""
+    def _logits(self, image: "torch.Tensor") -> "torch.Tensor":
+        """Network logits for ``(n, 1, X, Y)`` slices -> ``(n, C, X, Y)`` (torch tensors)."""
+        import torch
+
         if self.onnx is not None:
             return torch.from_numpy(self._onnx_logits(image.numpy()))
+        with torch.inference_mode():
+            return self._torch_logits(image)
+
+    def _torch_logits(self, image: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
         autocast = torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                                   enabled=self.dtype is not None)
         with autocast:
@@ -259,19 +322,30 @@ class Segmenter:
         return np.concatenate([self.onnx.run(image[i:i + size])
                                for i in range(0, image.shape[0], size)])
 
-    def _probabilities(self, image: torch.Tensor) -> torch.Tensor:
+    def _network(self, image: np.ndarray) -> np.ndarray:
+        """Logits ``(n, C, X, Y)`` float32 of prepared slices ``(n, 1, X, Y)``: ONNX
+        Runtime on numpy arrays (no torch), or the torch model."""
+        if self.onnx is not None:
+            return self._onnx_logits(image)
+        import torch
+
+        with torch.inference_mode():
+            return self._torch_logits(torch.from_numpy(image)).cpu().numpy()
+
+    def _probabilities(self, image: np.ndarray) -> np.ndarray:
         """Softmax ``(n, C, X, Y)`` of prepared slices ``(n, 1, X, Y)``; with
         :attr:`tta`, the mean over the image and its three in-plane flips
         (mirroring, as nnU-Net does: 4x the work, smoother borders)."""
-        probs = torch.softmax(self._logits(image), dim=1)
+        probs = softmax(self._network(image))
         if not self.tta:
             return probs
         for dims in self.TTA_FLIPS:
-            probs += torch.softmax(self._logits(image.flip(dims)), dim=1).flip(dims)
+            flipped = np.ascontiguousarray(np.flip(image, dims))
+            probs += np.flip(softmax(self._network(flipped)), dims)
         return probs / (1 + len(self.TTA_FLIPS))
 
-    def predict_probabilities(self, volume: np.ndarray, spacing) -> torch.Tensor:
-        """Class probabilities ``(C, x, y, z)`` (CPU, float32) of one frame ``(x, y, z)``.
+    def probability_array(self, volume: np.ndarray, spacing) -> np.ndarray:
+        """Class probabilities ``(C, x, y, z)`` float32 (numpy) of one frame ``(x, y, z)``.
 
         A stack stored with its slice axis first or second (see
         :func:`~lvseg_core.preprocess.slice_axis`) is segmented slice by
@@ -282,20 +356,27 @@ class Segmenter:
             volume = np.moveaxis(volume, axis, 2)
             spacing = tuple(spacing[i] for i in range(3) if i != axis) + (spacing[axis],)
         prepared = prepare(volume, spacing, self.plan)
-        probs = restore(self._probabilities(prepared.image).cpu(), prepared)
-        return probs if axis == 2 else torch.movedim(probs, 3, axis + 1).contiguous()
+        probs = restore(self._probabilities(prepared.array), prepared)
+        return probs if axis == 2 else np.ascontiguousarray(np.moveaxis(probs, 3, axis + 1))
+
+    def predict_probabilities(self, volume: np.ndarray, spacing) -> "torch.Tensor":
+        """:meth:`probability_array` as a torch tensor ``(C, x, y, z)`` (CPU, float32)."""
+        import torch
+
+        return torch.from_numpy(self.probability_array(volume, spacing))
 
     def segment_volume(self, volume: np.ndarray, spacing, probabilities: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels ``(x, y, z)`` uint8 (and float16 probabilities) of one frame."""
-        probs = self.predict_probabilities(volume, spacing)
+        probs = self.probability_array(volume, spacing)
         labels = self.labels_of(probs)
-        return labels, (probs.numpy().astype(np.float16) if probabilities else None)
+        return labels, (probs.astype(np.float16) if probabilities else None)
 
-    def labels_of(self, probs: torch.Tensor) -> np.ndarray:
-        """uint8 labels ``(x, y, z)`` of probabilities ``(C, x, y, z)``: argmax, then
-        the largest component per structure when :attr:`postprocess` is on."""
-        labels = probs.argmax(0).numpy().astype(np.uint8)
+    def labels_of(self, probs) -> np.ndarray:
+        """uint8 labels ``(x, y, z)`` of probabilities ``(C, x, y, z)`` (numpy or
+        torch): argmax, then the largest component per structure when
+        :attr:`postprocess` is on."""
+        labels = np.asarray(probs).argmax(0).astype(np.uint8)
         return keep_largest_components(labels) if self.postprocess else labels
 
     def segment(self, scan: Scan, probabilities: bool = False,
@@ -312,6 +393,8 @@ class Segmenter:
             start = time.perf_counter()
             labels, p = self.segment_volume(frame.array, scan.spacing, probabilities)
             if self.device.type == "cuda":
+                import torch
+
                 torch.cuda.synchronize(self.device)
             times.append(time.perf_counter() - start)
             masks.append(labels)

@@ -150,11 +150,17 @@ def find_build(weights_folder: Path | None, key: dict[str, Any]) -> OnnxBuild | 
 
 
 def default_threads() -> int:
-    """Intra-op threads for ONNX Runtime: torch's setting, so both backends use
-    the same share of the CPU."""
-    import torch
+    """Intra-op threads for ONNX Runtime: torch's setting when torch is loaded, so
+    both backends use the same share of the CPU; else the CPUs this process may
+    use (torch is not imported for that: seconds at start-up)."""
+    import sys
 
-    return max(1, torch.get_num_threads())
+    if "torch" in sys.modules:
+        return max(1, sys.modules["torch"].get_num_threads())
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class OnnxNetwork:
@@ -263,7 +269,7 @@ def network_inputs(volume: np.ndarray, spacing, plan, spatial_dims: int) -> list
     (2D) or one ``(1, 1, z, X, Y)`` stack (3D), float32."""
     from .preprocess import prepare
 
-    image = prepare(volume, spacing, plan).image.numpy()  # (z, 1, X, Y)
+    image = prepare(volume, spacing, plan).array  # (z, 1, X, Y)
     if spatial_dims == 3:
         return [np.ascontiguousarray(image.transpose(1, 0, 2, 3)[None])]
     return [image[i:i + 1] for i in range(image.shape[0])]

@@ -10,14 +10,15 @@ class probabilities back onto the exact input grid.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import WeightsError
 from .policy import check_grid, check_spacing
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _pair(value: Any, key: str, kind: type) -> tuple | None:
@@ -104,7 +105,8 @@ class Prepared:
     """A volume ready for a network, with what is needed to undo the plan.
 
     Attributes:
-        image: normalised slices, float32 tensor ``(z, 1, X, Y)`` (padded).
+        array: normalised slices, float32 ``(z, 1, X, Y)`` (padded); :attr:`image`
+            is the same memory as a torch tensor.
         in_shape: the input grid ``(x, y, z)``.
         resampled: in-plane size ``(x', y')`` after resampling.
         offsets: per axis ``(x, y)``: ``(pad_before, crop_before)`` used to place
@@ -113,12 +115,54 @@ class Prepared:
         z_before: slices put before the first one along z (thin stacks only).
     """
 
-    image: torch.Tensor
+    array: np.ndarray
     in_shape: tuple[int, int, int]
     resampled: tuple[int, int]
     offsets: list[tuple[int, int]] = field(default_factory=list)
     z_pad: int = 0
     z_before: int = 0
+
+    @property
+    def image(self) -> "torch.Tensor":
+        """:attr:`array` as a torch tensor (no copy)."""
+        import torch
+
+        return torch.from_numpy(self.array)
+
+
+def _is_torch(value: Any) -> bool:
+    """True for a torch tensor (told without importing torch)."""
+    return type(value).__module__.startswith("torch")
+
+
+def _to_numpy(slices) -> tuple[np.ndarray, bool]:
+    """``slices`` as a numpy array, and whether it was a torch tensor (CPU)."""
+    if _is_torch(slices):
+        return slices.detach().cpu().numpy(), True
+    return np.asarray(slices), False
+
+
+def _like(array: np.ndarray, torch_out: bool):
+    """``array``, as a torch tensor when the input was one."""
+    if not torch_out:
+        return array
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def resize_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """Linear interpolation from ``n_in`` to ``n_out`` samples as a float32 matrix
+    ``(n_out, n_in)``: half-pixel centres (``align_corners=False``), a triangle
+    filter widened by the shrink factor when ``antialias`` (what
+    ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` computes),
+    each row normalised over the samples inside the input."""
+    scale = n_in / n_out
+    support = scale if antialias and scale > 1 else 1.0
+    centres = (np.arange(n_out) + 0.5) * scale
+    taps = np.arange(n_in) + 0.5
+    weights = np.clip(1.0 - np.abs(taps[None, :] - centres[:, None]) / support, 0.0, None)
+    return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
 
 
 def percentile_scale(volume: np.ndarray, clip_percentiles=(0.5, 99.5)
@@ -162,20 +206,27 @@ def resampled_size(shape_xy: tuple[int, int], spacing_xy, target_xy) -> tuple[in
     )
 
 
-def resize_slices(slices: torch.Tensor, size: tuple[int, int],
-                  mode: str = "bilinear") -> torch.Tensor:
+def resize_slices(slices, size: tuple[int, int], mode: str = "bilinear"):
     """Resize ``(N, C, X, Y)`` to ``(N, C, *size)``; identity when sizes match.
 
-    ``mode="nearest"`` is for label maps; bilinear uses anti-aliasing when
-    shrinking.
+    A numpy array or a torch tensor (returned as one). ``mode="nearest"`` is for
+    label maps (nearest-exact: the input sample under each output centre);
+    bilinear uses anti-aliasing when shrinking (:func:`resize_weights`), as a
+    separable product of two small matrices.
     """
     if tuple(slices.shape[-2:]) == tuple(size):
         return slices
+    array, was_torch = _to_numpy(slices)
+    (nx, ny), (ox, oy) = array.shape[-2:], size
     if mode == "nearest":
-        return F.interpolate(slices, size=size, mode="nearest-exact")
-    shrink = size[0] < slices.shape[-2] or size[1] < slices.shape[-1]
-    return F.interpolate(slices, size=size, mode="bilinear", align_corners=False,
-                         antialias=shrink)
+        ix = np.minimum(((np.arange(ox) + 0.5) * nx / ox).astype(np.int64), nx - 1)
+        iy = np.minimum(((np.arange(oy) + 0.5) * ny / oy).astype(np.int64), ny - 1)
+        return _like(array[..., ix[:, None], iy[None, :]], was_torch)
+    shrink = ox < nx or oy < ny
+    dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float32
+    out = resize_weights(nx, ox, shrink) @ array.astype(dtype, copy=False) @ \
+        resize_weights(ny, oy, shrink).T
+    return _like(out.astype(dtype, copy=False), was_torch)
 
 
 def _place(n: int, target: int) -> tuple[int, int]:
@@ -191,15 +242,17 @@ def _target(n: int, plan: PreprocessPlan, axis: int) -> int:
     return int(np.ceil(n / plan.divisor) * plan.divisor)
 
 
-def fit_to_grid(slices: torch.Tensor, offsets: list[tuple[int, int]], target: tuple[int, int],
-                fill: float) -> torch.Tensor:
-    """Pad/crop ``(N, C, X, Y)`` into ``(N, C, *target)`` using ``offsets``."""
-    out = slices.new_full((*slices.shape[:2], *target), fill)
+def fit_to_grid(slices, offsets: list[tuple[int, int]], target: tuple[int, int],
+                fill: float):
+    """Pad/crop ``(N, C, X, Y)`` into ``(N, C, *target)`` using ``offsets`` (a numpy
+    array or a torch tensor, returned as one)."""
+    array, was_torch = _to_numpy(slices)
+    out = np.full((*array.shape[:2], *target), fill, dtype=array.dtype)
     (px, cx), (py, cy) = offsets
-    nx = min(slices.shape[-2] - cx, target[0] - px)
-    ny = min(slices.shape[-1] - cy, target[1] - py)
-    out[..., px:px + nx, py:py + ny] = slices[..., cx:cx + nx, cy:cy + ny]
-    return out
+    nx = min(array.shape[-2] - cx, target[0] - px)
+    ny = min(array.shape[-1] - cy, target[1] - py)
+    out[..., px:px + nx, py:py + ny] = array[..., cx:cx + nx, cy:cy + ny]
+    return _like(out, was_torch)
 
 
 #: A voxel axis is taken as the through-plane (slice) axis when its spacing is
@@ -243,7 +296,7 @@ def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan
     for grid in (size, target):
         check_grid(grid, volume.shape[2])
     norm = normalise_intensity(volume, plan.clip_percentiles)
-    slices = torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 0, 1)))[:, None]
+    slices = np.ascontiguousarray(norm.transpose(2, 0, 1))[:, None]
     slices = resize_slices(slices, size)
     offsets = [_place(size[0], target[0]), _place(size[1], target[1])]
     fill = float(norm.min()) if norm.size else 0.0
@@ -256,34 +309,37 @@ def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan
         depth = int(np.ceil(plan.min_depth / plan.z_divisor) * plan.z_divisor)
         z_before = (depth - z) // 2
         index = np.clip(np.arange(depth) - z_before, 0, z - 1)
-        slices, z_pad = slices[torch.from_numpy(index)], depth - z - z_before
+        slices, z_pad = slices[index], depth - z - z_before
     else:
         z_pad = int(np.ceil(z / plan.z_divisor) * plan.z_divisor) - z
         if z_pad:
-            slices = torch.cat([slices, slices.new_full((z_pad, *slices.shape[1:]), fill)])
-    return Prepared(slices, tuple(int(s) for s in volume.shape), size, offsets, z_pad,
-                    z_before)
+            slices = np.concatenate([slices, np.full((z_pad, *slices.shape[1:]), fill,
+                                                     dtype=slices.dtype)])
+    return Prepared(np.ascontiguousarray(slices, dtype=np.float32),
+                    tuple(int(s) for s in volume.shape), size, offsets, z_pad, z_before)
 
 
-def restore(probs: torch.Tensor, prepared: Prepared) -> torch.Tensor:
+def restore(probs, prepared: Prepared):
     """Map class probabilities from the network grid back to the input grid.
 
     Args:
-        probs: ``(z_before + z + z_pad, C, X, Y)`` probabilities (channel 0 background).
+        probs: ``(z_before + z + z_pad, C, X, Y)`` probabilities (channel 0
+            background), a numpy array or a torch tensor (returned as one).
         prepared: the record returned by :func:`prepare`.
 
     Returns:
-        ``(C, x, y, z)`` probabilities on the input grid; voxels that were
-        cropped away are background with probability 1.
+        ``(C, x, y, z)`` float32 probabilities on the input grid; voxels that
+        were cropped away are background with probability 1.
     """
+    array, was_torch = _to_numpy(probs)
     z = prepared.in_shape[2]
-    probs = probs[prepared.z_before:prepared.z_before + z].float()
+    array = array[prepared.z_before:prepared.z_before + z].astype(np.float32)
     (px, cx), (py, cy) = prepared.offsets
     size = prepared.resampled
     # Undo pad/crop: the inverse placement swaps padding and cropping.
-    back = fit_to_grid(probs, [(cx, px), (cy, py)], size, 0.0)
+    back = fit_to_grid(array, [(cx, px), (cy, py)], size, 0.0)
     if cx or cy:
-        covered = fit_to_grid(torch.ones_like(probs[:, :1]), [(cx, px), (cy, py)], size, 0.0)
+        covered = fit_to_grid(np.ones_like(array[:, :1]), [(cx, px), (cy, py)], size, 0.0)
         back[:, :1] += 1.0 - covered
     back = resize_slices(back, prepared.in_shape[:2])
-    return back.permute(1, 2, 3, 0).contiguous()
+    return _like(np.ascontiguousarray(back.transpose(1, 2, 3, 0)), was_torch)

@@ -479,8 +479,8 @@ def flipped_probabilities(segmenter, volume: np.ndarray, spacing: Sequence[float
     of one frame ``(x, y, z)``, flipped back onto the frame (one network pass each)."""
     maps = []
     for axes in flips:
-        probs = segmenter.predict_probabilities(np.ascontiguousarray(np.flip(volume, axes)),
-                                                spacing).numpy()
+        probs = segmenter.probability_array(np.ascontiguousarray(np.flip(volume, axes)),
+                                            spacing)
         maps.append(np.flip(probs, tuple(a + 1 for a in axes)))
     return maps
 

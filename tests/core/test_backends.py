@@ -260,3 +260,38 @@ def test_cli_backend_option(acdc_dir, tmp_path, monkeypatch, capsys):
         assert ("ONNX Runtime" in printed) == (backend == "onnx")
         outs[backend] = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
     assert np.mean(outs["onnx"] == outs["torch"]) >= 0.995
+
+
+LEAN_PREDICT = """
+import json, sys
+from lvseg_core import cli
+code = cli.main(sys.argv[1:])
+print(json.dumps({"code": code, "loaded": sorted(
+    m for m in ("torch", "monai", "segmentation_models_pytorch", "lightning")
+    if m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["onnx", None])  # None: the default, auto
+def test_onnx_prediction_imports_no_torch(acdc_dir, tmp_path, backend):
+    """A real ``predict`` (with QC) on the shipped ONNX build, in a fresh process:
+    torch, MONAI and smp are never imported."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    if "unet" not in available_bundled():
+        pytest.skip("no bundled U-Net weights")
+    env = {k: v for k, v in os.environ.items() if k != "LVSEG_BACKEND"}
+    args = ["predict", str(acdc_frame(acdc_dir / VALIDATION_PATIENTS[0], "ED")),
+            "--model", "unet", "--out", str(tmp_path / "out")]
+    args += ["--backend", backend] if backend else []
+    run = subprocess.run([sys.executable, "-c", LEAN_PREDICT, *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "loaded": []}
+    assert "ONNX Runtime int8" in run.stdout
+    mask = nib.load(next((tmp_path / "out").glob("*_seg.nii.gz")))
+    assert set(np.unique(np.asanyarray(mask.dataobj))) == {0, 1, 2, 3}
