@@ -226,7 +226,7 @@ def collect_inputs(paths: Iterable[str | os.PathLike],
         if path.is_dir():
             if is_acdc_folder(path):
                 found = [Input(c.image, c.name, "acdc", c.patient, c.frame, c.phase, c.group)
-                         for c in find_cases(path)]
+                         for c in find_cases(path, notes=notes)]
             else:
                 found = _folder_inputs(path, notes if notes is not None else [])
         else:
@@ -806,13 +806,15 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         group; ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
         ``per_case`` (each with its ``qc``: status, reason, score, issues and
         signals), ``failed``, ``notes`` (e.g. M&Ms-1 ED/ES taken from the
-        labels) and ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
+        labels), ``warnings`` (patient folders skipped: links leading
+        outside ``root``) and ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
     """
     root = Path(os.fspath(root)).expanduser()
-    layout, cases = find_layout_cases(root, layout, require_labels=True)
+    skipped: list[str] = []
+    layout, cases = find_layout_cases(root, layout, require_labels=True, notes=skipped)
     cases = select(cases, patients=patients)
     if not cases:
         raise LVSegError(f"{root}: none of the requested patients has labelled frames")
@@ -882,6 +884,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     result["per_case"] = per_case
     result["failed"] = failed
     result["notes"] = notes
+    result["warnings"] = skipped
     return result
 
 
