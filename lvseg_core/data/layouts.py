@@ -32,7 +32,6 @@ ED the one with the larger LV cavity, and says so in its ``note``.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
