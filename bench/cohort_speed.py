@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import default_data, log, run_main, write_json
+from lvseg_core.errors import LVSegError
 
 
 def _masks(out: Path) -> dict:
@@ -26,8 +27,11 @@ def _masks(out: Path) -> dict:
     return {p.name: np.asanyarray(nib.load(p).dataobj) for p in sorted(out.glob("*_seg.nii.gz"))}
 
 
-def run(data: Path, volumes: int, workers: list[int], backend: str | None) -> dict:
-    """Seconds and mask agreement of each engine on the first ``volumes`` frames."""
+def run(data: Path, volumes: int, workers: list[int], backend: str | None,
+        weights: str | None = None) -> dict:
+    """Seconds and mask agreement of each engine on the first ``volumes`` frames
+    (U-Net, ``weights`` a source of :func:`lvseg_core.hub.resolve_weights`,
+    default the bundled ones)."""
     import numpy as np
 
     from lvseg_core.cohort import SegmenterSpec, run_cohort
@@ -35,8 +39,11 @@ def run(data: Path, volumes: int, workers: list[int], backend: str | None) -> di
     from lvseg_core.workflows import collect_inputs
 
     cases = find_cases(data)[:volumes]
-    spec = SegmenterSpec("unet", device="cpu", backend=backend)
-    report: dict = {"kind": "cohort_speed", "volumes": len(cases),
+    if not cases:
+        raise LVSegError(f"{data}: no volumes for the cohort engines")
+    spec = SegmenterSpec("unet", weights, device="cpu", backend=backend)
+    report: dict = {"kind": "cohort_speed", "volumes": len(cases), "architecture": "unet",
+                    "backend": backend or "default",
                     "load_average_before": list(os.getloadavg()), "engines": {}}
     with tempfile.TemporaryDirectory(prefix="lvseg-cohort-bench-") as tmp:
         inputs = collect_inputs([c.image for c in cases])
@@ -56,8 +63,11 @@ def run(data: Path, volumes: int, workers: list[int], backend: str | None) -> di
             rewritten = sum(p.stat().st_mtime_ns != stamps[p.name]
                             for p in out.glob("*_seg.nii.gz"))
             name = engine if engine == "local" else f"ray-{n}"
+            local_s = report["engines"].get("local", {}).get("seconds", seconds)
             report["engines"][name] = {
+                "engine": engine, "workers": n,
                 "seconds": seconds, "seconds_per_volume": seconds / len(cases),
+                "speedup_vs_local": local_s / seconds if seconds > 0 else None,
                 "written": len(result.outputs), "failed": len(result.failures),
                 "masks_identical_to_local": masks.keys() == reference.keys() and all(
                     np.array_equal(masks[k], reference[k]) for k in masks),
@@ -81,12 +91,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _main(args) -> int:
     report = run(args.data, args.volumes, args.workers, args.backend)
     write_json(report, args.json)
-    print(f"{report['volumes']} volumes:")
+    print_table(report)
+    return 0
+
+
+def print_table(report: dict) -> None:
+    """One line per engine: seconds, per volume, mask identity, resume."""
+    print(f"cohort engines, {report['volumes']} volumes (Ray start-up included):")
     for name, e in report["engines"].items():
         print(f"  {name:<8}{e['seconds']:8.1f} s  {e['seconds_per_volume']:6.2f} s/volume  "
               f"same masks as local: {e['masks_identical_to_local']}  "
               f"resume rewrote {e['resume_rewrote']} in {e['resume_seconds']:.1f} s")
-    return 0
 
 
 def main(argv=None) -> int:

@@ -110,14 +110,19 @@ def _field_of_view(shift_mm: float):
     return apply
 
 
+def thin_stack(scan: Scan, labels: np.ndarray, count: int) -> tuple[Scan, np.ndarray]:
+    """The middle ``count`` slices of those holding labels ``(x, y, z)``: a thin stack
+    and its labels."""
+    labelled = [k for k in range(labels.shape[2]) if labels[..., k].any()]
+    start = max(0, labelled[len(labelled) // 2] - count // 2)
+    keep = slice(start, start + count)
+    return (_with(scan, scan.array[..., keep], f"{count}slices"),
+            np.ascontiguousarray(labels[..., keep]))
+
+
 def _thin(count: int):
-    """The middle ``count`` slices of those holding labels (a thin stack)."""
     def apply(scan: Scan, labels: np.ndarray, seed: int = 0) -> tuple[Scan, np.ndarray]:
-        labelled = [k for k in range(labels.shape[2]) if labels[..., k].any()]
-        start = max(0, labelled[len(labelled) // 2] - count // 2)
-        keep = slice(start, start + count)
-        return (_with(scan, scan.array[..., keep], f"{count}slices"),
-                np.ascontiguousarray(labels[..., keep]))
+        return thin_stack(scan, labels, count)
     return apply
 
 

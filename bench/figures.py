@@ -467,6 +467,51 @@ def speed(results: Mapping[str, dict], path: Path) -> Path:
     return save(fig, path)
 
 
+#: Backend variants of ``bench.speed`` in the order they are drawn, with labels.
+VARIANTS = {"slice_loop": "slice loop", "torch_fp32": "torch fp32", "torch_bf16": "torch bf16",
+            "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+
+
+def speed_backends(models: Mapping[str, dict], ray: Mapping[str, Any] | None,
+                   path: Path) -> Path | None:
+    """Slices per second of each backend variant per model (``bench.speed``'s
+    ``backends``), and seconds per volume of the cohort engines (``ray``);
+    None when neither was measured."""
+    measured = {a: r["backends"]["variants"] for a, r in models.items() if r.get("backends")}
+    engines = (ray or {}).get("engines") or {}
+    panels = [p for p, present in (("backends", measured), ("engines", engines)) if present]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.3), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "backends":
+            names = [v for v in VARIANTS if any(v in m for m in measured.values())]
+            width = 0.8 / max(1, len(measured))
+            for i, (arch, variants) in enumerate(measured.items()):
+                xs = np.arange(len(names)) + (i - (len(measured) - 1) / 2) * width
+                ys = [variants.get(v, {}).get("slices_per_second", np.nan) for v in names]
+                ax.bar(xs, ys, width, label=_name(arch), color=MODEL_COLOURS.get(arch))
+            ax.set_xticks(np.arange(len(names)))
+            ax.set_xticklabels([VARIANTS[v] for v in names], fontsize=8)
+            ax.set_ylabel("slices per second")
+            ax.set_title("Backends, one process (higher is better)", fontsize=10)
+            ax.legend(fontsize=7, frameon=False)
+        else:
+            names = list(engines)
+            ys = [engines[n]["seconds_per_volume"] for n in names]
+            ax.bar(names, ys, color=["tab:gray"] + ["tab:purple"] * (len(names) - 1))
+            for x, n in enumerate(names):
+                e = engines[n]
+                ax.text(x, ys[x], f"{ys[x]:.2f} s" + ("" if e.get("masks_identical_to_local")
+                                                       else " (masks differ)"),
+                        ha="center", va="bottom", fontsize=7)
+            ax.set_ylabel("seconds per volume")
+            ax.set_title(f"Cohort engines, {ray['volumes']} volumes (lower is better)",
+                         fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def small_multiples(panels: Mapping[str, Mapping[str, Mapping[str, float]]],
                     categories: Sequence[str], path: Path, ylabel: str, title: str,
                     ylim: tuple | None = (0, 1)) -> Path:

@@ -67,7 +67,8 @@ def _settings(kind: str, args, patients: Sequence[str] | None) -> dict:
               "patients": list(patients or [])}
     if kind == "speed":
         return {**common, "cases": args.speed_cases, "repeats": args.repeats,
-                "warmup": args.warmup, "isolate": args.isolate}
+                "warmup": args.warmup, "isolate": args.isolate, "backends": True,
+                "ray_volumes": args.ray_volumes}
     if kind == "robustness":
         return {**common, "cases": args.robustness_cases}
     return common
@@ -86,6 +87,22 @@ def _cached(path: Path, settings: dict, specs: Sequence[ModelSpec]) -> dict | No
                 return None
         elif res is not None:
             return None
+    return data
+
+
+def speed_measurement(path: Path, specs: Sequence[ModelSpec]) -> dict:
+    """The report of a ``python -m bench.speed --json path`` run, refused when a
+    model's weights changed since (its sha256 differs)."""
+    data = read_json(path)
+    if not data or data.get("kind") != "speed":
+        raise LVSegError(f"--speed-json {path}: not the JSON of python -m bench.speed")
+    for spec in specs:
+        res = data.get("models", {}).get(spec.arch)
+        if res is not None and spec.available and res.get("weights_id", {}).get("sha256") \
+                != spec.fingerprint()["sha256"]:
+            raise LVSegError(f"--speed-json {path}: {spec.arch} was timed with other weights; "
+                             "rerun python -m bench.speed")
+    log(f"speed: read {path}")
     return data
 
 
@@ -129,10 +146,12 @@ def measure(args, specs: Sequence[ModelSpec]) -> dict[str, Any]:
         args.data, specs, args.split, args.cases, args.device, masks_dir=masks))
     results["clinical"] = clinical.compute(results["accuracy"])
     write_json(results["clinical"], folder / "clinical.json")
-    if not args.skip_speed:
+    if args.speed_json:
+        results["speed"] = speed_measurement(args.speed_json, specs)
+    elif not args.skip_speed:
         results["speed"] = step("speed", lambda: speed.run(
             args.data, specs, args.speed_cases, args.repeats, args.warmup, args.device,
-            True, args.isolate, args.threads))
+            True, args.isolate, args.threads, backends=True, ray_volumes=args.ray_volumes))
     if not args.skip_robustness:
         results["robustness"] = step("robustness", lambda: robustness.run(
             args.data, specs, args.split, args.robustness_cases, args.device))
@@ -655,7 +674,7 @@ def section_speed(rep: Report, results: dict) -> None:
             "batching; *speed-up* = baseline time / LVSeg time in the same run. Peak memory "
             "is the process's peak resident set"
             + (" (one process per model)" if spd.get("isolated") else
-               " (all models in one process: cumulative)") + ".", "")
+               " (all models in one process: cumulative)") + "." + _load_text(spd), "")
     rows = []
     for arch, r in spd["models"].items():
         rows.append([name(arch), f"{r['parameters'] / 1e6:.2f} M", fmt(r["load_s"], 3),
@@ -686,6 +705,76 @@ def section_speed(rep: Report, results: dict) -> None:
     rep.figure(figures.speed(spd["models"], rep.figures / "speed.png"),
                "Seconds per volume, LVSeg's batched inference vs the slice-by-slice loop.",
                "speed")
+    section_backends(rep, spd)
+
+
+def _load_text(spd: dict) -> str:
+    """The machine's load average (1 min) before and after the timings, as a sentence."""
+    before, after = spd.get("load_average_before"), spd.get("load_average_after")
+    if not before or not after:
+        return ""
+    return (f" Load average (1 min) {before[0]:.1f} before and {after[0]:.1f} after the "
+            "timings: other jobs shared the CPU, so absolute times are pessimistic; "
+            "compare rows of one run.")
+
+
+def section_backends(rep: Report, spd: dict) -> None:
+    """The backends side by side (``bench.speed``'s ``backends``), the CPU ceiling,
+    the cohort engines (``ray``) and their figure."""
+    from bench import figures
+
+    measured = {a: r["backends"] for a, r in spd["models"].items() if r.get("backends")}
+    ray = spd.get("ray") or {}
+    if measured:
+        rep.add("**Backends side by side** (same volumes, same process, CPU): the slice loop, "
+                "the torch model in float32 and in bfloat16 autocast, ONNX Runtime float32 "
+                "and int8 (static QDQ, calibrated on training patients). *Ceiling* is what "
+                "this CPU allows the network alone: the measured peak of a large matrix "
+                "product in that precision over the network's FLOPs per slice; *= fp32* is "
+                "the share of voxels labelled as torch float32 labels them.", "")
+        for arch, b in measured.items():
+            ceiling = b.get("ceiling", {})
+            rep.add(f"{name(arch)}: {fmt(b.get('gflop_per_slice'), 2)} GFLOP per slice; "
+                    f"matrix-product peak fp32 {fmt(ceiling.get('fp32_gflops'), 0)}, bf16 "
+                    f"{fmt(ceiling.get('bf16_gflops'), 0)} GFLOP/s, int8 "
+                    f"{fmt(ceiling.get('int8_gflops'), 0)} GOP/s.", "")
+            rows = []
+            for key, label in figures.VARIANTS.items():
+                v = b["variants"].get(key)
+                if v is None:
+                    continue
+                share = v.get("share_of_ceiling")
+                rows.append([label, fmt(v["seconds_per_volume"], 3),
+                             fmt(v["slices_per_second"], 1), fmt(v.get("batch_size"), 0)
+                             if v.get("batch_size") else "1",
+                             fmt(v.get("ceiling_slices_per_second"), 0),
+                             f"{100 * share:.0f} %" if _finite(share) else "n/a",
+                             fmt(v.get("voxels_equal_torch_fp32"), 4)])
+            rep.add(md_table(["Variant", "s / volume", "Slices / s", "Batch",
+                              "Ceiling slices / s", "Of ceiling", "= fp32"], rows), "")
+    if ray.get("engines"):
+        rep.add(f"**Cohort engines** (`predict --engine local|ray`, U-Net, "
+                f"{ray['volumes']} volumes, default backend): wall seconds of the whole run, "
+                "Ray start-up included; then the same command again with `--resume`.", "")
+        rows = [[e_name, fmt(e["seconds"], 1), fmt(e["seconds_per_volume"], 2),
+                 fmt(e.get("speedup_vs_local"), 2, "x"),
+                 "yes" if e["masks_identical_to_local"] else "**no**",
+                 f"{e['resume_rewrote']} ({fmt(e['resume_seconds'], 1)} s)"]
+                for e_name, e in ray["engines"].items()]
+        rep.add(md_table(["Engine", "Seconds", "s / volume", "vs local",
+                          "Masks identical to local", "Resume rewrote"], rows), "")
+        slower = [n for n, e in ray["engines"].items()
+                  if e["engine"] == "ray" and num(e.get("speedup_vs_local")) < 1]
+        if slower:
+            rep.add(f"On {ray['volumes']} volumes {', '.join(slower)} took longer than the "
+                    "local engine: the fixed cost of starting Ray and loading one model per "
+                    "actor is not yet paid back by the parallel workers on this 2-core CPU.",
+                    "")
+    elif ray.get("skipped"):
+        rep.add(f"Cohort engines not timed: {ray['skipped']}.", "")
+    rep.figure(figures.speed_backends(spd["models"], ray, rep.figures / "speed_backends.png"),
+               "Slices per second of each backend, and seconds per volume of the cohort "
+               "engines.", "speed_backends")
 
 
 def section_robustness(rep: Report, results: dict) -> None:
@@ -1238,6 +1327,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (1)")
     parser.add_argument("--robustness-cases", type=int, default=None,
                         help="volumes perturbed (6)")
+    parser.add_argument("--ray-volumes", type=int, default=None, metavar="N",
+                        help="volumes run through the cohort engines, local and Ray with 1 "
+                             "and 2 workers (40; --quick: 2; 0 skips them)")
+    parser.add_argument("--speed-json", type=Path, default=None, metavar="PATH",
+                        help="take the speed section from this 'python -m bench.speed "
+                             "--json PATH' run instead of timing here")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--examples", type=int, default=6,
@@ -1253,6 +1348,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.cases is None and quick:
         args.cases = 4
     args.speed_cases = args.speed_cases or (1 if quick else 3)
+    if args.ray_volumes is None:
+        args.ray_volumes = 2 if quick else 40
     args.repeats = args.repeats or (1 if quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (0 if quick else 1)
     args.robustness_cases = args.robustness_cases or (1 if quick else 6)

@@ -23,13 +23,18 @@ first) and in the same run:
   bfloat16 and int8 matrix product (measured here, with torch), against the
   network's FLOPs per slice (``torch.utils.flop_counter.FlopCounterMode``,
   a multiply-add counted as 2), as slices per second of the network alone;
+- ``ray``: the cohort engines on ``--ray-volumes`` U-Net volumes
+  (:func:`bench.cohort_speed.run`): the local engine and Ray Data with 1 and
+  2 workers, wall seconds (Ray start-up included), masks identical to the
+  local engine, and what a rerun with ``resume`` rewrote;
 - ``peak_rss_mb``: peak resident memory of the process
   (``resource.getrusage``), and ``cuda_peak_mb``
   (``torch.cuda.max_memory_allocated``) on a GPU. With ``--isolate`` (the
   default of this command) each model runs in its own process, so the peak
   belongs to that model alone.
 
-    python -m bench.speed --models unet --cases 2 --repeats 3 --json bench/results/speed.json
+    python -m bench.speed --models unet --cases 2 --repeats 3 --ray-volumes 8 \
+        --json bench/results/speed.json
 
 Timings on a shared machine vary with its load: the JSON records the load
 average before and after.
@@ -54,6 +59,9 @@ from bench.common import (ROOT, ModelSpec, add_common_options, data_problem, def
                           environment, finish, fmt, log, pick_device, reason, resolve_models,
                           run_main, setup_torch)
 from lvseg_core.errors import LVSegError
+
+#: Ray Data actor pool sizes timed against the local engine.
+RAY_WORKERS: tuple[int, ...] = (1, 2)
 
 
 def peak_rss_mb() -> float:
@@ -310,8 +318,10 @@ def _isolated(spec: ModelSpec, data: Path, cases: int, repeats: int, warmup: int
 
 def run(data: Path, specs: Sequence[ModelSpec], cases: int = 3, repeats: int = 3,
         warmup: int = 1, device: str = "auto", baseline: bool = True, isolate: bool = False,
-        threads: int | None = None, backends: bool = False) -> dict:
-    """Speed of every available model; the JSON-ready report."""
+        threads: int | None = None, backends: bool = False, ray_volumes: int = 0,
+        ray_workers: Sequence[int] = RAY_WORKERS) -> dict:
+    """Speed of every available model, and with ``ray_volumes`` the cohort
+    engines on that many U-Net volumes; the JSON-ready report."""
     problem = data_problem(data)
     if problem:
         raise LVSegError(problem)
@@ -340,8 +350,31 @@ def run(data: Path, specs: Sequence[ModelSpec], cases: int = 3, repeats: int = 3
         except Exception as err:  # one model failing must not stop the others
             report["skipped"][spec.arch] = f"timing failed: {reason(err)}"
             log(f"{spec.arch}: {report['skipped'][spec.arch]}")
+    if ray_volumes:
+        report["ray"] = measure_ray(data, specs, ray_volumes, ray_workers)
     report["load_average_after"] = list(os.getloadavg())
     return report
+
+
+def measure_ray(data: Path, specs: Sequence[ModelSpec], volumes: int,
+                workers: Sequence[int] = RAY_WORKERS) -> dict[str, Any]:
+    """:func:`bench.cohort_speed.run` with the U-Net weights of ``specs``; a
+    ``skipped`` note instead when Ray or those weights are missing."""
+    from importlib.util import find_spec
+
+    from bench import cohort_speed
+
+    unet = next((s for s in specs if s.arch == "unet" and s.available), None)
+    if unet is None:
+        return {"skipped": "no U-Net weights"}
+    if find_spec("ray") is None:
+        return {"skipped": 'Ray is not installed (pip install "ray[data]")'}
+    log(f"cohort engines: local and Ray {', '.join(map(str, workers))} worker(s) on "
+        f"{volumes} volumes ...")
+    try:
+        return cohort_speed.run(data, volumes, list(workers), None, str(unet.folder))
+    except Exception as err:  # the model timings above stay valid
+        return {"skipped": f"cohort run failed: {reason(err)}"}
 
 
 def print_table(report: dict) -> None:
@@ -359,6 +392,15 @@ def print_table(report: dict) -> None:
     for arch, r in report["models"].items():
         if "backends" in r:
             print_backends(arch, r["backends"])
+    ray = report.get("ray")
+    if ray:
+        from bench.cohort_speed import print_table as print_engines
+
+        print()
+        if "skipped" in ray:
+            print(f"cohort engines skipped: {ray['skipped']}")
+        else:
+            print_engines(ray)
 
 
 def print_backends(arch: str, backends: dict) -> None:
@@ -391,10 +433,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-isolate", action="store_true",
                         help="time every model in this process (faster; the peak memory "
                              "is then that of the whole run)")
+    parser.add_argument("--ray-volumes", type=int, default=8, metavar="N",
+                        help="volumes segmented by the local engine and by Ray with 1 and 2 "
+                             "workers (0: skip; the issue's figure used 40)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.cases is None or args.cases < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error("--cases and --repeats must be >= 1, --warmup >= 0")
+    if args.cases is None or args.cases < 1 or args.repeats < 1 or args.warmup < 0 or \
+            args.ray_volumes < 0:
+        parser.error("--cases and --repeats must be >= 1, --warmup and --ray-volumes >= 0")
     return args
 
 
@@ -403,7 +449,8 @@ def _main(args) -> int:
     specs = resolve_models(args.models, args.weights_dir, None if args.worker else args.runs)
     isolate = not args.no_isolate and not args.worker
     report = run(args.data, specs, args.cases, args.repeats, args.warmup, args.device,
-                 not args.no_baseline, isolate, args.threads, not args.no_backends)
+                 not args.no_baseline, isolate, args.threads, not args.no_backends,
+                 0 if args.worker else args.ray_volumes)
     return finish(report, args.json, None if args.worker else print_table)
 
 

@@ -14,7 +14,8 @@ the same masks.
 
 Ray is optional (``pip install "ray[data]"``); ``address`` joins a running
 cluster (``ray start --head`` there), none starts a local one with
-``workers`` + 1 CPUs (one per actor, one for reading).
+``workers`` + 1 CPUs (one per actor, one for reading). On a cluster with GPUs
+the actors are GPU actors running torch on CUDA (:func:`actor_resources`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -252,6 +253,26 @@ class _SegmentActor:
         return {"index": list(batch["index"]), "result": results}
 
 
+def actor_resources(cluster: dict[str, float], spec: SegmenterSpec, workers: int
+                    ) -> tuple[dict[str, float], SegmenterSpec]:
+    """Ray resources of one segmenting actor on a cluster with resources ``cluster``
+    (``ray.cluster_resources()``), and the spec the actors run.
+
+    GPU actors where the cluster has GPUs and the backend can use one (torch, or
+    ``auto``, which is torch on CUDA) and no device was forced: one GPU per
+    actor, a share of them when there are more actors than GPUs, the model on
+    CUDA. Otherwise (no GPU, ``--backend onnx``, ``--device cpu``) CPU actors.
+    """
+    from .backends import default_backend
+
+    gpus = float(cluster.get("GPU", 0) or 0)
+    backend = spec.backend or default_backend()
+    if gpus > 0 and backend in ("torch", "auto") and spec.device in (None, "cuda"):
+        share = min(1.0, gpus / max(1, workers))
+        return {"num_cpus": 1, "num_gpus": share}, replace(spec, device="cuda")
+    return {"num_cpus": 1, "num_gpus": 0}, spec
+
+
 def _run_ray(todo, spec: SegmenterSpec, workers: int, address: str | None, series_uid):
     if not todo:
         return
@@ -274,7 +295,8 @@ def _run_ray(todo, spec: SegmenterSpec, workers: int, address: str | None, serie
                  "series_uid": series_uid or ""} for i, item, target, _ in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map(_read_task, num_cpus=0.5)  # its own operator: reads overlap segmenting
-        ds = ds.map_batches(_SegmentActor, batch_size=1, num_cpus=1,
+        resources, spec = actor_resources(ray.cluster_resources(), spec, workers)
+        ds = ds.map_batches(_SegmentActor, batch_size=1, **resources,
                             compute=ActorPoolStrategy(size=max(1, workers)),
                             fn_constructor_kwargs={"spec": asdict(spec), "threads": 1})
         for out in ds.iter_rows():

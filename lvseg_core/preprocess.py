@@ -48,6 +48,9 @@ class PreprocessPlan:
             ``None`` pads only up to the next multiple of ``divisor``.
         z_divisor: z is padded to a multiple of this (1 for 2D models).
         clip_percentiles: intensity percentiles clipped before z-scoring.
+        min_depth: slices a 3D network needs to see at least (the depth of its
+            training patches); a thinner stack is padded to it by repeating its
+            first and last slices, half before and half after.
     """
 
     spacing_mm: tuple[float, float] | None = (1.5625, 1.5625)
@@ -55,12 +58,13 @@ class PreprocessPlan:
     size: tuple[int, int] | None = None
     z_divisor: int = 1
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    min_depth: int = 1
 
     def __post_init__(self) -> None:
         """Refuse a plan no scan can go through (it comes from a config.json)."""
         _pair(self.spacing_mm, "spacing_mm", float)
         _pair(self.size, "size", int)
-        for key in ("divisor", "z_divisor"):
+        for key in ("divisor", "z_divisor", "min_depth"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
                 raise WeightsError(f"preprocess plan: {key} must be an integer from 1 to "
@@ -106,6 +110,7 @@ class Prepared:
         offsets: per axis ``(x, y)``: ``(pad_before, crop_before)`` used to place
             the resampled grid in the network grid.
         z_pad: slices appended at the end along z.
+        z_before: slices put before the first one along z (thin stacks only).
     """
 
     image: torch.Tensor
@@ -113,6 +118,7 @@ class Prepared:
     resampled: tuple[int, int]
     offsets: list[tuple[int, int]] = field(default_factory=list)
     z_pad: int = 0
+    z_before: int = 0
 
 
 def percentile_scale(volume: np.ndarray, clip_percentiles=(0.5, 99.5)
@@ -226,7 +232,7 @@ def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan
         plan: the model's preprocessing plan.
 
     Returns:
-        :class:`Prepared` whose ``image`` is ``(z + z_pad, 1, X, Y)``.
+        :class:`Prepared` whose ``image`` is ``(z_before + z + z_pad, 1, X, Y)``.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
@@ -243,17 +249,27 @@ def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan
     fill = float(norm.min()) if norm.size else 0.0
     slices = fit_to_grid(slices, offsets, target, fill)
     z = volume.shape[2]
-    z_pad = int(np.ceil(z / plan.z_divisor) * plan.z_divisor) - z
-    if z_pad:
-        slices = torch.cat([slices, slices.new_full((z_pad, *slices.shape[1:]), fill)])
-    return Prepared(slices, tuple(int(s) for s in volume.shape), size, offsets, z_pad)
+    z_before = 0
+    if z < plan.min_depth:
+        # A stack thinner than the training patches: repeat its end slices, so the
+        # network sees anatomy (not background) through its whole depth.
+        depth = int(np.ceil(plan.min_depth / plan.z_divisor) * plan.z_divisor)
+        z_before = (depth - z) // 2
+        index = np.clip(np.arange(depth) - z_before, 0, z - 1)
+        slices, z_pad = slices[torch.from_numpy(index)], depth - z - z_before
+    else:
+        z_pad = int(np.ceil(z / plan.z_divisor) * plan.z_divisor) - z
+        if z_pad:
+            slices = torch.cat([slices, slices.new_full((z_pad, *slices.shape[1:]), fill)])
+    return Prepared(slices, tuple(int(s) for s in volume.shape), size, offsets, z_pad,
+                    z_before)
 
 
 def restore(probs: torch.Tensor, prepared: Prepared) -> torch.Tensor:
     """Map class probabilities from the network grid back to the input grid.
 
     Args:
-        probs: ``(z + z_pad, C, X, Y)`` probabilities (channel 0 background).
+        probs: ``(z_before + z + z_pad, C, X, Y)`` probabilities (channel 0 background).
         prepared: the record returned by :func:`prepare`.
 
     Returns:
@@ -261,7 +277,7 @@ def restore(probs: torch.Tensor, prepared: Prepared) -> torch.Tensor:
         cropped away are background with probability 1.
     """
     z = prepared.in_shape[2]
-    probs = probs[:z].float()
+    probs = probs[prepared.z_before:prepared.z_before + z].float()
     (px, cx), (py, cy) = prepared.offsets
     size = prepared.resampled
     # Undo pad/crop: the inverse placement swaps padding and cropping.

@@ -78,7 +78,9 @@ def load_volumes(cases: list[Case], plan: PreprocessPlan, cache_dir: str | Path 
     """Preprocess ``cases`` (reading a disk cache when one matches)."""
     cache = None
     if cache_dir:
-        key = hashlib.sha1(repr((CACHE_VERSION, plan.to_dict(), [str(c.image) for c in cases])).encode())
+        # min_depth only pads thin stacks at inference: the cached volumes do not depend on it.
+        grid = {k: v for k, v in plan.to_dict().items() if k != "min_depth"}
+        key = hashlib.sha1(repr((CACHE_VERSION, grid, [str(c.image) for c in cases])).encode())
         cache = Path(cache_dir) / f"volumes-{key.hexdigest()[:16]}.pt"
         if cache.is_file():
             return [Volume(**v) for v in torch.load(cache, weights_only=False)]

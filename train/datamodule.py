@@ -8,6 +8,7 @@ validation whole volumes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import lightning as L
@@ -81,11 +82,21 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 def model_plan(cfg: TrainConfig) -> PreprocessPlan:
-    """The preprocessing plan: that of ``cfg.init_weights``, else the default one."""
+    """The preprocessing plan: that of ``cfg.init_weights``, else the default one.
+
+    A V-Net trained on fixed ``cfg.depth``-slice patches (no stack-depth
+    augmentation) never saw a thinner stack: its plan asks inference to pad
+    thinner ones to that depth (``min_depth``).
+    """
     check_architecture(cfg.model)
     if cfg.init_weights:
-        return PreprocessPlan.from_dict(start_config(cfg).get("preprocess"))
-    return PreprocessPlan.from_dict(default_plan(cfg.model, cfg.arch_args))
+        plan = PreprocessPlan.from_dict(start_config(cfg).get("preprocess"))
+    else:
+        plan = PreprocessPlan.from_dict(default_plan(cfg.model, cfg.arch_args))
+    fixed_depth = spatial_dims(cfg.model) == 3 and not (cfg.augment and not cfg.overfit_batches)
+    if fixed_depth and plan.min_depth < cfg.depth:
+        plan = dataclasses.replace(plan, min_depth=int(cfg.depth))
+    return plan
 
 
 def start_config(cfg: TrainConfig) -> dict:

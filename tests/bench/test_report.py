@@ -93,6 +93,10 @@ def test_report_has_every_section(quick_report):
     assert "| **U-Net** | 4 |" in text and "| **Attention U-Net** | 4 |" in text
     assert "| V-Net | **skipped** | no trained weights found" in text
     assert "| 0.002 | 0.0001 | 0.7000 |" in text                # the search table
+    # bench.speed's backends and cohort engines (local, Ray with 1 and 2 workers)
+    assert "| torch bf16 |" in text and "| ONNX fp32 |" in text
+    for engine in ("local", "ray-1", "ray-2"):
+        assert re.search(rf"\| {engine} \| [\d.]+ \| [\d.]+ \| [\d.]+x \| yes \| 0 ", text)
     assert report.FAILED_PART not in text
     assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
 
@@ -109,7 +113,7 @@ def test_report_figures_are_png(quick_report):
     for name in ("eda_groups.png", "eda_class_balance.png", "eda_intensity.png",
                  "eda_examples.png", "architectures.png", "lr_find.png", "learning_curves.png",
                  "bland_altman_unet.png", "failure_position.png", "robustness.png",
-                 "speed.png"):
+                 "speed.png", "speed_backends.png"):
         assert name in names
 
 

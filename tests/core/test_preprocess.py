@@ -258,6 +258,35 @@ def test_restore_accepts_float16_probabilities():
     torch.testing.assert_close(back.sum(0), torch.ones(shape), atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("z,min_depth,z_divisor", [(1, 8, 2), (3, 8, 2), (5, 7, 2), (2, 4, 1)])
+def test_thin_stack_padded_to_min_depth_by_repeating_end_slices(z, min_depth, z_divisor):
+    plan = PreprocessPlan(spacing_mm=None, divisor=8, z_divisor=z_divisor, min_depth=min_depth)
+    volume = np.random.default_rng(z).normal(500, 100, (24, 24, z)).astype(np.float32)
+    prepared = prepare(volume, (1.5, 1.5, 8.0), plan)
+    depth = prepared.image.shape[0]
+    assert depth >= min_depth and depth % z_divisor == 0
+    assert prepared.z_before + z + prepared.z_pad == depth
+    assert abs(prepared.z_before - prepared.z_pad) <= 1 and prepared.z_before > 0
+    first, last = prepared.image[prepared.z_before], prepared.image[prepared.z_before + z - 1]
+    for k in range(prepared.z_before):
+        torch.testing.assert_close(prepared.image[k], first)
+    for k in range(prepared.z_before + z, depth):
+        torch.testing.assert_close(prepared.image[k], last)
+    # restore keeps exactly the input's slices, in order
+    marks = torch.arange(depth, dtype=torch.float32)[:, None, None, None].expand(
+        depth, NUM_CLASSES, *prepared.image.shape[-2:])
+    back = restore(marks, prepared)
+    assert back.shape == (NUM_CLASSES, 24, 24, z)
+    for k in range(z):
+        assert float(back[0, 12, 12, k]) == prepared.z_before + k
+
+
+def test_stack_as_deep_as_min_depth_is_not_padded_before():
+    plan = PreprocessPlan(spacing_mm=None, divisor=8, z_divisor=2, min_depth=8)
+    prepared = prepare(np.ones((16, 16, 9), np.float32), (1.5, 1.5, 8.0), plan)
+    assert prepared.z_before == 0 and prepared.z_pad == 1
+
+
 def test_prepare_rejects_non_3d():
     with pytest.raises(ValueError):
         prepare(np.zeros((8, 8)), (1.0, 1.0), PreprocessPlan())
@@ -272,6 +301,7 @@ def test_prepare_rejects_non_3d():
     PreprocessPlan(divisor=8, z_divisor=8),
     PreprocessPlan(spacing_mm=(1.25, 1.4), size=(160, 176), clip_percentiles=(1.0, 99.0)),
     PreprocessPlan(spacing_mm=None, divisor=16),
+    PreprocessPlan(divisor=8, z_divisor=2, min_depth=8),
 ])
 def test_plan_json_round_trip(plan):
     text = json.dumps(plan.to_dict())

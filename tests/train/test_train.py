@@ -472,3 +472,17 @@ def test_bf16_volumetric_training_on_the_cpu_warns(tmp_path):
                         tmp_path, [])
         runner._trainer(TrainConfig(model="vnet", precision="32-true", accelerator="cpu"),
                         tmp_path, [])
+
+
+@pytest.mark.parametrize("model,augment,overfit,min_depth", [
+    ("vnet", False, 0, 6), ("vnet", True, 2, 6),   # fixed 6-slice patches
+    ("vnet", True, 0, 1),                          # stack-depth augmentation: 1-20 slices
+    ("unet", False, 0, 1),
+])
+def test_plan_of_fixed_depth_vnet_pads_thin_stacks_to_its_depth(model, augment, overfit,
+                                                                 min_depth):
+    from lvseg_core.records import TrainConfig
+    from train.datamodule import model_plan
+
+    cfg = TrainConfig(model=model, depth=6, augment=augment, overfit_batches=overfit)
+    assert model_plan(cfg).min_depth == min_depth
