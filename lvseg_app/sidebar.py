@@ -179,9 +179,10 @@ def draw_sidebar() -> ModelChoice:
         backend = st.selectbox(
             "Backend", list(BACKENDS), key="backend", format_func=BACKENDS.get,
             on_change=_keep, args=("backend",),
-            help="auto: ONNX Runtime (int8 where that keeps Dice) on a CPU for the U-Net "
-                 "and Attention U-Net, torch otherwise; the ONNX model is built once per "
-                 "weights file (a minute) and cached. Precision applies to torch only.")
+            help="auto: torch on a GPU; on a CPU ONNX Runtime where these weights have an "
+                 "ONNX build whose recorded check passed (Dice kept, faster than torch: the "
+                 "bundled U-Net and Attention U-Net), torch otherwise. onnx: builds one if "
+                 "needed (a minute, cached). Precision applies to torch only.")
         choice = replace(choice, backend=backend)
         if backend != "auto":
             choice = replace(choice, label=f"{choice.label} · {backend}")

@@ -4,9 +4,12 @@
   autocast where the CPU has it natively);
 - ``onnx``: ONNX Runtime on the CPU, running the build of
   :mod:`lvseg_core.onnx_export` for these weights (int8 where that keeps Dice);
-- ``auto``: torch on CUDA; on a CPU the ONNX backend for the architectures in
-  :data:`ONNX_PAYS` when ONNX Runtime is installed and a build for the weights
-  exists or can be made, else torch.
+- ``auto``: decided from facts (:func:`auto_build`): torch on CUDA; on a CPU
+  ONNX Runtime when it is installed and a valid (not stale) build of these
+  weights exists whose recorded check passed (int8 or float32 Dice within the
+  tolerance of torch float32 on labelled held-out volumes, and measured faster
+  than torch, see :func:`lvseg_core.onnx_export.check_result`); else torch.
+  ``auto`` never starts a build: ``--backend onnx`` or ``build-onnx`` make one.
 """
 
 from __future__ import annotations
@@ -20,13 +23,6 @@ from . import onnx_export
 from .errors import LVSegError
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
-
-#: Architectures for which ``auto`` picks ONNX Runtime on a CPU: where it was
-#: measured faster than torch bf16 (``python -m bench.speed``: U-Net and
-#: Attention U-Net int8 several times faster; V-Net int8 slower than bf16, as
-#: ONNX Runtime's int8 3D convolutions are).
-ONNX_PAYS: frozenset[str] = frozenset({"unet", "attention_unet"})
-
 
 def default_backend() -> str:
     """The backend used when none is named (:func:`lvseg_core.settings.backend`)."""
@@ -54,6 +50,41 @@ def onnxruntime_available() -> bool:
     return find_spec("onnx") is not None
 
 
+def _weights_key(architecture: str, weights_folder: Path | None, preprocess: dict
+                 ) -> dict | None:
+    """The build key of the weights file in ``weights_folder`` (None: no file)."""
+    if weights_folder is None or not (weights_folder / onnx_export.WEIGHTS_FILE).is_file():
+        return None
+    return onnx_export.build_key(architecture,
+                                 onnx_export.file_sha256(weights_folder / onnx_export.WEIGHTS_FILE),
+                                 preprocess)
+
+
+def network(found: onnx_export.OnnxBuild) -> onnx_export.OnnxNetwork:
+    """An ONNX Runtime session of a validated build."""
+    return onnx_export.OnnxNetwork(found.path, batch_size=found.batch_size,
+                                   precision=found.precision, record=found.record)
+
+
+def auto_build(architecture: str, weights_folder: Path | None, preprocess: dict
+               ) -> tuple[onnx_export.OnnxBuild | None, str]:
+    """The build ``auto`` runs on a CPU, or None and why torch runs instead ("" for a
+    model given in memory, which has no file to key a build)."""
+    if not onnxruntime_available():
+        return None, "ONNX Runtime is not installed: using torch"
+    key = _weights_key(architecture, weights_folder, preprocess)
+    if key is None:
+        return None, ""
+    found = onnx_export.find_build(weights_folder, key)
+    if found is None:
+        return None, (f"no valid ONNX build of these {architecture} weights (make one with "
+                      f"'build-onnx --model {architecture}'): using torch")
+    passed, why = onnx_export.check_result(found.record)
+    if not passed:
+        return None, f"the ONNX build at {found.path.parent} is not used ({why}): using torch"
+    return found, ""
+
+
 def open_onnx(architecture: str, weights_folder: Path | None, preprocess: dict,
               load_model: Callable[[], Any], segmenter_class, build: bool = True,
               report: Callable[[str], None] | None = None) -> onnx_export.OnnxNetwork:
@@ -70,12 +101,10 @@ def open_onnx(architecture: str, weights_folder: Path | None, preprocess: dict,
     """
     if not onnxruntime_available():
         raise LVSegError("--backend onnx needs ONNX Runtime: pip install onnxruntime onnx")
-    if weights_folder is None or not (weights_folder / onnx_export.WEIGHTS_FILE).is_file():
+    key = _weights_key(architecture, weights_folder, preprocess)
+    if key is None:
         raise LVSegError("the ONNX backend needs weights from a file (model.safetensors); "
                          "this model was given in memory")
-    key = onnx_export.build_key(architecture,
-                                onnx_export.file_sha256(weights_folder / onnx_export.WEIGHTS_FILE),
-                                preprocess)
     found = onnx_export.find_build(weights_folder, key)
     if found is None:
         if not build:
@@ -91,8 +120,7 @@ def open_onnx(architecture: str, weights_folder: Path | None, preprocess: dict,
         except Exception as err:  # export / quantisation failures of any kind
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise LVSegError(f"ONNX build of {architecture} failed: {first}") from None
-    return onnx_export.OnnxNetwork(found.path, batch_size=found.batch_size,
-                                   precision=found.precision, record=found.record)
+    return network(found)
 
 
 def ensure_build(architecture: str, segmenter_class, source: str | None = None,
@@ -112,6 +140,10 @@ def ensure_build(architecture: str, segmenter_class, source: str | None = None,
     if found is None:
         found = onnx_export.build(model, key, onnx_export.build_folders(weights.folder, key)[-1],
                                   segmenter_class, report=report)
+    elif "speed" not in found.record:
+        if report is not None:
+            report(f"timing the build at {found.path.parent} against torch (not recorded yet)")
+        found = onnx_export.add_speed(found, model, segmenter_class)
     if beside_weights and found.path.parent != weights.folder:
         tmp = Path(tempfile.mkdtemp(prefix=".onnx.", dir=weights.folder))
         try:

@@ -372,10 +372,17 @@ def cmd_evaluate(args) -> int:
 def cmd_build_onnx(args) -> int:
     from .backends import ensure_build
     from .inference import Segmenter
+    from .onnx_export import check_result
 
     found = ensure_build(args.model, Segmenter, args.weights, args.beside_weights, report=_note)
     print(f"{found.path} ({found.precision}, {found.record['onnx_bytes'] / 1e6:.1f} MB): "
           f"{found.record.get('reason', '')}")
+    speed = found.record.get("speed") or {}
+    if speed:
+        print(f"network alone: ONNX {speed['onnx_seconds_per_slice']:.3f} s per slice, torch "
+              f"{speed['torch_precision']} {speed['torch_seconds_per_slice']:.3f}")
+    passed, why = check_result(found.record)
+    print("--backend auto uses it on a CPU" if passed else f"--backend auto will not use it: {why}")
     return 0
 
 

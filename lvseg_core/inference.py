@@ -15,8 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .backends import (ONNX_PAYS, check_backend, default_backend, onnxruntime_available,
-                       open_onnx)
+from .backends import auto_build, check_backend, default_backend, network, open_onnx
 from .errors import LVSegError
 from .hub import Weights, load_model, resolve_weights
 from .models import LVSegModel, read_config
@@ -70,24 +69,19 @@ def choose_onnx(backend: str, device: torch.device, architecture: str,
                 load: Callable[[], LVSegModel], report: Callable[[str], None] | None = None
                 ) -> tuple[OnnxNetwork | None, str]:
     """The ONNX network ``backend`` asks for on ``device``, or None for torch, and
-    a notice saying why ``auto`` fell back to torch (see :mod:`lvseg_core.backends`).
+    a notice saying why ``auto`` chose torch on a CPU (see :mod:`lvseg_core.backends`).
 
-    ``load`` gives the torch model when a build has to be made.
+    ``load`` gives the torch model when ``onnx`` has to make a build.
     """
-    if backend == "torch" or (backend == "auto" and (
-            device.type != "cpu" or architecture not in ONNX_PAYS or weights is None)):
-        return None, ""
-    if backend == "onnx" and device.type != "cpu":
+    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+        return None, ""  # auto on CUDA: torch
+    if device.type != "cpu":
         raise LVSegError("the ONNX backend runs on the CPU; on CUDA use the torch backend")
-    if backend == "auto" and not onnxruntime_available():
-        return None, "ONNX Runtime is not installed: using torch"
-    try:
-        folder = weights.folder if weights is not None else None
-        return open_onnx(architecture, folder, preprocess, load, Segmenter, report=report), ""
-    except LVSegError as err:
-        if backend == "onnx":
-            raise
-        return None, f"{err}; using torch"
+    folder = weights.folder if weights is not None else None
+    if backend == "auto":
+        found, why = auto_build(architecture, folder, preprocess)
+        return (network(found), "") if found is not None else (None, why)
+    return open_onnx(architecture, folder, preprocess, load, Segmenter, report=report), ""
 
 
 @dataclass

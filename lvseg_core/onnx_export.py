@@ -14,7 +14,8 @@ once per weights file:
    volumes, int8 against torch float32. The int8 model is kept when it loses at
    most :data:`DICE_TOLERANCE`, else the float32 ONNX model is; without
    calibration data the float32 model is shipped and the record says why;
-4. the batch size that runs fastest on this CPU, measured on one volume.
+4. the batch size that runs fastest on this CPU, measured on one volume, and
+   the seconds per slice of the build against the torch model (``speed``).
 
 ``onnx.json`` records the decision, the Dice figures and the *key*: sha256 of
 ``model.safetensors``, the preprocessing and export plan, and the ONNX Runtime
@@ -346,6 +347,87 @@ def fastest_batch(network, inputs: list[np.ndarray], repeats: int = 2) -> tuple[
     return int(best), seconds
 
 
+def speed_probe(plan, spatial_dims: int, slices: int = 8) -> np.ndarray:
+    """Seeded noise slices ``(z, 1, X, Y)`` float32 of the plan's network grid
+    (fixed ``size``, else 7 x ``divisor`` square); a 3D model's stack is as deep as
+    its plan needs (``min_depth``, a multiple of ``z_divisor``)."""
+    side = (7 * plan.divisor,) * 2 if plan.size is None else tuple(plan.size)
+    depth = slices
+    if spatial_dims == 3:
+        depth = max(slices, getattr(plan, "min_depth", 1))
+        depth = int(np.ceil(depth / plan.z_divisor) * plan.z_divisor)
+    return np.random.default_rng(0).standard_normal((depth, 1, *side), dtype=np.float32)
+
+
+def measure_speed(model, onnx_path: Path, batch_size: int, segmenter_class,
+                  repeats: int = 3) -> dict[str, Any]:
+    """Seconds per slice of the network alone on :func:`speed_probe`, the ONNX
+    build (at ``batch_size``) against the torch model at this CPU's default
+    precision, both through ``segmenter_class`` (the
+    :class:`~lvseg_core.inference.Segmenter`), median of ``repeats`` after a
+    warm-up; what ``auto`` compares (:func:`check_result`)."""
+    import torch
+
+    from .preprocess import PreprocessPlan
+
+    probe = torch.from_numpy(speed_probe(PreprocessPlan.from_dict(model.preprocess),
+                                         model.spatial_dims))
+    runs = {"torch": segmenter_class(model, "cpu", backend="torch"),
+            "onnx": segmenter_class(model, "cpu", onnx=OnnxNetwork(onnx_path,
+                                                                    batch_size=batch_size))}
+    out: dict[str, Any] = {"probe": list(probe.shape),
+                           "torch_precision": runs["torch"].precision_label,
+                           "threads": default_threads()}
+    for name, segmenter in runs.items():
+        segmenter._logits(probe)
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            segmenter._logits(probe)
+            seconds.append((time.perf_counter() - start) / probe.shape[0])
+        out[f"{name}_seconds_per_slice"] = statistics.median(seconds)
+    out["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return out
+
+
+def check_result(record: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a build's recorded check lets ``auto`` use it, and why not: the
+    Dice check of its precision passed (within its tolerance of torch float32,
+    on labelled held-out volumes) and it was measured faster than torch."""
+    try:
+        precision = record["precision"]
+        check, speed = record.get("check") or {}, record.get("speed") or {}
+        ref, got = check.get("dice_torch_fp32"), check.get(f"dice_onnx_{precision}")
+        tolerance = float(record.get("tolerance", DICE_TOLERANCE))
+        if ref is None or got is None:
+            return False, "no Dice check recorded (built without labelled data)"
+        loss = float(ref) - float(got)
+        if not loss <= tolerance:
+            return False, f"{precision} loses {loss:.4f} mean Dice (> {tolerance})"
+        onnx_s, torch_s = speed.get("onnx_seconds_per_slice"), speed.get(
+            "torch_seconds_per_slice")
+        if onnx_s is None or torch_s is None:
+            return False, "no speed against torch recorded"
+        if not float(onnx_s) < float(torch_s):
+            return False, (f"measured slower than torch ({float(onnx_s):.3f} against "
+                           f"{float(torch_s):.3f} s per slice)")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False, f"unreadable check in {RECORD_FILE}"
+    return True, ""
+
+
+def add_speed(found: OnnxBuild, model, segmenter_class) -> OnnxBuild:
+    """``found`` with :func:`measure_speed` in its record, written atomically
+    beside its ONNX file (a build made before speeds were recorded)."""
+    record = dict(found.record)
+    record["speed"] = measure_speed(model, found.path, found.batch_size, segmenter_class)
+    path = found.path.parent / RECORD_FILE
+    tmp = path.with_name(f".{RECORD_FILE}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return OnnxBuild(found.path, record)
+
+
 def _check(model, segmenter_class, fp32_path: Path, int8_path: Path | None,
            check_cases: Sequence, report: Report) -> dict[str, Any]:
     """Dice of torch float32, ONNX float32 and ONNX int8 on ``check_cases``, each
@@ -421,12 +503,12 @@ def build(model, key: dict[str, Any], folder: Path, segmenter_class,
                                     f"(> {DICE_TOLERANCE})")
         record["precision"] = "int8" if chosen.name == "int8.onnx" else "fp32"
         if model.spatial_dims == 2:
-            probe = np.concatenate([np.random.default_rng(0).standard_normal(
-                (1, 1, 7 * plan.divisor, 7 * plan.divisor), dtype=np.float32)] * 8)
             record["batch_size"], record["seconds_per_slice"] = fastest_batch(
-                OnnxNetwork(chosen), list(probe[:, None]))
+                OnnxNetwork(chosen), list(speed_probe(plan, 2)[:, None]))
         else:
             record["batch_size"] = 1
+        report("timing the build against torch")
+        record["speed"] = measure_speed(model, chosen, record["batch_size"], segmenter_class)
         os.replace(chosen, tmp / ONNX_FILE)
         for stray in tmp.glob("*.onnx"):
             if stray.name != ONNX_FILE:

@@ -125,11 +125,11 @@ class _NoOnnxRuntime(importlib.abc.MetaPathFinder):
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(tmp_path, cache, monkeypatch):
+    folder = _save_small_unet(tmp_path / "weights")  # imports the model libraries first
     for name in [m for m in sys.modules if m == "onnxruntime" or m.startswith("onnxruntime.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [_NoOnnxRuntime(), *sys.meta_path])
     assert not onnxruntime_available()
-    folder = _save_small_unet(tmp_path / "weights")
     seg = Segmenter.from_source("unet", str(folder), device="cpu")
     assert seg.backend == "torch" and "ONNX Runtime is not installed" in seg.notice
     scan, _ = make_heart(shape=(60, 66, 4))
@@ -148,7 +148,74 @@ def test_backend_choices_and_in_memory_models(tmp_path, cache):
         Segmenter(model, "cpu", backend="tensorrt")
     folder = _save_small_unet(tmp_path / "weights")
     assert Segmenter.from_source("unet", str(folder), "cpu", backend="torch").backend == "torch"
-    assert Segmenter.from_source("unet", str(folder), "cpu").backend == "onnx"  # auto, CPU
+    auto = Segmenter.from_source("unet", str(folder), "cpu")  # no build: auto makes none
+    assert auto.backend == "torch" and "no valid ONNX build" in auto.notice
+    assert not cache.exists()
+
+
+def _bundled_copy(tmp_path, name: str = "unet"):
+    """The bundled U-Net's files (weights, config, shipped int8 build) in a folder of
+    the test's own, and the parsed onnx.json."""
+    import shutil
+
+    from lvseg_core.hub import bundled_folder
+
+    if name not in available_bundled():
+        pytest.skip(f"no bundled {name} weights")
+    source = bundled_folder(name)
+    folder = tmp_path / name
+    folder.mkdir()
+    for file in ("config.json", "model.safetensors", onnx_export.ONNX_FILE,
+                 onnx_export.RECORD_FILE):
+        shutil.copy2(source / file, folder / file)
+    return folder, json.loads((folder / onnx_export.RECORD_FILE).read_text())
+
+
+def test_auto_uses_a_build_whose_recorded_check_passed(tmp_path, cache):
+    folder, record = _bundled_copy(tmp_path)
+    assert onnx_export.check_result(record) == (True, "")
+    assert record["speed"]["onnx_seconds_per_slice"] < record["speed"]["torch_seconds_per_slice"]
+    seg = Segmenter.from_source("unet", str(folder), device="cpu")  # auto
+    assert seg.backend == "onnx" and seg.precision_label == "int8" and seg.notice == ""
+    assert seg.onnx.path == folder / onnx_export.ONNX_FILE and seg._model is None
+    # With a GPU auto is torch on CUDA, whatever the build (no CUDA is touched here).
+    from lvseg_core.inference import choose_onnx
+
+    assert choose_onnx("auto", torch.device("cuda"), "unet", seg.weights, seg._config[
+        "preprocess"], lambda: None) == (None, "")
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda r: r["check"].update(dice_onnx_int8=r["check"]["dice_torch_fp32"] - 0.01),
+     "int8 loses 0.0100 mean Dice"),
+    (lambda r: r["speed"].update(onnx_seconds_per_slice=2 * r["speed"][
+        "torch_seconds_per_slice"]), "measured slower than torch"),
+    (lambda r: r.pop("speed"), "no speed against torch recorded"),
+    (lambda r: r.pop("check"), "no Dice check recorded"),
+    (lambda r: r["check"].update(dice_onnx_int8="?"), "unreadable check"),
+])
+def test_auto_chooses_torch_when_the_recorded_check_failed(tmp_path, cache, change, why):
+    folder, record = _bundled_copy(tmp_path)
+    change(record)
+    (folder / onnx_export.RECORD_FILE).write_text(json.dumps(record))
+    seg = Segmenter.from_source("unet", str(folder), device="cpu")
+    assert seg.backend == "torch" and why in seg.notice
+    # --backend onnx still runs the build (the key and file hash are valid)
+    assert Segmenter.from_source("unet", str(folder), "cpu", backend="onnx").onnx.path \
+        == folder / onnx_export.ONNX_FILE
+
+
+def test_auto_chooses_torch_for_a_stale_or_unchecked_build(tmp_path, cache):
+    folder, _ = _bundled_copy(tmp_path)
+    _save_small_unet(folder)  # retrained weights beside the shipped build: stale
+    stale = Segmenter.from_source("unet", str(folder), device="cpu")
+    assert stale.backend == "torch" and "no valid ONNX build" in stale.notice
+    # A build made without labelled data has no Dice check: valid for --backend onnx,
+    # not for auto.
+    unchecked = ensure_build("unet", Segmenter, str(folder), beside_weights=True)
+    assert unchecked.precision == "fp32" and "speed" in unchecked.record
+    seg = Segmenter.from_source("unet", str(folder), device="cpu")
+    assert seg.backend == "torch" and "no Dice check recorded" in seg.notice
 
 
 def test_calibration_uses_training_patients_only(acdc_dir):
