@@ -194,8 +194,10 @@ def render_html(report: StudyReport) -> str:
     if ed_mask.ndim != 3 or np.asarray(report.ed_image).shape != ed_mask.shape:
         raise LVSegError(f"{report.name}: ED image and mask must be (x, y, z) of one shape")
     z = mid_slice(ed_mask)
-    figures = [("ED", _overlay_uri(np.asarray(report.ed_image), ed_mask, z))]
-    if report.es_image is not None and report.es_mask is not None:
+    study = report.es_image is not None and report.es_mask is not None
+    figures = [("ED" if study else "Volume", _overlay_uri(np.asarray(report.ed_image),
+                                                          ed_mask, z))]
+    if study:
         figures.append(("ES", _overlay_uri(np.asarray(report.es_image),
                                            np.asarray(report.es_mask), z)))
     overlays = "".join(f"<figure><img alt=\"{phase} overlay\" src=\"{uri}\"><figcaption>"

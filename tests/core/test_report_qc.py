@@ -69,6 +69,9 @@ def test_qc_status_on_every_report(tmp_path, acdc_dir, capsys):
         assert LEAD[row["qc"]] in section, name
         if row["qc"] != "ok":  # the reason shown is the row's
             assert row["qc_reason"] in section, name
+        page = (out / f"{name}_report.html").read_text()
+        assert ("ES overlay" in page) == (kind == "patient"), name
+        assert ("Volume, slice" in page) == (kind == "frame"), name  # not called ED
     # The pair is one study: EF on its row, an AHA table, no per-frame reports.
     assert rows["M078_SA"]["LV_EF_pct"] and (out / "M078_SA_aha.csv").is_file()
     assert rows["M078_SA_ED"]["phase"] == "ED" and not rows["M078_SA_ED"]["report"]
