@@ -330,17 +330,21 @@ def mask_nifti_bytes(analysis: Analysis) -> bytes:
 
 
 def make_subset(root: str | Path, patients: list[str], dest: str | Path) -> Path:
-    """An ACDC-layout folder ``dest`` holding links to ``patients`` of ``root``
-    (so a dataset evaluation can run on a few patients without copying data)."""
+    """An ACDC-layout folder ``dest`` with a folder per patient of ``patients``
+    holding links to that patient's files in ``root`` (so a dataset evaluation
+    runs on a few patients without copying data; a linked patient *folder*
+    leading outside ``dest`` would be skipped, see :func:`lvseg_core.data.find_cases`)."""
     root, dest = Path(root), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for patient in patients:
         source = root / patient
         if not (source / "Info.cfg").is_file():
             raise LVSegError(f"{source}: not an ACDC patient folder")
-        link = dest / patient
-        if not link.exists():
-            os.symlink(source.resolve(), link, target_is_directory=True)
+        (dest / patient).mkdir(exist_ok=True)
+        for file in source.iterdir():
+            link = dest / patient / file.name
+            if file.is_file() and not link.exists():
+                os.symlink(file.resolve(), link)
     return dest
 
 

@@ -66,7 +66,10 @@ def indexed(a: Analysis) -> dict:
 
 
 def report_html(a: Analysis, segmenter=None, qc=None) -> str:
-    """The self-contained HTML report of the analysis."""
+    """The self-contained HTML report of the analysis, with ``qc`` or else the
+    analysis's own QC status (a single volume, a pair or a cine alike)."""
+    if qc is None and a.qc is not None:
+        qc = a.qc.message
     ed = a.ed if a.ed is not None else 0
     study = has_study(a)
     indices = dict(a.indices or {})

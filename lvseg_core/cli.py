@@ -266,8 +266,8 @@ def cmd_predict(args) -> int:
 
     notes: list[str] = []
     inputs = collect_inputs(args.inputs, notes)  # fail fast, before the model is loaded
-    for note in notes:
-        _note(note)
+    for note in notes:  # inputs skipped (links leading outside, special files)
+        _warn(note)
     if args.engine == "ray" or args.resume:
         return _cohort(args, inputs)
     segmenter = _segmenter(args)
@@ -350,6 +350,8 @@ def cmd_evaluate(args) -> int:
     path = write_json(result, out)
     for failure in result["failed"]:
         print(f"skipped {failure['name']}: {failure['error']}", file=sys.stderr)
+    for warning in result["warnings"]:
+        _warn(warning)
     for note in result["notes"]:
         _note(note)
     dice, hd = result["dice"], result["hd95_mm"]

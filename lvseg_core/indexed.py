@@ -14,8 +14,11 @@ magnetic resonance (CMR) in adults and children: 2020 update") builds on, as
 tabulated in Cardiovasc Diagn Ther 2020;10(6):1918-1945, Table 3:
 EDV/BSA men 81 ± 12, women 76 ± 10 mL/m²; ESV/BSA 26 ± 6 and 24 ± 5 mL/m²;
 SV/BSA 54 ± 6 and 52 ± 7 mL/m²; LV mass/BSA 67 ± 9 and 61 ± 10 g/m²; EF 67 ± 5 %
-for both. When the sex is unknown the range is the union of both sexes'
-ranges (a value is flagged only when it lies outside both).
+for both. (These nine values were checked verbatim against that Table 3. The
+2020 update's own tables, and right-ventricular ranges by sex, could not be
+checked against a source here, so none of their numbers is used.) When the
+sex is unknown the range is the union of both sexes' ranges (a value is
+flagged only when it lies outside both).
 
 ACDC labels keep papillary muscles in the LV cavity, so LV mass here excludes
 them; the reference ranges were measured the same way in some of the pooled

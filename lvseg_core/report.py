@@ -38,6 +38,9 @@ INDEX_ROWS: tuple[tuple[str, str, str], ...] = (
     ("RV_EDV_ml", "RV end-diastolic volume", "mL"),
     ("RV_ESV_ml", "RV end-systolic volume", "mL"),
     ("RV_EF_pct", "RV ejection fraction", "%"),
+    ("LV_ml", "LV cavity volume", "mL"),
+    ("Myo_ml", "LV myocardium volume", "mL"),
+    ("RV_ml", "RV cavity volume", "mL"),
     ("LV_EDV_index_ml_m2", "LV EDV / BSA", "mL/m²"),
     ("LV_ESV_index_ml_m2", "LV ESV / BSA", "mL/m²"),
     ("LV_SV_index_ml_m2", "LV SV / BSA", "mL/m²"),
@@ -191,8 +194,10 @@ def render_html(report: StudyReport) -> str:
     if ed_mask.ndim != 3 or np.asarray(report.ed_image).shape != ed_mask.shape:
         raise LVSegError(f"{report.name}: ED image and mask must be (x, y, z) of one shape")
     z = mid_slice(ed_mask)
-    figures = [("ED", _overlay_uri(np.asarray(report.ed_image), ed_mask, z))]
-    if report.es_image is not None and report.es_mask is not None:
+    study = report.es_image is not None and report.es_mask is not None
+    figures = [("ED" if study else "Volume", _overlay_uri(np.asarray(report.ed_image),
+                                                          ed_mask, z))]
+    if study:
         figures.append(("ES", _overlay_uri(np.asarray(report.es_image),
                                            np.asarray(report.es_mask), z)))
     overlays = "".join(f"<figure><img alt=\"{phase} overlay\" src=\"{uri}\"><figcaption>"

@@ -1,9 +1,11 @@
 """Study-level outputs from ED and ES masks: AHA table, indexed values, HTML report.
 
-A study is one ACDC patient (its ED and ES frames) or one cine series (ED and
-ES found from the LV volume curve). :func:`study_outputs` writes
-``<name>_aha.csv`` and, when asked, ``<name>_report.html`` into the output
-folder, and returns the values that go into ``summary.csv``.
+A study is one ACDC patient (its ED and ES frames), one NIfTI pair (``<name>_ED``
+and ``<name>_ES`` files) or one cine series (ED and ES found from the LV volume
+curve). :func:`study_outputs` writes ``<name>_aha.csv`` and, when asked,
+``<name>_report.html`` into the output folder, and returns the values that go
+into ``summary.csv``. A single volume gets a report of its own
+(:func:`volume_report`).
 """
 
 from __future__ import annotations
@@ -130,3 +132,15 @@ def study_outputs(name: str, out_dir: str | os.PathLike, ed: Scan, ed_mask: np.n
         result.report = write_report(page, out_dir / f"{name}{REPORT_SUFFIX}", overwrite)
         result.values["report"] = str(result.report)
     return result
+
+
+def volume_report(name: str, out_dir: str | os.PathLike, scan: Scan, mask: np.ndarray,
+                  volumes: Mapping[str, float], provenance: Provenance, *, qc: Any = None,
+                  overwrite: bool = False) -> Path:
+    """Write ``<name>_report.html`` for one 3D volume: its overlay, the volumes of
+    ``volumes`` (``{"LV", "Myo", "RV"}`` in mL), its QC status and provenance."""
+    page = StudyReport(name=name, provenance=provenance, ed_image=scan.array, ed_mask=mask,
+                       indices={f"{s}_ml": v for s, v in volumes.items()}, qc=qc,
+                       details=details_of(scan))
+    return write_report(page, Path(os.fspath(out_dir)).expanduser() / f"{name}{REPORT_SUFFIX}",
+                        overwrite)

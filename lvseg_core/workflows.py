@@ -17,6 +17,7 @@ import csv
 import io as _io
 import math
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,7 +46,7 @@ from .pipeline import ScanResult, run_scan
 from .qc import QC_FLIPS, STATUSES, combine
 from .provenance import Provenance
 from .scan import Scan
-from .study import STUDY_COLUMNS, study_outputs
+from .study import STUDY_COLUMNS, study_outputs, volume_report
 
 #: Name of the per-batch table written beside the masks.
 SUMMARY_NAME = "summary.csv"
@@ -204,6 +205,8 @@ def collect_inputs(paths: Iterable[str | os.PathLike],
       loose DICOM files, or with nothing else recognisable, is read as one
       DICOM series itself.
 
+    Two NIfTI files named ``<study>_ED...`` and ``<study>_ES...`` are a pair:
+    they get ``patient`` (the study name) and ``phase``, and are one study.
     The same file given twice is kept once. Entries of a folder that are links
     leading outside it, or FIFOs and other special files, are skipped; a
     one-line note for each is appended to ``notes``.
@@ -223,7 +226,7 @@ def collect_inputs(paths: Iterable[str | os.PathLike],
         if path.is_dir():
             if is_acdc_folder(path):
                 found = [Input(c.image, c.name, "acdc", c.patient, c.frame, c.phase, c.group)
-                         for c in find_cases(path)]
+                         for c in find_cases(path, notes=notes)]
             else:
                 found = _folder_inputs(path, notes if notes is not None else [])
         else:
@@ -233,7 +236,30 @@ def collect_inputs(paths: Iterable[str | os.PathLike],
             if key not in seen:
                 seen.add(key)
                 inputs.append(item)
-    return inputs
+    return _nifti_pairs(inputs)
+
+
+#: ``<study>_ED<rest>`` / ``<study>_ES<rest>`` file names (``_`` or ``-``, any case).
+_PAIR_NAME = re.compile(r"^(?P<head>.+?)[_-](?P<phase>ED|ES)(?P<tail>[_-].*)?$", re.IGNORECASE)
+
+
+def _nifti_pairs(inputs: list[Input]) -> list[Input]:
+    """``inputs`` with each NIfTI pair of files (one ``<study>_ED``, one
+    ``<study>_ES``, e.g. ``A0S9V9_SA_ED.nii.gz`` and ``A0S9V9_SA_ES.nii.gz``)
+    marked as the ED and ES of study ``<study><rest>`` (``patient``, ``phase``)."""
+    found: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, item in enumerate(inputs):
+        match = _PAIR_NAME.match(item.name)
+        if item.kind == "file" and is_nifti_name(item.path.name) and match:
+            study = match.group("head") + (match.group("tail") or "")
+            found[study][match.group("phase").upper()].append(i)
+    out = list(inputs)
+    for study, phases in found.items():
+        if len(phases.get("ED", ())) == len(phases.get("ES", ())) == 1:
+            for phase in ("ED", "ES"):
+                i = phases[phase][0]
+                out[i] = replace(inputs[i], patient=study, phase=phase)
+    return out
 
 
 def load_input(item: Input, series_uid: str | None = None) -> Scan:
@@ -496,10 +522,13 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
     reason (in :attr:`PredictReport.failures` and as a ``failed`` row) and the
     batch goes on.
 
-    Studies: an ACDC patient with both ED and ES frames, and every cine scan,
-    get ``<name>_aha.csv`` (AHA 16-segment wall thickness), BSA-indexed values
-    with reference-range flags in their row and, with ``options.report``,
-    ``<name>_report.html``. With ``options.dicom_seg`` a DICOM input also gets
+    Studies: an ACDC patient with both ED and ES frames, a NIfTI pair
+    (:func:`collect_inputs`) and every cine scan get ``<name>_aha.csv`` (AHA
+    16-segment wall thickness), BSA-indexed values with reference-range flags
+    in their row and, with ``options.report``, ``<name>_report.html``; with
+    ``options.report`` every other 3D volume gets a report of its own. Every
+    report shows the QC status of what it covers (a study's: its frames and
+    EF combined, as on its ``patient`` row). With ``options.dicom_seg`` a DICOM input also gets
     ``<name>[_tNN][_forNN]_seg.dcm`` (:mod:`lvseg_core.io.dicom_seg`). A study
     or SEG output that cannot be made is a note on the row (the mask stays).
 
@@ -584,21 +613,25 @@ def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite
                 _study(row, stem, out_dir, scan.frame(result.ed), result.mask_at(result.ed),
                        scan.frame(result.es), result.mask_at(result.es), provenance, options,
                        overwrite, result.indices)
-            if item.kind == "acdc" and not scan.is_cine:
+            if (item.kind == "acdc" or item.phase) and not scan.is_cine:
                 frames.append({
                     "patient": item.patient, "phase": item.phase, "group": item.group,
                     "name": item.name, "volumes": {s: row[f"{s}_ml"] for s in STRUCTURES},
                     "shape": scan.shape3d, "spacing": scan.spacing, "qc": result.qc})
                 if item.phase in ("ED", "ES"):
-                    pending[item.patient][item.phase] = (scan, result.mask)
+                    pending[item.patient][item.phase] = (scan, result.mask, result.qc)
                     phases = pending[item.patient]
                     if len(phases) == 2:  # the study is complete: write it, free the volumes
-                        (ed_scan, ed_mask), (es_scan, es_mask) = phases["ED"], phases["ES"]
+                        (ed_scan, ed_mask, ed_qc), (es_scan, es_mask, es_qc) = (
+                            phases["ED"], phases["ES"])
                         studies[item.patient] = {}
                         if ed_scan.shape3d == es_scan.shape3d:
                             _study(studies[item.patient], item.patient, out_dir, ed_scan,
-                                   ed_mask, es_scan, es_mask, provenance, options, overwrite)
+                                   ed_mask, es_scan, es_mask, provenance, options, overwrite,
+                                   frame_qc=[("ED", ed_qc), ("ES", es_qc)])
                         del pending[item.patient]
+            if options.report and not scan.is_cine and not item.phase:
+                _volume_report(row, stem, out_dir, scan, result, provenance, overwrite)
         _report(progress, done, total, item.name)
 
     for patient, (ed, es) in ed_es_pairs(frames, record_key).items():
@@ -632,13 +665,19 @@ def _add_note(row: dict, note: str) -> None:
 
 def _study(row: dict, name: str, out_dir: Path, ed: Scan, ed_mask: np.ndarray, es: Scan,
            es_mask: np.ndarray, provenance: Provenance, options: StudyOptions,
-           overwrite: bool, curves: dict | None = None) -> None:
-    """AHA table, indexed values and report of one study, into its row."""
+           overwrite: bool, curves: dict | None = None,
+           frame_qc: Sequence[tuple[str, Any]] = ()) -> None:
+    """AHA table, indexed values and report of one study, into its row. The
+    report's QC: ``options.qc[name]``, else the row's, else ``frame_qc`` (the
+    ED and ES frames' results) combined with the study's EF, as on its
+    ``patient`` row."""
     qc = options.qc.get(name)
     if qc is None and row.get("qc"):  # a QC status already on the row (a cine scan)
         qc = {"status": row["qc"], "reason": row.get("qc_reason", "")}
     try:
         indices = clinical_indices(ed_mask, es_mask, ed.spacing)
+        if qc is None and frame_qc:
+            qc = combine(list(frame_qc), {"LV_EF_pct": indices["LV_EF_pct"]}).message
         result = study_outputs(name, out_dir, ed, ed_mask, es, es_mask, indices, provenance,
                                report=options.report, curves=curves, qc=qc,
                                overwrite=overwrite)
@@ -648,6 +687,19 @@ def _study(row: dict, name: str, out_dir: Path, ed: Scan, ed_mask: np.ndarray, e
     row.update(result.values)
     for note in result.notes:
         _add_note(row, note)
+
+
+def _volume_report(row: dict, name: str, out_dir: Path, scan: Scan, result: ScanResult,
+                   provenance: Provenance, overwrite: bool) -> None:
+    """The report of a 3D volume outside any study (its QC included), into its row."""
+    try:
+        qc = result.qc.message if result.qc is not None else None
+        path = volume_report(name, out_dir, scan, result.mask, result.volumes[0], provenance,
+                             qc=qc, overwrite=overwrite)
+    except LVSegError as err:
+        _add_note(row, f"no report: {one_line(err)}")
+        return
+    row["report"] = str(path)
 
 
 def _dicom_seg(row: dict, item: Input, scan: Scan, mask: np.ndarray, out_dir: Path,
@@ -754,13 +806,15 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         group; ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
         ``per_case`` (each with its ``qc``: status, reason, score, issues and
         signals), ``failed``, ``notes`` (e.g. M&Ms-1 ED/ES taken from the
-        labels) and ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
+        labels), ``warnings`` (patient folders skipped: links leading
+        outside ``root``) and ``layout``. ``qc_flips`` as for :func:`predict_inputs`.
 
     Raises:
         LVSegError: no labelled frames in ``root``, or none could be evaluated.
     """
     root = Path(os.fspath(root)).expanduser()
-    layout, cases = find_layout_cases(root, layout, require_labels=True)
+    skipped: list[str] = []
+    layout, cases = find_layout_cases(root, layout, require_labels=True, notes=skipped)
     cases = select(cases, patients=patients)
     if not cases:
         raise LVSegError(f"{root}: none of the requested patients has labelled frames")
@@ -830,6 +884,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     result["per_case"] = per_case
     result["failed"] = failed
     result["notes"] = notes
+    result["warnings"] = skipped
     return result
 
 

@@ -40,6 +40,17 @@ def acdc_frame(patient_dir: Path, phase: str, label: bool = False) -> Path:
     return patient_dir / f"{patient_dir.name}_frame{frame:02d}{suffix}.nii.gz"
 
 
+def link_patients(acdc: Path, out: Path, patients) -> Path:
+    """An ACDC-layout folder ``out`` with a real folder per patient holding links
+    to its files (a linked patient folder leading outside ``out`` is skipped)."""
+    for patient in patients:
+        folder = out / patient
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in (acdc / patient).iterdir():
+            os.symlink(f, folder / f.name)
+    return out
+
+
 @pytest.fixture(scope="session")
 def acdc_dir() -> Path:
     """Path of the real ACDC data; skips the test when it is absent."""

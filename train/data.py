@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +100,14 @@ def split_dataset(data: str | Path, val_patients: list[str] | None = None,
     """Labelled cases of ``data`` split by patient.
 
     Uses ``val_patients`` if given, else the standard validation patients when
-    present, else a seeded random ``val_fraction`` of the patients.
+    present, else a seeded random ``val_fraction`` of the patients. A patient
+    folder that is a link leading outside ``data`` is skipped with a warning
+    on stderr.
     """
-    cases = find_cases(data, require_labels=True)
+    skipped: list[str] = []
+    cases = find_cases(data, require_labels=True, notes=skipped)
+    for note in skipped:  # linked patient folders leading outside ``data``
+        print(f"warning: {note}", file=sys.stderr)
     patients = sorted({c.patient for c in cases})
     if val_patients is None:
         val_patients = [p for p in VALIDATION_PATIENTS if p in patients]

@@ -109,12 +109,29 @@ def info_problem(folder: Path) -> str:
     return ""
 
 
+def _patient_folders(root: Path, notes: list[str] | None = None) -> list[Path]:
+    """The sub-folders of ``root`` (sorted) that may be read as patient folders:
+    a link leading outside ``root`` (or a broken one) is skipped, with a
+    one-line note in ``notes``, so that nothing outside the input is read."""
+    from ..io._common import skip_reason
+
+    top = root.resolve()
+    kept = []
+    for path in sorted(root.iterdir()):
+        if path.is_symlink() and (why := skip_reason(path, top)):
+            if notes is not None:
+                notes.append(f"{root.name}/{path.name} skipped: {why}")
+        elif path.is_dir():
+            kept.append(path)
+    return kept
+
+
 def dataset_problems(root: str | Path) -> list[dict[str, str]]:
     """``{"name", "error"}`` for each patient folder of an ACDC-layout ``root``
     with frame files whose Info.cfg is missing or invalid (:func:`info_problem`)."""
     root = Path(root)
-    folders = [root] if (root / "Info.cfg").is_file() else sorted(
-        p for p in root.iterdir() if p.is_dir() and p.name.startswith("patient"))
+    folders = [root] if (root / "Info.cfg").is_file() else [
+        p for p in _patient_folders(root) if p.name.startswith("patient")]
     problems = []
     for folder in folders:
         if not any(_FRAME.match(p.name) for p in folder.iterdir()):
@@ -125,8 +142,12 @@ def dataset_problems(root: str | Path) -> list[dict[str, str]]:
     return problems
 
 
-def find_cases(root: str | Path, require_labels: bool = False) -> list[Case]:
+def find_cases(root: str | Path, require_labels: bool = False,
+               notes: list[str] | None = None) -> list[Case]:
     """All frames of an ACDC-layout folder (a patient folder or a folder of them).
+
+    A patient folder that is a link leading outside ``root`` is skipped, with a
+    one-line note appended to ``notes``.
 
     Raises:
         LVSegError: if the folder does not exist or holds no ACDC frames (or,
@@ -135,8 +156,8 @@ def find_cases(root: str | Path, require_labels: bool = False) -> list[Case]:
     root = Path(root)
     if not root.is_dir():
         raise LVSegError(f"{root}: no such folder")
-    folders = [root] if (root / "Info.cfg").is_file() else sorted(
-        p for p in root.iterdir() if p.is_dir() and (p / "Info.cfg").is_file())
+    folders = [root] if (root / "Info.cfg").is_file() else [
+        p for p in _patient_folders(root, notes) if (p / "Info.cfg").is_file()]
     cases = [case for folder in folders for case in patient_cases(folder)]
     if require_labels:
         cases = [case for case in cases if case.label is not None]

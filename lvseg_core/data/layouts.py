@@ -32,7 +32,6 @@ ED the one with the larger LV cavity, and says so in its ``note``.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -293,8 +292,10 @@ def mnms_cases(root: Path) -> list[LayoutCase]:
 
 
 def find_layout_cases(root: str | Path, layout: str | None = None,
-                      require_labels: bool = False) -> tuple[str, list[LayoutCase]]:
-    """The layout (given or detected) and the cases of ``root``.
+                      require_labels: bool = False,
+                      notes: list[str] | None = None) -> tuple[str, list[LayoutCase]]:
+    """The layout (given or detected) and the cases of ``root``; ``notes`` gets a
+    line per skipped link (:func:`~lvseg_core.data.find_cases`).
 
     Raises:
         LVSegError: unknown layout, a folder of neither layout, or no (labelled) cases.
@@ -310,7 +311,7 @@ def find_layout_cases(root: str | Path, layout: str | None = None,
                          "folder (<id>/<id>_SA_ED.nii.gz, or M&Ms-1 <id>/<id>_sa.nii.gz)")
     if layout == "acdc":
         return layout, [LayoutCase(c.patient, c.frame, c.phase, c.group, c.image, c.label,
-                                   "acdc") for c in find_cases(root, require_labels=require_labels)]
+                                   "acdc") for c in find_cases(root, require_labels, notes)]
     cases = mnms_cases(root) if layout == "mnms" else mnms1_cases(root)
     if require_labels:
         cases = [c for c in cases if c.label is not None]

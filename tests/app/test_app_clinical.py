@@ -52,6 +52,8 @@ def test_aha_report_and_indexed_of_a_sample(analysis, segmenter):
     page = clin.report_html(analysis, segmenter)
     assert page.startswith("<!DOCTYPE html>") and segmenter.weights.sha256 in page
     assert "AHA 16-segment" in page and "LV mass / BSA" in page
+    assert analysis.qc is not None and analysis.qc.message in page  # QC reaches the page
+    assert "QC not run" not in page
 
 
 def test_seg_download_of_a_dicom_upload(tmp_path, acdc_dir, segmenter):
@@ -68,6 +70,8 @@ def test_seg_download_of_a_dicom_upload(tmp_path, acdc_dir, segmenter):
     assert not clin.has_study(a)
     name, data, mime = clin.seg_download(a, "study.zip", buffer.getvalue(), segmenter)
     assert name == "study_seg.dcm" and mime == "application/dicom"
+    page = clin.report_html(a, segmenter)  # a single volume's report has its QC too
+    assert a.qc is not None and a.qc.message in page and "QC not run" not in page
     path = tmp_path / name
     path.write_bytes(data)
     seg = hd.seg.segread(str(path))

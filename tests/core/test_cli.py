@@ -32,7 +32,7 @@ from lvseg_core.models import ARCHITECTURES, create_model
 from lvseg_core.scan import Scan
 from lvseg_core.workflows import (SUMMARY_COLUMNS, collect_inputs, evaluate_dataset,
                                   json_safe, predict_inputs, write_json)
-from tests.conftest import ROOT, acdc_frame, make_heart
+from tests.conftest import ROOT, acdc_frame, link_patients, make_heart
 
 #: Narrow variants of each architecture, for speed.
 SMALL = {
@@ -359,10 +359,7 @@ def test_collect_inputs_errors(tmp_path):
 def test_evaluate_small_acdc(tmp_path, acdc_dir, weights, capsys):
     patients = ["patient002"] + [p.name for p in sorted(acdc_dir.glob("patient*"))
                                  if p.name != "patient002"][:1]
-    data = tmp_path / "acdc"
-    data.mkdir()
-    for name in patients:
-        (data / name).symlink_to(acdc_dir / name, target_is_directory=True)
+    data = link_patients(acdc_dir, tmp_path / "acdc", patients)
     out = tmp_path / "reports" / "nested" / "eval.json"
     code = cli.main(["evaluate", "--data", str(data), "--model", "unet", "--weights",
                      str(weights["lv"]), "--json", str(out), "--device", "cpu"])

@@ -12,7 +12,7 @@ import torch
 
 from lvseg_core import cli
 from lvseg_core.models import create_model
-from tests.conftest import make_heart
+from tests.conftest import link_patients, make_heart
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,7 @@ def test_predict_with_two_models(tmp_path, tiny, capsys):
 
 
 def test_evaluate_ensemble_of_bundled_models(tmp_path, acdc_dir, capsys):
-    data = tmp_path / "acdc"
-    data.mkdir()
-    (data / "patient078").symlink_to(acdc_dir / "patient078", target_is_directory=True)
+    data = link_patients(acdc_dir, tmp_path / "acdc", ["patient078"])
     out = tmp_path / "eval.json"
     code = cli.main(["evaluate", "--data", str(data), "--model", "ensemble", "--json", str(out),
                      "--device", "cpu"])

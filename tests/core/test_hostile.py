@@ -195,7 +195,7 @@ def test_link_to_the_parent_is_not_read_as_a_series(tmp_path, weights, capsys):
     err = capsys.readouterr().err
     assert code == 0, err
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["scan_seg.nii.gz"]
-    assert any(line.startswith("note: ") and "up" in line and "outside" in line
+    assert any(line.startswith("warning: ") and "up" in line and "outside" in line
                for line in lines(err)), err
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +12,7 @@ from lvseg_core.errors import LVSegError
 from lvseg_core.data.layouts import (LABEL_MAPS, convert_labels, detect_layout,
                                 find_layout_cases, is_mnms_folder)
 
-from tests.conftest import acdc_frame
+from tests.conftest import acdc_frame, link_patients
 
 PATIENTS = ("patient002", "patient061")
 
@@ -38,12 +37,7 @@ def build_mnms(acdc: Path, out: Path, patients=PATIENTS) -> Path:
 
 def build_acdc(acdc: Path, out: Path, patients=PATIENTS) -> Path:
     """An ACDC-layout copy (links to the real files)."""
-    for patient in patients:
-        folder = out / patient
-        folder.mkdir(parents=True)
-        for f in (acdc / patient).iterdir():
-            os.symlink(f, folder / f.name)
-    return out
+    return link_patients(acdc, out, patients)
 
 
 def test_convert_labels_round_trip():

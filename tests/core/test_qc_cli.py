@@ -14,11 +14,11 @@ import pytest
 from lvseg_core import cli
 from lvseg_core.workflows import SUMMARY_COLUMNS
 
+from tests.conftest import link_patients
+
 
 def _link_patient(acdc_dir, root, name="patient002"):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / name).symlink_to(acdc_dir / name, target_is_directory=True)
-    return root
+    return link_patients(acdc_dir, root, [name])
 
 
 def test_summary_has_qc_columns_that_tell_good_from_broken(tmp_path, acdc_dir, capsys):

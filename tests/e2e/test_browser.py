@@ -33,7 +33,7 @@ import nibabel as nib
 import pytest
 
 from lvseg_app.sidebar import PRECISIONS
-from tests.conftest import ROOT, acdc_frame, acdc_path, make_heart
+from tests.conftest import ROOT, acdc_frame, acdc_path, link_patients, make_heart
 
 OUT = ROOT / "test-output"
 CHROMIUM = os.environ.get("LVSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -71,11 +71,11 @@ def ten_slice_scan(folder: Path) -> Path:
 
 
 def sample_folder(folder: Path) -> Path:
-    """An ACDC-layout folder: a link to one real patient, else synthetic patients."""
+    """An ACDC-layout folder: links to one real patient's files, else synthetic patients."""
     real = acdc_path() / "patient002"
     folder.mkdir(parents=True)
     if (real / "Info.cfg").is_file():
-        os.symlink(real.resolve(), folder / "patient002", target_is_directory=True)
+        link_patients(real.parent.resolve(), folder, ["patient002"])
     else:
         from tests.app.test_app import make_sample_folder
 
