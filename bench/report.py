@@ -731,7 +731,9 @@ def section_backends(rep: Report, spd: dict) -> None:
                 "and int8 (static QDQ, calibrated on training patients). *Ceiling* is what "
                 "this CPU allows the network alone: the measured peak of a large matrix "
                 "product in that precision over the network's FLOPs per slice; *= fp32* is "
-                "the share of voxels labelled as torch float32 labels them.", "")
+                "the share of voxels labelled as torch float32 labels them; *Batch* is the "
+                "number of slices per network call that ran fastest on this CPU, measured in "
+                "the same run (torch: 1, 2, 4, 8 or the whole volume; ONNX: 1, 4 or 8).", "")
         for arch, b in measured.items():
             ceiling = b.get("ceiling", {})
             rep.add(f"{name(arch)}: {fmt(b.get('gflop_per_slice'), 2)} GFLOP per slice; "

@@ -165,6 +165,19 @@ def onnx_variants(model, folder: Path, data: Path) -> dict[str, Path]:
     return paths
 
 
+class TorchRun:
+    """A torch :class:`~lvseg_core.inference.Segmenter`'s network behind the
+    ``run(array)`` of an ONNX network (for :func:`lvseg_core.onnx_export.fastest_batch`)."""
+
+    def __init__(self, segmenter) -> None:
+        self.segmenter = segmenter
+
+    def run(self, image: np.ndarray):
+        import torch
+
+        return self.segmenter._logits(torch.from_numpy(image))
+
+
 def measure_backends(model, scans: Sequence, repeats: int, warmup: int, data: Path,
                      slice_loop_s: float | None = None) -> dict[str, Any]:
     """Seconds per volume of each backend variant on ``scans`` (CPU), mask
@@ -181,14 +194,19 @@ def measure_backends(model, scans: Sequence, repeats: int, warmup: int, data: Pa
                                   "note": "torch, default precision, batch of 1"}
     segmenters = {"torch_fp32": Segmenter(model, "cpu", precision="fp32", backend="torch"),
                   "torch_bf16": Segmenter(model, "cpu", precision="bf16", backend="torch")}
+    batches: dict[str, dict] = {}
+    probe = onnx_export.network_inputs(scans[0].array, scans[0].spacing, model_plan(model),
+                                       model.spatial_dims)
+    if model.spatial_dims == 2:  # torch's batch on this device: measured, not assumed
+        sizes = sorted({1, 2, 4, 8, len(probe)} - {n for n in (2, 4, 8) if n >= len(probe)})
+        for name, segmenter in segmenters.items():
+            segmenter.batch_size, batches[name] = onnx_export.fastest_batch(
+                TorchRun(segmenter), probe, candidates=sizes)
     with tempfile.TemporaryDirectory(prefix="lvseg-onnx-bench-") as tmp:
         for name, path in onnx_variants(model, Path(tmp), data).items():
             network = OnnxNetwork(path)
             if model.spatial_dims == 2:
-                from lvseg_core.onnx_export import network_inputs
-
-                probe = network_inputs(scans[0].array, scans[0].spacing, model_plan(model), 2)
-                network.batch_size, _ = onnx_export.fastest_batch(network, probe[:8])
+                network.batch_size, batches[name] = onnx_export.fastest_batch(network, probe[:8])
             segmenters[name] = Segmenter(model, "cpu", onnx=network)
         reference = None
         for name, segmenter in segmenters.items():
@@ -203,6 +221,7 @@ def measure_backends(model, scans: Sequence, repeats: int, warmup: int, data: Pa
                 "seconds_per_volume": total / len(scans), "slices_per_second": slices / total,
                 "batch_size": segmenter.onnx.batch_size if segmenter.onnx else
                 segmenter.batch_size,
+                "batch_seconds_per_slice": batches.get(name),
                 "voxels_equal_torch_fp32": float(np.mean([np.mean(a == b) for a, b in
                                                           zip(masks, reference)]))}
     ceiling = cpu_ceiling()

@@ -55,9 +55,8 @@ def _weights_key(architecture: str, weights_folder: Path | None, preprocess: dic
     """The build key of the weights file in ``weights_folder`` (None: no file)."""
     if weights_folder is None or not (weights_folder / onnx_export.WEIGHTS_FILE).is_file():
         return None
-    return onnx_export.build_key(architecture,
-                                 onnx_export.file_sha256(weights_folder / onnx_export.WEIGHTS_FILE),
-                                 preprocess)
+    sha = onnx_export.file_sha256(weights_folder / onnx_export.WEIGHTS_FILE)
+    return onnx_export.build_key(architecture, sha, preprocess)
 
 
 def network(found: onnx_export.OnnxBuild) -> onnx_export.OnnxNetwork:

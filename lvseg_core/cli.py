@@ -382,7 +382,8 @@ def cmd_build_onnx(args) -> int:
         print(f"network alone: ONNX {speed['onnx_seconds_per_slice']:.3f} s per slice, torch "
               f"{speed['torch_precision']} {speed['torch_seconds_per_slice']:.3f}")
     passed, why = check_result(found.record)
-    print("--backend auto uses it on a CPU" if passed else f"--backend auto will not use it: {why}")
+    print("--backend auto uses it on a CPU" if passed
+          else f"--backend auto will not use it: {why}")
     return 0
 
 

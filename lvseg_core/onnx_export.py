@@ -333,13 +333,14 @@ def mean_dice(segmenter, cases: Sequence) -> tuple[float, list[np.ndarray]]:
     return float(np.mean(scores)), masks
 
 
-def fastest_batch(network, inputs: list[np.ndarray], repeats: int = 2) -> tuple[int, dict]:
-    """The batch size of :data:`BATCH_CANDIDATES` with the least seconds per slice
-    on ``inputs`` (slices ``(1, 1, X, Y)``), and every timing."""
+def fastest_batch(network, inputs: list[np.ndarray], repeats: int = 2,
+                  candidates: Sequence[int] = BATCH_CANDIDATES) -> tuple[int, dict]:
+    """The batch size of ``candidates`` with the least seconds per slice on
+    ``inputs`` (slices ``(1, 1, X, Y)``) through ``network.run``, and every timing."""
     stack = np.concatenate(inputs)
     seconds: dict[str, float] = {}
     network.run(stack[:1])  # warm-up
-    for size in BATCH_CANDIDATES:
+    for size in candidates:
         if size > len(stack):
             break
         runs = []
