@@ -224,9 +224,15 @@ def resize_slices(slices, size: tuple[int, int], mode: str = "bilinear"):
         return _like(array[..., ix[:, None], iy[None, :]], was_torch)
     shrink = ox < nx or oy < ny
     dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float32
-    out = resize_weights(nx, ox, shrink) @ array.astype(dtype, copy=False) @ \
-        resize_weights(ny, oy, shrink).T
-    return _like(out.astype(dtype, copy=False), was_torch)
+    lead = array.shape[:-2]
+    # Two plain matrix products (one BLAS call each; a broadcast matmul loops slowly):
+    # along y on (N*C*X, Y), then along x on (X, N*C*Y').
+    out = np.ascontiguousarray(array, dtype=dtype).reshape(-1, ny) @ \
+        resize_weights(ny, oy, shrink).T.astype(dtype)
+    out = out.reshape(-1, nx, oy).transpose(1, 0, 2).reshape(nx, -1)
+    out = (resize_weights(nx, ox, shrink).astype(dtype) @ out).reshape(ox, -1, oy)
+    return _like(np.ascontiguousarray(out.transpose(1, 0, 2)).reshape(*lead, ox, oy),
+                 was_torch)
 
 
 def _place(n: int, target: int) -> tuple[int, int]:
