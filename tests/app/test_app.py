@@ -174,6 +174,16 @@ def _upload_mode(app):
     return app
 
 
+def _upload_cine(app, cine: np.ndarray, truth: np.ndarray, affine: np.ndarray) -> None:
+    """Upload a cine ``(x, y, z, t)`` and its ground truth through the Segment page, run it."""
+    app.file_uploader(key="segment_upload").upload(
+        "cine.nii.gz", _nifti_bytes(cine, affine), "application/gzip")
+    app.file_uploader(key="segment_upload_gt").upload(
+        "cine_gt.nii.gz", _nifti_bytes(truth, affine), "application/gzip")
+    app.run()
+    no_problems(app)
+
+
 def test_bad_upload_shows_one_line_error(app):
     _upload_mode(app)
     app.file_uploader(key="segment_upload").upload("broken.nii.gz", b"this is not a scan",
@@ -193,12 +203,7 @@ def test_upload_cine_scan_gives_volume_curve(app):
     scan, labels = make_heart()
     frames = [np.roll(scan.array, shift, axis=0) for shift in (0, 1, 2, 1)]
     cine = np.stack(frames, axis=-1)
-    app.file_uploader(key="segment_upload").upload(
-        "cine.nii.gz", _nifti_bytes(cine, scan.affine), "application/gzip")
-    app.file_uploader(key="segment_upload_gt").upload(
-        "cine_gt.nii.gz", _nifti_bytes(labels, scan.affine), "application/gzip")
-    app.run()
-    no_problems(app)
+    _upload_cine(app, cine, labels, scan.affine)
     labels_shown = {m.label for m in app.metric}
     assert {"LV EF", "Dice LV"} <= labels_shown    # ground truth given for frame 0
     assert "Volume over the cycle" in json.dumps(
@@ -442,12 +447,7 @@ def test_cine_ground_truth_for_every_frame(app):
                                    _nifti_bytes(truth.astype(np.float32) * 1.5, scan.affine),
                                    like)
     _upload_mode(app)
-    app.file_uploader(key="segment_upload").upload(
-        "cine.nii.gz", _nifti_bytes(cine, scan.affine), "application/gzip")
-    app.file_uploader(key="segment_upload_gt").upload(
-        "cine_gt.nii.gz", _nifti_bytes(truth, scan.affine), "application/gzip")
-    app.run()
-    no_problems(app)
+    _upload_cine(app, cine, truth, scan.affine)
     assert "LV EF" in {m.label for m in app.metric}
     indices = next(d.value for d in app.dataframe if "manual" in d.value.columns)
     assert "difference" in indices.columns        # manual indices from the 4D labels
