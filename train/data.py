@@ -149,16 +149,18 @@ class StackDataset(Dataset):
     Without augmentation, ``depth`` consecutive slices are taken at random
     (zero-padded when a volume has fewer). With it, :class:`StackSampler`
     draws a stack of 1-20 slices at a 5-10 mm spacing (the options' ranges),
-    padded at the end to D = the largest depth rounded up to ``z_divisor``
-    with the intensity inference pads with (the volume's minimum); the padded
-    slices are background. :func:`collate_stacks` trims a batch to its deepest
-    stack. The same in-plane augmentation is applied to every slice.
+    padded to D = the largest depth rounded up to ``z_divisor`` as inference
+    pads (:func:`pad_stack`): a stack thinner than ``min_depth`` repeats its
+    end slices, the rest is background at the volume's minimum.
+    :func:`collate_stacks` trims a batch to its deepest stack. The same
+    in-plane augmentation is applied to every slice.
     """
 
     def __init__(self, volumes: list[Volume], crop: tuple[int, int], depth: int = 8,
                  augment: bool = True, seed: int = 0, options: AugmentOptions | None = None,
-                 z_divisor: int = 1) -> None:
+                 z_divisor: int = 1, min_depth: int = 1) -> None:
         self.volumes = volumes
+        self.min_depth = max(1, int(min_depth))
         options = options or AugmentOptions()
         self.sampler = StackSampler(options, seed) if augment else None
         most = options.stack_depths[1] if augment else depth
@@ -182,11 +184,29 @@ class StackDataset(Dataset):
             label = vol.label[start:start + self.depth]
         n = image.shape[0]
         image, label = self.augment(image, label)
-        stack = np.zeros((self.depth, *image.shape[1:]), np.float32)
-        labels = np.zeros((self.depth, *label.shape[1:]), np.uint8)
-        stack[:n], labels[:n] = image, label
+        stack, labels = pad_stack(image, label, self.depth, self.min_depth)
         return (torch.from_numpy(vol.zscore(stack))[None].float(),
-                torch.from_numpy(labels)[None].long(), n)
+                torch.from_numpy(labels)[None].long(), max(n, self.min_depth))
+
+
+def pad_stack(image: np.ndarray, label: np.ndarray, depth: int, min_depth: int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a stack ``(n, X, Y)`` to ``(depth, X, Y)``.
+
+    Up to ``min_depth`` the first and last slices are repeated (image and
+    label), as inference pads a thin stack (:attr:`PreprocessPlan.min_depth`);
+    beyond it the padding is background at the image's minimum.
+    """
+    n = image.shape[0]
+    if n < min_depth:
+        before = (min_depth - n) // 2
+        widths = ((before, min_depth - n - before), (0, 0), (0, 0))
+        image, label = np.pad(image, widths, mode="edge"), np.pad(label, widths, mode="edge")
+        n = min_depth
+    stack = np.full((depth, *image.shape[1:]), image.min() if image.size else 0, np.float32)
+    labels = np.zeros((depth, *label.shape[1:]), np.uint8)
+    stack[:n], labels[:n] = image, label
+    return stack, labels
 
 
 def collate_stacks(batch: list, z_divisor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

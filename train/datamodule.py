@@ -58,7 +58,7 @@ class SegmentationDataModule(L.LightningDataModule):
         options = AugmentOptions.from_dict(cfg.augmentation)
         if spatial_dims(cfg.model) == 3:
             self.train_set = StackDataset(train_vols, cfg.crop, cfg.depth, augment, cfg.seed,
-                                          options, self.plan.z_divisor)
+                                          options, self.plan.z_divisor, self.plan.min_depth)
             self.collate = functools.partial(collate_stacks, z_divisor=self.plan.z_divisor)
         else:
             self.train_set = SliceDataset(train_vols, cfg.crop, augment, cfg.seed, options)

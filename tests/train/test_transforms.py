@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import make_heart
 from lvseg_core.records import TrainConfig
-from train.data import StackDataset, Volume, collate_stacks
+from train.data import StackDataset, Volume, collate_stacks, pad_stack
 from train.transforms import Augment, AugmentOptions, StackSampler
 
 #: Every transform applied on every call: a change anywhere shows.
@@ -105,6 +105,25 @@ def test_stack_dataset_pads_and_collate_trims():
     deepest = max(d for _, _, d in items)
     assert image.shape[:3] == (4, 1, deepest + deepest % 2)
     assert label.shape == image.shape and label.dtype == torch.long
+
+
+def test_thin_stacks_are_padded_as_inference_pads_them():
+    """Below ``min_depth`` the end slices repeat (image and label), as ``prepare`` does."""
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 16, 16)).astype(np.float32)
+    label = rng.integers(0, 4, (2, 16, 16)).astype(np.uint8)
+    stack, labels = pad_stack(image, label, depth=10, min_depth=8)
+    index = np.clip(np.arange(8) - 3, 0, 1)       # prepare(): z_before = (8 - 2) // 2
+    np.testing.assert_array_equal(stack[:8], image[index])
+    np.testing.assert_array_equal(labels[:8], label[index])
+    assert (labels[8:] == 0).all() and np.allclose(stack[8:], image.min())
+    # Without min_depth the stack is only padded with background.
+    stack, labels = pad_stack(image, label, depth=10)
+    np.testing.assert_array_equal(stack[:2], image)
+    assert (labels[2:] == 0).all()
+    ds = StackDataset([_volume(z=8, seed=s) for s in range(3)], (48, 48), augment=True,
+                      seed=1, z_divisor=2, min_depth=8)
+    assert all(depth >= 8 for _, _, depth in (ds[i] for i in range(3)))
 
 
 def test_options_are_recorded_in_the_config(tmp_path):
