@@ -48,6 +48,7 @@ from bench.common import (add_common_options, data_problem, environment, fmt, lo
 from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
 from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
+from lvseg_core.qc import AGREEMENT_SIGNALS
 from lvseg_core.scan import Scan
 
 #: Mean Dice below which a result counts as bad for the AUC.
@@ -206,7 +207,7 @@ def rerate(row: dict, drop: Sequence[str] = ()) -> dict:
 
 def without_agreement(row: dict) -> dict:
     """``row`` re-rated from its signals as if QC had run without the flipped pass."""
-    return rerate(row, ("agreement_dice",))
+    return rerate(row, AGREEMENT_SIGNALS)
 
 
 def summarise(rows: list[dict], variants: bool = True) -> dict:
@@ -248,35 +249,45 @@ def summarise(rows: list[dict], variants: bool = True) -> dict:
          if variants else {})
 
 
+def markdown(report: dict) -> str:
+    """The summary as markdown: one row per kind of copy, then the headline figures."""
+    s = report["summary"]
+    lines = ["| copy | results | ok | check | fail | flagged | mean Dice | Dice < 0.8 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for entry in s["by_kind"].values():
+        lines.append(f"| {entry['label']} | {entry['results']} | {entry['ok']} | "
+                     f"{entry['check']} | {entry['fail']} | {entry['flagged_share']:.0%} | "
+                     f"{fmt(entry['mean_dice'])} | {entry['bad_results']} |")
+
+    def pct(value: float | None) -> str:      # NaN is stored as null in the JSON
+        return "n/a" if value is None or math.isnan(value) else f"{fmt(100 * value, 1)} %"
+
+    lines += ["", "| measure | value | target |", "|---|---:|---:|",
+              f"| clean volumes rated ok | {pct(s['clean_ok_share'])} | >= 90 % |",
+              f"| broken copies flagged (all) | {pct(s['broken_flagged_share'])} | >= 80 % |",
+              f"| - inverted, severe noise, photograph, no heart | "
+              f"{pct(s['destructive_flagged_share'])} | |",
+              f"| - robustness perturbations | {pct(s['perturbed_flagged_share'])} | |",
+              f"| - perturbed results with Dice < 0.8 flagged | "
+              f"{pct(s['perturbed_bad_flagged_share'])} | |",
+              f"| - perturbed results with Dice >= 0.8 rated ok | "
+              f"{pct(s['perturbed_good_ok_share'])} | |",
+              f"| ROC AUC, QC score vs mean Dice < 0.8 ({s['auc_results']} results, "
+              f"{s['auc_bad_results']} bad) | {fmt(s['auc_bad_dice'])} | |"]
+    if "no_flip" in s:
+        n = s["no_flip"]
+        lines.append(f"| without the flipped pass: clean ok / broken flagged / AUC | "
+                     f"{pct(n['clean_ok_share'])} / {pct(n['broken_flagged_share'])} / "
+                     f"{fmt(n['auc_bad_dice'])} | |")
+    return "\n".join(lines) + "\n"
+
+
 def print_table(report: dict) -> None:
-    """The summary as a markdown table."""
+    """The summary as a markdown table, after a title line."""
     s = report["summary"]
     print(f"QC of {report['model']} on {s['clean']} {report['split']} volumes "
           f"({s['broken']} broken copies)\n")
-    print("| copy | results | ok | check | fail | flagged | mean Dice | Dice < 0.8 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for entry in s["by_kind"].values():
-        print(f"| {entry['label']} | {entry['results']} | {entry['ok']} | {entry['check']} | "
-              f"{entry['fail']} | {entry['flagged_share']:.0%} | {fmt(entry['mean_dice'])} | "
-              f"{entry['bad_results']} |")
-    print()
-    print("| measure | value | target |")
-    print("|---|---:|---:|")
-    print(f"| clean volumes rated ok | {fmt(100 * s['clean_ok_share'], 1)} % | >= 90 % |")
-    print(f"| broken copies flagged (all) | {fmt(100 * s['broken_flagged_share'], 1)} % "
-          "| >= 80 % |")
-    print(f"| - inverted, severe noise, photograph, no heart | "
-          f"{fmt(100 * s['destructive_flagged_share'], 1)} % | |")
-    print(f"| - robustness perturbations | {fmt(100 * s['perturbed_flagged_share'], 1)} % | |")
-    print(f"| - perturbed results with Dice < 0.8 flagged | "
-          f"{fmt(100 * s['perturbed_bad_flagged_share'], 1)} % | |")
-    print(f"| ROC AUC, QC score vs mean Dice < 0.8 ({s['auc_results']} results, "
-          f"{s['auc_bad_results']} bad) | {fmt(s['auc_bad_dice'])} | |")
-    if "no_flip" in s:
-        n = s["no_flip"]
-        print(f"| without the flipped pass: clean ok / broken flagged / AUC | "
-              f"{fmt(100 * n['clean_ok_share'], 1)} % / "
-              f"{fmt(100 * n['broken_flagged_share'], 1)} % / {fmt(n['auc_bad_dice'])} | |")
+    print(markdown(report))
 
 
 # ---------------------------------------------------------------- calibrate

@@ -651,6 +651,8 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
                "Predicted vs manual clinical indices (dashed: identity).", "clinical_scatter")
     section_speed(rep, results)
     section_robustness(rep, results)
+    section_domain_shift(rep, args, specs)
+    section_qc(rep, args, specs)
     section_examples(rep, args, specs, results)
     section_regional(rep, results)
 
@@ -814,10 +816,88 @@ def section_robustness(rep: Report, results: dict) -> None:
                "robustness")
 
 
+def stale_weights(measured: dict[str, dict], specs: Sequence[ModelSpec]) -> list[str]:
+    """Models whose weights differ from those ``measured`` (``{arch: {"sha256": ...}}``)."""
+    current = {s.arch: s.fingerprint().get("sha256") for s in specs if s.available}
+    return [arch for arch, ident in measured.items()
+            if arch in current and ident.get("sha256") != current[arch]]
+
+
+def _stale_note(stale: Sequence[str], command: str) -> str:
+    if not stale:
+        return "Measured with the weights this report evaluates."
+    return (f"**Measured with earlier weights of {', '.join(name(a) for a in stale)}**; "
+            f"rerun `{command}` for the current ones.")
+
+
+def section_domain_shift(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
+    from bench import domain_shift
+
+    rep.add("### 5.6 Simulated other scanners (domain shift)", "")
+    report = read_json(args.domain_shift_json)
+    if not report or report.get("kind") != "domain_shift":
+        rep.add(f"Not measured: no `python -m bench.domain_shift` result at "
+                f"`{args.domain_shift_json}`.", "")
+        return
+    compare = read_json(args.domain_shift_compare) if args.domain_shift_compare else None
+    if compare and compare.get("kind") != "domain_shift":
+        compare = None
+    command = f"python -m bench.domain_shift --json {args.domain_shift_json}"
+    stale = stale_weights(report.get("weights", {}), specs)
+    rep.add("Each validation volume rewritten as another scanner would write it, segmented "
+            "by every model and by the ensemble of the three (mean class probabilities): "
+            "inverted intensities, gamma, a saturating window, noise, a bias field, a "
+            "coarser in-plane resolution, a smaller field of view (centred and with the "
+            "heart 50 mm off centre) and thin stacks of 3 and 1 slices (`bench.domain_shift`)."
+            + (" Each model's earlier weights (`" + str(args.domain_shift_compare) + "`) "
+               "stand before the current ones." if compare else ""),
+            _stale_note(stale, command), "",
+            domain_shift.markdown(report, compare, ("before", "now")), "")
+    clean = (report["results"].get(domain_shift.ENSEMBLE, {}).get("clean") or {}).get("dice")
+    if clean and not stale:     # the README states only what the current weights do
+        members = ", ".join(name(m) for m in report["results"] if m != domain_shift.ENSEMBLE)
+        rep.facts["ensemble"] = (
+            f"Ensemble of {members} (mean class probabilities, `--model ensemble`): mean "
+            f"Dice {fmt(clean['mean'])} "
+            f"on the same volumes (`bench.domain_shift`, section 5.6 of the report).")
+
+
+def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
+    from bench import qc
+
+    rep.add("### 5.7 Quality control without ground truth", "")
+    report = read_json(args.qc_json)
+    if not report or report.get("kind") != "qc":
+        rep.add(f"Not measured: no `python -m bench.qc` result at `{args.qc_json}`.", "")
+        return
+    s = report["summary"]
+    arch = report.get("model", "")
+    command = f"python -m bench.qc --models {arch} --json {args.qc_json}"
+    stale = stale_weights({arch: report.get("weights_id", {})}, specs)
+    rep.add(f"`lvseg_core.qc` rates every prediction `ok`, `check` or `fail` from the image, "
+            f"the anatomy of the result and the agreement with a flipped pass. "
+            f"{name(arch)} on {s['clean']} {report.get('split')} volumes, clean and as "
+            f"{s['broken']} broken copies (`bench.qc`: inverted, severe noise, a photograph, "
+            "a field of view without the heart, and every perturbation of "
+            "`bench.robustness`). The robustness perturbations include scans a scanner "
+            "could write and the model segments well (a mild bias field, gamma 1.5, another "
+            "voxel size): QC should pass those, so the share of perturbed results with "
+            "Dice >= 0.8 rated ok is reported beside the share of bad ones flagged.",
+            _stale_note(stale, command), "", qc.markdown(report), "")
+    if not stale:
+        rep.facts["qc"] = (
+            f"Quality control ({name(arch)}, {s['clean']} validation volumes and "
+            f"{s['broken']} broken copies, `bench.qc`): {s['clean_ok_share']:.0%} of clean "
+            f"volumes rated ok, {s['destructive_flagged_share']:.0%} of the inverted, noisy, "
+            f"photograph and heartless copies flagged, {s['broken_flagged_share']:.0%} of all "
+            f"broken copies, ROC AUC {fmt(s['auc_bad_dice'])} for a result with mean Dice < "
+            f"{report['bad_dice']:g}.")
+
+
 def section_regional(rep: Report, results: dict) -> None:
     from bench.regional import table
 
-    rep.add("### 5.7 Regional wall thickness by pathology group", "")
+    rep.add("### 5.9 Regional wall thickness by pathology group", "")
     reg = results.get("regional")
     if not reg or not reg.get("by_group"):
         rep.add("Regional wall thickness was not measured in this run.", "")
@@ -914,7 +994,7 @@ def section_examples(rep: Report, args, specs: Sequence[ModelSpec], results: dic
 
     acc = results["accuracy"]
     best = _best_model(acc)
-    rep.add("### 5.6 Example segmentations", "")
+    rep.add("### 5.8 Example segmentations", "")
     if best is None:
         rep.add("No model was evaluated.", "")
         return
@@ -1194,6 +1274,7 @@ def readme_block(rep: Report, readme: Path, results: dict) -> str:
                      f"{next(iter(acc['models'].values()))['cases']} volumes, scored in 3D), "
                      "from the last run of the report command:")
         lines += ["", md_table(comparison["header"], comparison["rows"]), ""]
+        lines += [f"{rep.facts[k]}\n" for k in ("ensemble", "qc") if rep.facts.get(k)]
         reasons = rep.facts.get("example_reasons", {})
         typical = next((k for k, r in reasons.items() if r.startswith("typical")), "seg_01")
         fig = rep.facts["figures"].get(typical) or rep.facts["figures"].get("results_dice")
@@ -1335,6 +1416,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--speed-json", type=Path, default=None, metavar="PATH",
                         help="take the speed section from this 'python -m bench.speed "
                              "--json PATH' run instead of timing here")
+    parser.add_argument("--domain-shift-json", type=Path,
+                        default=ROOT / "docs" / "domain_shift" / "domain_shift.json",
+                        metavar="PATH", help="the 'python -m bench.domain_shift' result of "
+                        "section 5.6 (default: docs/domain_shift/domain_shift.json)")
+    parser.add_argument("--domain-shift-compare", type=Path,
+                        default=ROOT / "docs" / "domain_shift" / "domain_shift_old.json",
+                        metavar="PATH", help="an earlier domain-shift result shown beside it "
+                        "(default: docs/domain_shift/domain_shift_old.json)")
+    parser.add_argument("--qc-json", type=Path, default=ROOT / "docs" / "qc" / "qc_unet.json",
+                        metavar="PATH", help="the 'python -m bench.qc' result of section 5.7 "
+                        "(default: docs/qc/qc_unet.json)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--examples", type=int, default=6,

@@ -162,61 +162,74 @@ RULES: tuple[Rule, ...] = (
     Rule("slice_correlation", True, 0.6563, 0.9017, None,
          "neighbouring slices are nearly identical, unlike a short-axis stack"),
     # anatomy
-    Rule("lv_myo_contrast", False, 0.3397, 0.02801, -0.159,
+    Rule("lv_myo_contrast", False, 0.3414, 0.0276, -0.1607,
          "the LV cavity is not brighter than the myocardium ({value:+.2f}): inverted "
          "contrast or not a bright-blood cine"),
-    Rule("open_slices", True, 0.0, 2.5, None,
+    Rule("open_slices", True, 0, 2.5, None,
          "the myocardium does not close around the LV on {value:.0f} slice(s)", "count"),
-    Rule("LV_components", True, 1.0, 1.5, None,
+    Rule("LV_components", True, 1, 1.5, None,
          "the LV cavity is in {value:.0f} separate pieces", "count"),
-    Rule("Myo_components", True, 1.0, 2.5, None,
+    Rule("Myo_components", True, 1, 2.5, None,
          "the myocardium is in {value:.0f} separate pieces", "count"),
-    Rule("RV_components", True, 1.0, 2.5, None,
+    Rule("RV_components", True, 1, 2.5, None,
          "the RV is in {value:.0f} separate pieces", "count"),
-    Rule("lv_gaps", True, 0.0, 0.5, None,
+    Rule("lv_gaps", True, 0, 0.5, None,
          "the LV is missing on {value:.0f} slice(s) between others", "count"),
-    Rule("lv_area_jump", True, 0.28, 1.14, None,
+    Rule("lv_area_jump", True, 0.2801, 0.9801, None,
          "the LV area jumps from one slice to the next ({value:.0%} of its largest area)"),
-    Rule("rv_lv_distance_mm", True, 41.85, 61.93, 78.35,
+    Rule("rv_lv_distance_mm", True, 41.83, 61.94, 78.39,
          "the RV is far from the LV ({value:.0f} mm between their centres)", "log"),
-    Rule("rv_lv_distance_mm", False, 41.85, 22.82, 15.86,
+    Rule("rv_lv_distance_mm", False, 41.83, 22.82, 15.87,
          "the RV lies on top of the LV ({value:.0f} mm between their centres)", "log"),
-    Rule("rv_detached_slices", True, 0.0, 2.5, None,
+    Rule("rv_detached_slices", True, 0, 2.5, None,
          "the RV does not touch the myocardium on {value:.0f} slice(s)", "count"),
-    Rule("wall_thickness_mm", True, 9.231, 28.26, 55.28,
+    Rule("wall_thickness_mm", True, 9.326, 28.18, 54.72,
          "the myocardium is implausibly thick ({value:.1f} mm)", "log"),
-    Rule("wall_thickness_mm", False, 9.231, 4.517, 2.941,
+    Rule("wall_thickness_mm", False, 9.326, 4.505, 2.912,
          "the myocardium is implausibly thin ({value:.1f} mm)", "log"),
-    Rule("LV_ml", True, 121.8, 495.7, 1151.0,
+    Rule("LV_ml", True, 120.4, 497.1, 1164,
          "the LV volume is implausibly large ({value:.0f} mL)", "log"),
-    Rule("LV_ml_covered", False, 121.8, 14.61, 4.092,
+    Rule("LV_ml_covered", False, 120.4, 14.65, 4.138,
          "the LV volume is implausibly small ({value:.1f} mL)", "log"),
-    Rule("Myo_ml", True, 126.8, 369.4, 701.8,
+    Rule("Myo_ml", True, 126.9, 369.3, 701.2,
          "the myocardium volume is implausibly large ({value:.0f} mL)", "log"),
-    Rule("Myo_ml_covered", False, 126.8, 25.42, 9.692,
+    Rule("Myo_ml_covered", False, 126.9, 25.41, 9.683,
          "the myocardium volume is implausibly small ({value:.0f} mL)", "log"),
-    Rule("RV_ml", True, 110.4, 435.3, 991.2,
+    Rule("RV_ml", True, 109.7, 377.9, 793.7,
          "the RV volume is implausibly large ({value:.0f} mL)", "log"),
-    Rule("RV_ml_covered", False, 110.4, 7.595, 1.524,
+    Rule("RV_ml_covered", False, 109.7, 7.606, 1.534,
          "the RV volume is implausibly small ({value:.1f} mL)", "log"),
     Rule("LV_EF_pct", False, 50.25, 0.767, -28.92,
          "the LV ejection fraction is implausibly low ({value:.0f} %)"),
     Rule("LV_EF_pct", True, 50.25, 89.77, 113.5,
          "the LV ejection fraction is implausibly high ({value:.0f} %)"),
     # agreement (training predictions of the bundled U-Net)
-    Rule("agreement_dice", False, 0.9317, 0.7312, 0.6109,
+    Rule("agreement_dice", False, 0.9487, 0.8261, 0.7525,
          "the outlines change when the image is flipped (agreement Dice {value:.2f})",
          min_span=0.02),
-    Rule("entropy", True, 0.1131, 0.2139, 0.2744, "the model is unsure about the outlines",
+    Rule("RV_agreement", False, 0.9478, 0.5744, 0.3503,
+         "the RV outline changes when the image is flipped (RV agreement Dice {value:.2f})",
          min_span=0.02),
-    Rule("removed_share", True, 0.03119, 0.2774, 0.4252,
+    Rule("Myo_agreement", False, 0.9364, 0.8281, 0.7632,
+         "the myocardium outline changes when the image is flipped "
+         "(Myo agreement Dice {value:.2f})", min_span=0.02),
+    Rule("LV_agreement", False, 0.9753, 0.6904, 0.5195,
+         "the LV outline changes when the image is flipped (LV agreement Dice {value:.2f})",
+         min_span=0.02),
+    Rule("entropy", True, 0.09575, 0.1546, 0.1898, "the model is unsure about the outlines",
+         min_span=0.02),
+    Rule("removed_share", True, 0.003675, 0.1497, 0.2373,
          "{value:.0%} of the raw prediction lay outside the heart and was removed",
          min_span=0.02),
 )
 
 #: Signals calibrated on every training prediction; the others on the expert
 #: labels and the good (mean Dice >= 0.8) training predictions.
-PREDICTION_SIGNALS: tuple[str, ...] = ("agreement_dice", "entropy", "removed_share")
+PREDICTION_SIGNALS: tuple[str, ...] = ("agreement_dice", "RV_agreement", "Myo_agreement",
+                                        "LV_agreement", "entropy", "removed_share")
+
+#: Signals of the flipped passes (NaN when quality control runs without them).
+AGREEMENT_SIGNALS: tuple[str, ...] = PREDICTION_SIGNALS[:4]
 
 
 @dataclass(frozen=True)
@@ -374,7 +387,8 @@ def anatomy_signals(mask: np.ndarray, scaled: np.ndarray | None,
 
     Returns (NaN when not applicable): ``RV_ml``, ``Myo_ml``, ``LV_ml``
     (volumes in mL) and the same as ``*_covered`` when the stack covers at
-    least :data:`MIN_COVERAGE_MM` and the structure is present; ``{RV,Myo,LV}_components`` (3D pieces);
+    least :data:`MIN_COVERAGE_MM` and the structure is present;
+    ``{RV,Myo,LV}_components`` (3D pieces);
     ``lv_myo_contrast`` (mean scaled intensity of the LV cavity minus the
     myocardium's); ``open_slices`` (slices whose LV border is more than
     :data:`OPEN_SLICE_SHARE` non-myocardium) and ``max_open_share``;
@@ -447,6 +461,23 @@ def agreement(mask: np.ndarray, others: Sequence[np.ndarray]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def structure_agreement(mask: np.ndarray, others: Sequence[np.ndarray]) -> dict[str, float]:
+    """``{"RV_agreement": ..., "Myo_agreement": ..., "LV_agreement": ...}``: Dice of
+    each structure between ``mask`` and each of ``others``, averaged over ``others``
+    (NaN without others, or where the structure is in none of the maps).
+
+    One structure can change under a flip while the others hold (a missed RV at
+    end-systole), which the mean of :func:`agreement` dilutes.
+    """
+    out = {}
+    for s in STRUCTURES:
+        label = LABEL_OF[s]
+        scores = [dice(mask, other, s) for other in others
+                  if (mask == label).any() or (other == label).any()]
+        out[f"{s}_agreement"] = float(np.mean(scores)) if scores else float("nan")
+    return out
+
+
 def probability_signals(mask: np.ndarray, probabilities: np.ndarray | None,
                         extra: Sequence[np.ndarray] = ()) -> dict[str, float]:
     """Signals of the class probabilities ``(C, x, y, z)`` behind ``mask``.
@@ -455,11 +486,13 @@ def probability_signals(mask: np.ndarray, probabilities: np.ndarray | None,
     labelled heart by the mask or by their argmax, 0..1 of ``log C``),
     ``removed_share`` (heart voxels of the argmax that the mask dropped, share
     of the mask's heart), ``agreement_dice`` (:func:`agreement` of the mask
-    with the argmax of each ``extra`` map); NaN when not applicable.
+    with the argmax of each ``extra`` map) and the same per structure
+    (:func:`structure_agreement`); NaN when not applicable.
     """
     nan = float("nan")
-    out = {"entropy": nan, "removed_share": nan,
-           "agreement_dice": agreement(mask, [np.asarray(e).argmax(0) for e in extra])}
+    others = [np.asarray(e).argmax(0) for e in extra]
+    out = {"entropy": nan, "removed_share": nan, "agreement_dice": agreement(mask, others),
+           **structure_agreement(mask, others)}
     if probabilities is None:
         return out
     probs = np.asarray(probabilities)

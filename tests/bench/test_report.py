@@ -86,8 +86,9 @@ def test_report_has_every_section(quick_report):
     assert positions == sorted(positions)
     for sub in ("### 3.1 Architectures", "### 4.1 Hyper-parameter search",
                 "### 4.2 Learning curves", "### 5.1 Comparison", "### 5.3 Clinical agreement",
-                "### 5.4 Speed", "### 5.5 Robustness", "### 5.6 Example segmentations",
-                "### 5.7 Regional wall thickness",
+                "### 5.4 Speed", "### 5.5 Robustness", "### 5.6 Simulated other scanners",
+                "### 5.7 Quality control", "### 5.8 Example segmentations",
+                "### 5.9 Regional wall thickness",
                 "### 6.1 Slice position", "### 6.2 RV at end-systole"):
         assert sub in text
     assert "| **U-Net** | 4 |" in text and "| **Attention U-Net** | 4 |" in text
@@ -99,6 +100,36 @@ def test_report_has_every_section(quick_report):
         assert re.search(rf"\| {engine} \| [\d.]+ \| [\d.]+ \| [\d.]+x \| yes \| 0 ", text)
     assert report.FAILED_PART not in text
     assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
+
+
+def test_report_shows_domain_shift_and_qc_with_their_weights(quick_report):
+    """Sections 5.6 and 5.7 come from the versioned docs/ results, and say when those were
+    measured with other weights (here: the test's random-init ones are evaluated)."""
+    text = (quick_report["docs"] / "REPORT.md").read_text()
+    shift = text[text.index("### 5.6"):text.index("### 5.7")]
+    assert "| 1-slice stack |" in shift and "| Condition | U-Net before | U-Net now |" in shift
+    assert "**Measured with earlier weights of U-Net, Attention U-Net**" in shift
+    assert "V-Net" not in shift.split("**Measured")[1].split("**")[0]  # no V-Net weights here
+    qc = text[text.index("### 5.7"):text.index("### 5.8")]
+    assert re.search(r"\| clean volumes rated ok \| [\d.]+ % \| >= 90 % \|", qc)
+    assert "| photograph |" in qc and "**Measured with earlier weights of U-Net**" in qc
+
+
+def test_missing_or_foreign_domain_shift_and_qc_results_are_named(tmp_path):
+    from argparse import Namespace
+
+    from bench.document import Report
+
+    (tmp_path / "speed.json").write_text(json.dumps({"kind": "speed"}))
+    args = Namespace(domain_shift_json=tmp_path / "speed.json", domain_shift_compare=None,
+                     qc_json=tmp_path / "absent.json")
+    rep = Report(tmp_path)
+    report.section_domain_shift(rep, args, [])
+    report.section_qc(rep, args, [])
+    text = "\n".join(rep.lines)
+    assert f"no `python -m bench.domain_shift` result at `{tmp_path / 'speed.json'}`" in text
+    assert f"no `python -m bench.qc` result at `{tmp_path / 'absent.json'}`" in text
+    assert "qc" not in rep.facts and "ensemble" not in rep.facts
 
 
 def test_report_figures_are_png(quick_report):

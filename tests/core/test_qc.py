@@ -182,6 +182,28 @@ def test_disagreeing_extra_map_is_flagged(synthetic):
     assert "agreement_dice" in _signals(result.issues) and result.status == "fail"
 
 
+def test_one_structure_changing_under_a_flip_is_named(synthetic):
+    """Only the RV moves in the extra map: the mean agreement stays high, the RV's
+    own agreement does not, and the reason names the RV."""
+    scan, labels = synthetic
+    probs = np.eye(4, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
+    moved = labels.copy()
+    rv = labels == LABEL_OF["RV"]
+    moved[rv] = 0
+    moved[np.roll(rv, 6, axis=1) & (labels == 0)] = LABEL_OF["RV"]   # RV 9 mm aside
+    other = np.eye(4, dtype=np.float32)[moved].transpose(3, 0, 1, 2)
+    result = qc.assess(scan, labels, probs, [other])
+    s = result.signals
+    assert s["LV_agreement"] == pytest.approx(1.0) and s["Myo_agreement"] == pytest.approx(1.0)
+    assert s["RV_agreement"] < 0.6 < s["agreement_dice"]
+    assert "RV_agreement" in _signals(result.issues) and result.status != "ok"
+    assert "the RV outline changes when the image is flipped" in result.reason
+    # Without flipped passes the per-structure signals are NaN and judge nothing.
+    alone = qc.assess(scan, labels, probs)
+    assert all(np.isnan(alone.signals[k]) for k in qc.AGREEMENT_SIGNALS)
+    assert not _signals(alone.issues) & set(qc.AGREEMENT_SIGNALS)
+
+
 def test_cine_checks_every_frame_and_the_ejection_fraction(synthetic):
     scan, labels = synthetic
     cine = Scan(np.stack([scan.array, scan.array], -1), scan.affine, "cine")
