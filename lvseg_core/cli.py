@@ -81,7 +81,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                              "one per structure)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: float16 on CUDA, bfloat16 on CPUs that compute it "
-                             "natively (AVX-512 BF16, AMX), else float32")
+                             "natively (AVX-512 BF16, AMX), else float32; fp32 or bf16 run "
+                             "the torch backend (under --backend auto)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the image and its in-plane "
                              "flips (4x slower)")

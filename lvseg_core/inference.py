@@ -232,10 +232,17 @@ class Segmenter:
         (``fallback``: bundled weights when Hub weights cannot be fetched).
 
         With the ONNX backend and a valid build for the weights, the torch model
-        is not loaded at all.
+        is not loaded at all. Under ``auto`` an explicit ``precision`` (``fp32``,
+        ``bf16``) is a request for torch at that precision: the ONNX build runs in
+        its own (int8).
         """
         device = as_device(device) if device is not None else default_device()
         backend = check_backend(backend or default_backend())
+        precision = kwargs.get("precision", "auto")
+        asked = ""
+        if backend == "auto" and precision != "auto" and device.type == "cpu":
+            backend = "torch"
+            asked = f"precision {precision} asked: the torch backend runs (ONNX runs int8)"
         info = resolve_weights(architecture, weights, fallback=fallback)
         config = read_config(info.folder)
         preprocess = config.get("preprocess") or default_plan(architecture,
@@ -247,7 +254,7 @@ class Segmenter:
             return cls(None, device, weights=info, onnx=network, **kwargs)
         model, _ = load_model(architecture, info.folder, device)
         segmenter = cls(model, device, weights=info, backend="torch", **kwargs)
-        segmenter.notice = notice
+        segmenter.notice = notice or asked
         return segmenter
 
     @property

@@ -178,6 +178,10 @@ def test_auto_uses_a_build_whose_recorded_check_passed(tmp_path, cache):
     seg = Segmenter.from_source("unet", str(folder), device="cpu")  # auto
     assert seg.backend == "onnx" and seg.precision_label == "int8" and seg.notice == ""
     assert seg.onnx.path == folder / onnx_export.ONNX_FILE and seg._model is None
+    # An explicit precision under auto asks for torch at that precision, and says so.
+    exact = Segmenter.from_source("unet", str(folder), device="cpu", precision="fp32")
+    assert exact.backend == "torch" and exact.precision_label == "fp32"
+    assert "precision fp32 asked" in exact.notice
     # With a GPU auto is torch on CUDA, whatever the build (no CUDA is touched here).
     from lvseg_core.inference import choose_onnx
 
