@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a 'python -m lvseg_core evaluate' report to store with the weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                    help="also upload to this Hub repo (token from HF_TOKEN)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best validation Dice (default) or the last epoch")
 
     p = sub.add_parser("archive", help="keep the record of runs (config, metrics, LR test, "
                                        "search) in a versioned folder for the report")
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"kept {keep_record(run_dir, args.out, args.overwrite)}")
     elif args.command == "export":
         out = export_run(args.run, args.out, overwrite=args.overwrite,
-                         evaluation=args.evaluation)
+                         evaluation=args.evaluation, checkpoint=args.checkpoint)
         print(f"exported to {out}")
         if args.push_to_hub:
             print(f"pushed: {push_to_hub(out, args.push_to_hub)}")

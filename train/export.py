@@ -20,13 +20,20 @@ from lvseg_core.records import (
 from .task import SegmentationTask
 
 
-def checkpoint_of(run: Path) -> Path:
-    """Best checkpoint of a run (falls back to the last one)."""
-    for name in ("best.ckpt", "last.ckpt"):
+#: Checkpoints a run keeps: the best validation Dice, and the last epoch.
+CHECKPOINTS = ("best", "last")
+
+
+def checkpoint_of(run: Path, which: str = "best") -> Path:
+    """The ``best`` checkpoint of a run (falling back to the last one), or its ``last``."""
+    if which not in CHECKPOINTS:
+        raise LVSegError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not {which!r}")
+    for name in (("best.ckpt", "last.ckpt") if which == "best" else ("last.ckpt",)):
         path = run / "checkpoints" / name
         if path.is_file():
             return path
-    raise LVSegError(f"{run}: no checkpoint in {run / 'checkpoints'} (was the run started?)")
+    raise LVSegError(f"{run}: no {which} checkpoint in {run / 'checkpoints'} "
+                     "(was the run started?)")
 
 
 #: Figures of an ``lvseg_core evaluate`` JSON kept in the weights' metrics, as
@@ -53,11 +60,14 @@ def evaluation_metrics(report: dict) -> dict[str, float]:
 
 
 def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
-               evaluation: str | Path | None = None) -> Path:
+               evaluation: str | Path | None = None, checkpoint: str = "best") -> Path:
     """Write the best model of ``run`` to ``out`` (config.json, model.safetensors, README.md).
 
     ``evaluation``: a JSON report of ``python -m lvseg_core evaluate`` for this
     model, whose figures are stored with the weights (``eval_*`` metrics).
+    ``checkpoint``: ``best`` (validation Dice) or ``last`` (the final epoch, e.g.
+    when a criterion the validation Dice does not see, such as thin stacks,
+    chose it); the weights record which, and that epoch's figures.
 
     Raises:
         LVSegError: no checkpoint, ``out`` holds other files and not ``overwrite``,
@@ -73,13 +83,15 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
                              f"({type(err).__name__})") from None
     if not run.is_dir():
         raise LVSegError(f"{run}: no such run folder")
-    ckpt = checkpoint_of(run)
+    ckpt = checkpoint_of(run, checkpoint)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise LVSegError(f"{out} is not empty; pass --overwrite to replace it")
     task = SegmentationTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     model = task.model.eval()
     events = read_events(run)
-    best = best_epoch(events) or {}
+    epochs = epoch_events(events)
+    best = (best_epoch(events) if ckpt.name == "best.ckpt" else
+            (epochs[-1] if epochs else None)) or {}
     model.metrics = {k: best[k] for k in ("val_dice", *[f"val_dice_{s}" for s in STRUCTURES],
                                           "val_loss") if best.get(k) is not None}
     model.metrics.update(extra)
@@ -88,7 +100,8 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
         "run": run.name,
         "data": "ACDC" if "acdc" in str(config.get("data", "")).lower() else config.get("data"),
         "best_epoch": best.get("epoch"),
-        "epochs_run": len(epoch_events(events)),
+        "checkpoint": ckpt.stem,
+        "epochs_run": len(epochs),
         "seconds": round(training_seconds(events), 1),   # every resumed part
         **{k: config.get(k) for k in ("lr", "weight_decay", "batch_size", "crop", "schedule",
                                       "augment", "seed")},

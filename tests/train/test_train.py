@@ -271,6 +271,30 @@ def test_export_stores_an_evaluation_report(fitted, tmp_path, capsys):
     assert not (tmp_path / "w2").exists()
 
 
+def test_export_of_the_last_checkpoint(fitted, tmp_path, capsys):
+    """``--checkpoint last`` exports the final epoch's weights and records that epoch."""
+    from lvseg_core.records import epoch_events, read_events
+
+    run = fitted("unet")
+    out = tmp_path / "last"
+    assert main(["export", str(run), "--out", str(out), "--checkpoint", "last"]) == 0
+    info = json.loads((out / "config.json").read_text())["training"]
+    last_epoch = epoch_events(read_events(run))[-1]
+    assert info["checkpoint"] == "last" and info["best_epoch"] == last_epoch["epoch"]
+    model, _ = load_model("unet", str(out))
+    task = SegmentationTask.load_from_checkpoint(run / "checkpoints" / "last.ckpt",
+                                                 map_location="cpu", weights_only=False)
+    for name, value in task.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name
+    assert json.loads((run / "config.json").read_text())  # the run itself is untouched
+    capsys.readouterr()
+    empty = tmp_path / "empty-run"
+    (empty / "checkpoints").mkdir(parents=True)
+    assert main(["export", str(empty), "--out", str(tmp_path / "x"), "--checkpoint",
+                 "last"]) == 1
+    assert "no last checkpoint" in one_error_line(capsys.readouterr().err)
+
+
 # --- 4. resume ---------------------------------------------------------------------------
 
 
