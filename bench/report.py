@@ -816,6 +816,12 @@ def section_robustness(rep: Report, results: dict) -> None:
                "robustness")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def stale_weights(measured: dict[str, dict], specs: Sequence[ModelSpec]) -> list[str]:
     """Models whose weights differ from those ``measured`` (``{arch: {"sha256": ...}}``)."""
     current = {s.arch: s.fingerprint().get("sha256") for s in specs if s.available}
@@ -849,7 +855,7 @@ def section_domain_shift(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             "inverted intensities, gamma, a saturating window, noise, a bias field, a "
             "coarser in-plane resolution, a smaller field of view (centred and with the "
             "heart 50 mm off centre) and thin stacks of 3 and 1 slices (`bench.domain_shift`)."
-            + (" Each model's earlier weights (`" + str(args.domain_shift_compare) + "`) "
+            + (f" Each model's earlier weights (`{_shown(args.domain_shift_compare)}`) "
                "stand before the current ones." if compare else ""),
             _stale_note(stale, command), "",
             domain_shift.markdown(report, compare, ("before", "now")), "")
