@@ -147,6 +147,12 @@ class ModelSpec:
         return Segmenter.from_source(self.arch, str(self.folder), device=device, **kwargs)
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
                    runs: Path | None = None) -> list[ModelSpec]:
     """Where the weights of each of ``models`` are (see the module docstring)."""
@@ -158,8 +164,7 @@ def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
             candidates = [(Path(weights_dir) / arch, f"{weights_dir}/{arch}")]
         else:
             folder = hub.bundled_folder(arch)
-            shown = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-            candidates = [(folder, f"bundled ({shown})")]
+            candidates = [(folder, f"bundled ({shown_path(folder)})")]
             if runs is not None:
                 candidates.append((Path(runs) / f"{arch}-main",
                                    f"training run {Path(runs).name}/{arch}-main"))

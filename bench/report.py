@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,
                           log, num, positive_int, read_json, reason, resolve_models, setup_torch,
-                          split_patients, write_json)
+                          shown_path, split_patients, write_json)
 from bench.document import SECTIONS, Report, md_table
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
@@ -816,12 +816,6 @@ def section_robustness(rep: Report, results: dict) -> None:
                "robustness")
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def stale_weights(measured: dict[str, dict], specs: Sequence[ModelSpec]) -> list[str]:
     """Models whose weights differ from those ``measured`` (``{arch: {"sha256": ...}}``)."""
     current = {s.arch: s.fingerprint().get("sha256") for s in specs if s.available}
@@ -855,7 +849,7 @@ def section_domain_shift(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             "inverted intensities, gamma, a saturating window, noise, a bias field, a "
             "coarser in-plane resolution, a smaller field of view (centred and with the "
             "heart 50 mm off centre) and thin stacks of 3 and 1 slices (`bench.domain_shift`)."
-            + (f" Each model's earlier weights (`{_shown(args.domain_shift_compare)}`) "
+            + (f" Each model's earlier weights (`{shown_path(args.domain_shift_compare)}`) "
                "stand before the current ones." if compare else ""),
             _stale_note(stale, command), "",
             domain_shift.markdown(report, compare, ("before", "now")), "")

@@ -113,15 +113,19 @@ def device_name(device: torch.device | str) -> str:
 
 def choose_onnx(backend: str, device: torch.device, architecture: str,
                 weights: Weights | None, preprocess: dict,
-                load: Callable[[], LVSegModel], report: Callable[[str], None] | None = None
-                ) -> tuple[OnnxNetwork | None, str]:
+                load: Callable[[], LVSegModel], report: Callable[[str], None] | None = None,
+                precision: str = "auto") -> tuple[OnnxNetwork | None, str]:
     """The ONNX network ``backend`` asks for on ``device``, or None for torch, and
     a notice saying why ``auto`` chose torch on a CPU (see :mod:`lvseg_core.backends`).
 
-    ``load`` gives the torch model when ``onnx`` has to make a build.
+    ``load`` gives the torch model when ``onnx`` has to make a build. Under
+    ``auto`` an explicit ``precision`` (``fp32``, ``bf16``) asks for torch at
+    that precision: the ONNX build runs in its own (int8).
     """
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return None, ""  # auto on CUDA: torch
+    if backend == "auto" and precision != "auto":
+        return None, f"precision {precision} asked: the torch backend runs (ONNX runs int8)"
     if device.type != "cpu":
         raise LVSegError("the ONNX backend runs on the CPU; on CUDA use the torch backend")
     folder = weights.folder if weights is not None else None
@@ -219,7 +223,7 @@ class Segmenter:
         if onnx is None:
             onnx, self.notice = choose_onnx(backend, self.device, self.architecture, weights,
                                             self._config["preprocess"], lambda: self.model,
-                                            report)
+                                            report, precision)
         self.onnx = onnx
         #: Autocast dtype of the torch network (None: float32, or ONNX Runtime runs).
         self.dtype = None if onnx is not None else autocast_dtype(self.device, precision)
@@ -232,29 +236,22 @@ class Segmenter:
         (``fallback``: bundled weights when Hub weights cannot be fetched).
 
         With the ONNX backend and a valid build for the weights, the torch model
-        is not loaded at all. Under ``auto`` an explicit ``precision`` (``fp32``,
-        ``bf16``) is a request for torch at that precision: the ONNX build runs in
-        its own (int8).
+        is not loaded at all (see :func:`choose_onnx`).
         """
         device = as_device(device) if device is not None else default_device()
         backend = check_backend(backend or default_backend())
-        precision = kwargs.get("precision", "auto")
-        asked = ""
-        if backend == "auto" and precision != "auto" and device.type == "cpu":
-            backend = "torch"
-            asked = f"precision {precision} asked: the torch backend runs (ONNX runs int8)"
         info = resolve_weights(architecture, weights, fallback=fallback)
         config = read_config(info.folder)
         preprocess = config.get("preprocess") or default_plan(architecture,
                                                               config.get("arch_args"))
         network, notice = choose_onnx(backend, device, architecture, info, preprocess,
                                       lambda: load_model(architecture, info.folder, device)[0],
-                                      kwargs.get("report"))
+                                      kwargs.get("report"), kwargs.get("precision", "auto"))
         if network is not None:
             return cls(None, device, weights=info, onnx=network, **kwargs)
         model, _ = load_model(architecture, info.folder, device)
         segmenter = cls(model, device, weights=info, backend="torch", **kwargs)
-        segmenter.notice = notice or asked
+        segmenter.notice = notice
         return segmenter
 
     @property

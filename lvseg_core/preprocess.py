@@ -282,6 +282,15 @@ def slice_axis(spacing: tuple[float, ...]) -> int:
     return ax if all(sp[ax] >= SLICE_AXIS_RATIO * s for s in others) else 2
 
 
+def thin_stack_index(z: int, min_depth: int, z_divisor: int = 1) -> tuple[np.ndarray, int]:
+    """Slice indices that pad a ``z``-slice stack to ``min_depth`` (rounded up to
+    ``z_divisor``) by repeating its first and last slices, and how many come
+    before the first: ``(index, z_before)``."""
+    depth = int(np.ceil(max(min_depth, z) / z_divisor) * z_divisor)
+    z_before = (depth - z) // 2
+    return np.clip(np.arange(depth) - z_before, 0, z - 1), z_before
+
+
 def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan) -> Prepared:
     """Apply ``plan`` to one frame.
 
@@ -312,10 +321,8 @@ def prepare(volume: np.ndarray, spacing: tuple[float, ...], plan: PreprocessPlan
     if z < plan.min_depth:
         # A stack thinner than the training patches: repeat its end slices, so the
         # network sees anatomy (not background) through its whole depth.
-        depth = int(np.ceil(plan.min_depth / plan.z_divisor) * plan.z_divisor)
-        z_before = (depth - z) // 2
-        index = np.clip(np.arange(depth) - z_before, 0, z - 1)
-        slices, z_pad = slices[index], depth - z - z_before
+        index, z_before = thin_stack_index(z, plan.min_depth, plan.z_divisor)
+        slices, z_pad = slices[index], len(index) - z - z_before
     else:
         z_pad = int(np.ceil(z / plan.z_divisor) * plan.z_divisor) - z
         if z_pad:

@@ -450,18 +450,25 @@ def anatomy_signals(mask: np.ndarray, scaled: np.ndarray | None,
 # ---------------------------------------------------------------- agreement signals
 
 
-def agreement(mask: np.ndarray, others: Sequence[np.ndarray]) -> float:
+def _flip_dice(mask: np.ndarray, others: Sequence[np.ndarray]) -> list[dict[str, float]]:
+    """Per other map, the Dice of each structure present in it or in ``mask``."""
+    return [{s: dice(mask, other, s) for s in STRUCTURES
+             if (mask == LABEL_OF[s]).any() or (other == LABEL_OF[s]).any()}
+            for other in others]
+
+
+def agreement(mask: np.ndarray, others: Sequence[np.ndarray],
+              scores: list[dict[str, float]] | None = None) -> float:
     """Mean Dice (over structures present in either map, then over ``others``)
-    between ``mask`` and each label map of ``others``; NaN without others."""
-    scores = []
-    for other in others:
-        per = [dice(mask, other, s) for s in STRUCTURES
-               if (mask == LABEL_OF[s]).any() or (other == LABEL_OF[s]).any()]
-        scores.append(float(np.mean(per)) if per else 1.0)
-    return float(np.mean(scores)) if scores else float("nan")
+    between ``mask`` and each label map of ``others``; NaN without others.
+    ``scores``: their :func:`_flip_dice`, when already computed."""
+    scores = _flip_dice(mask, others) if scores is None else scores
+    means = [float(np.mean(list(per.values()))) if per else 1.0 for per in scores]
+    return float(np.mean(means)) if means else float("nan")
 
 
-def structure_agreement(mask: np.ndarray, others: Sequence[np.ndarray]) -> dict[str, float]:
+def structure_agreement(mask: np.ndarray, others: Sequence[np.ndarray],
+                        scores: list[dict[str, float]] | None = None) -> dict[str, float]:
     """``{"RV_agreement": ..., "Myo_agreement": ..., "LV_agreement": ...}``: Dice of
     each structure between ``mask`` and each of ``others``, averaged over ``others``
     (NaN without others, or where the structure is in none of the maps).
@@ -469,12 +476,11 @@ def structure_agreement(mask: np.ndarray, others: Sequence[np.ndarray]) -> dict[
     One structure can change under a flip while the others hold (a missed RV at
     end-systole), which the mean of :func:`agreement` dilutes.
     """
+    scores = _flip_dice(mask, others) if scores is None else scores
     out = {}
     for s in STRUCTURES:
-        label = LABEL_OF[s]
-        scores = [dice(mask, other, s) for other in others
-                  if (mask == label).any() or (other == label).any()]
-        out[f"{s}_agreement"] = float(np.mean(scores)) if scores else float("nan")
+        values = [per[s] for per in scores if s in per]
+        out[f"{s}_agreement"] = float(np.mean(values)) if values else float("nan")
     return out
 
 
@@ -491,8 +497,10 @@ def probability_signals(mask: np.ndarray, probabilities: np.ndarray | None,
     """
     nan = float("nan")
     others = [np.asarray(e).argmax(0) for e in extra]
-    out = {"entropy": nan, "removed_share": nan, "agreement_dice": agreement(mask, others),
-           **structure_agreement(mask, others)}
+    scores = _flip_dice(mask, others)
+    out = {"entropy": nan, "removed_share": nan,
+           "agreement_dice": agreement(mask, others, scores),
+           **structure_agreement(mask, others, scores)}
     if probabilities is None:
         return out
     probs = np.asarray(probabilities)

@@ -29,6 +29,7 @@ from lvseg_core.preprocess import (
     percentile_scale,
     resampled_size,
     resize_slices,
+    thin_stack_index,
 )
 
 from .transforms import Augment, AugmentOptions, StackSampler
@@ -194,15 +195,13 @@ def pad_stack(image: np.ndarray, label: np.ndarray, depth: int, min_depth: int =
     """Pad a stack ``(n, X, Y)`` to ``(depth, X, Y)``.
 
     Up to ``min_depth`` the first and last slices are repeated (image and
-    label), as inference pads a thin stack (:attr:`PreprocessPlan.min_depth`);
+    label), as inference pads a thin stack (:func:`thin_stack_index`);
     beyond it the padding is background at the image's minimum.
     """
     n = image.shape[0]
     if n < min_depth:
-        before = (min_depth - n) // 2
-        widths = ((before, min_depth - n - before), (0, 0), (0, 0))
-        image, label = np.pad(image, widths, mode="edge"), np.pad(label, widths, mode="edge")
-        n = min_depth
+        index, _ = thin_stack_index(n, min_depth)
+        image, label, n = image[index], label[index], len(index)
     stack = np.full((depth, *image.shape[1:]), image.min() if image.size else 0, np.float32)
     labels = np.zeros((depth, *label.shape[1:]), np.uint8)
     stack[:n], labels[:n] = image, label
