@@ -22,12 +22,18 @@ none).
 
 Calibrate (``--calibrate``): the signals of the 70 training patients (for
 images and anatomy the expert labels and the model's predictions with mean
-Dice >= 0.8, for agreement, entropy and removed share every prediction, the
-expert EF per patient) and the limits
+Dice >= 0.8, for agreement, entropy and removed share those good predictions
+only, the expert EF per patient) and the limits
 :func:`lvseg_core.qc.calibrated_limits` derives from them, as
-``lvseg_core.qc.RULES`` uses them::
+``lvseg_core.qc.RULES`` uses them. With ``--store`` the limits of the
+prediction signals (agreement, entropy, removed share: they differ from one
+network to the next) are written into the weights folder's ``config.json``
+(``qc_limits``, with the SHA-256 of the weights they were calibrated with),
+where :func:`lvseg_core.qc.model_rules` finds them; measuring and rescoring
+rate each model with its own limits::
 
-    python -m bench.qc --calibrate --json docs/qc_calibration.json
+    python -m bench.qc --calibrate --models unet --store     # docs/qc/calibration_unet.json
+    python -m bench.qc --calibrate --store                   # every model
     python -m bench.qc --json bench/results/qc.json          # all validation volumes
     python -m bench.qc --cases 2                             # quick run
 """
@@ -50,6 +56,9 @@ from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core.qc import AGREEMENT_SIGNALS
 from lvseg_core.scan import Scan
+
+#: Where each model's calibration is kept (``calibration_<model>.json``).
+CALIBRATIONS = Path("docs/qc")
 
 #: Mean Dice below which a result counts as bad for the AUC.
 BAD_DICE = 0.8
@@ -162,6 +171,7 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
     """QC of clean and broken copies of the ``split`` volumes; the JSON-ready report."""
     from tqdm import tqdm
 
+    from lvseg_core import qc
     from lvseg_core.io import load_label, load_nifti
 
     problem = data_problem(data)
@@ -170,6 +180,7 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
     frames = select_cases(data, patients=split_patients(data, split, cases))
     frames = frames[:cases] if cases else frames
     segmenter = spec.segmenter(pick_device(device))
+    own = segmenter.qc_rules is not qc.RULES
     rows: list[dict] = []
     copies = 2 + len(BROKEN_KINDS) + len(PERTURBATIONS) - 1
     with tqdm(total=len(frames) * copies, desc="qc", unit="result") as bar:
@@ -186,7 +197,9 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
                 bar.update(1)
     return {"kind": "qc", "environment": environment(), "data": str(data), "split": split,
             "model": spec.arch, "weights_id": spec.fingerprint(), "bad_dice": BAD_DICE,
-            "volumes": [c.name for c in frames], "summary": summarise(rows), "rows": rows}
+            "qc_limits": "the model's own" if own else "default (bundled U-Net)",
+            "volumes": [c.name for c in frames],
+            "summary": summarise(rows, rules=segmenter.qc_rules), "rows": rows}
 
 
 def _share(rows: list[dict], flagged: bool) -> float:
@@ -195,24 +208,36 @@ def _share(rows: list[dict], flagged: bool) -> float:
     return float(np.mean([(r["status"] != "ok") == flagged for r in rows]))
 
 
-def rerate(row: dict, drop: Sequence[str] = ()) -> dict:
-    """``row`` rated again from its stored signals with the current
-    :data:`lvseg_core.qc.RULES` (``drop``: signals to leave out)."""
+def spec_rules(spec) -> tuple:
+    """The QC rules of ``spec``'s weights: their own prediction-signal limits, or the default."""
+    from lvseg_core import qc
+    from lvseg_core.models import read_config
+
+    return qc.model_rules(read_config(spec.folder).get("qc_limits"),
+                          f"{spec.folder}: config.json")
+
+
+def rerate(row: dict, drop: Sequence[str] = (), rules: Sequence | None = None) -> dict:
+    """``row`` rated again from its stored signals with ``rules`` (default
+    :data:`lvseg_core.qc.RULES`; ``drop``: signals to leave out)."""
     from lvseg_core import qc
 
+    rules = qc.RULES if rules is None else rules
     signals = {k: v for k, v in row["signals"].items() if k not in drop}
-    result = qc.decide(qc.frame_issues(signals), signals, qc.frame_score(signals))
+    result = qc.decide(qc.frame_issues(signals, rules), signals,
+                       qc.frame_score(signals, rules))
     return {**row, "status": result.status, "reason": result.reason, "score": result.score}
 
 
-def without_agreement(row: dict) -> dict:
+def without_agreement(row: dict, rules: Sequence | None = None) -> dict:
     """``row`` re-rated from its signals as if QC had run without the flipped pass."""
-    return rerate(row, AGREEMENT_SIGNALS)
+    return rerate(row, AGREEMENT_SIGNALS, rules)
 
 
-def summarise(rows: list[dict], variants: bool = True) -> dict:
+def summarise(rows: list[dict], variants: bool = True, rules: Sequence | None = None) -> dict:
     """Headline figures and one line per kind of copy; with ``variants``, the
-    headline figures of QC without the flipped pass too (``no_flip``)."""
+    headline figures of QC without the flipped pass too (``no_flip``, rated
+    with ``rules``: those the rows were rated with)."""
     clean = [r for r in rows if r["kind"] == "clean"]
     broken = [r for r in rows if r["kind"] != "clean"]
     destructive = [r for r in broken if r["kind"] in BROKEN_KINDS]
@@ -244,7 +269,7 @@ def summarise(rows: list[dict], variants: bool = True) -> dict:
         "auc_bad_dice": roc_auc([r["score"] for r in scored], bad),
         "auc_results": len(scored), "auc_bad_results": int(sum(bad)),
         "clean": len(clean), "broken": len(broken), "by_kind": kinds,
-    } | ({"no_flip": {k: v for k, v in summarise([without_agreement(r) for r in rows],
+    } | ({"no_flip": {k: v for k, v in summarise([without_agreement(r, rules) for r in rows],
                                                    False).items() if k != "by_kind"}}
          if variants else {})
 
@@ -321,16 +346,19 @@ def calibrate(data: Path, spec, cases: int | None = None, device: str = "auto") 
         seg = segmenter.segment(scan, probabilities=True)
         predicted = qc.check_segmentation(scan, seg, segmenter).signals
         dice = dice_scores(seg.mask, gt)["mean"]
+        good = [predicted] if dice >= BAD_DICE else []
         for key in truth:
-            if key in qc.PREDICTION_SIGNALS:
-                values = [predicted[key]]
-            else:   # what a heart looks like: the expert's outlines and good predictions
-                values = [truth[key]] + ([predicted[key]] if dice >= BAD_DICE else [])
-            signals.setdefault(key, []).extend(values)
+            # What a heart looks like: the expert's outlines and the good predictions;
+            # how sure this model is when it is right: its good predictions only.
+            sources = good if key in qc.PREDICTION_SIGNALS else [truth, *good]
+            signals.setdefault(key, []).extend(s[key] for s in sources)
         lv.setdefault(case.patient, {})[case.phase] = truth["LV_ml"]
         rows.append({"case": case.name, "dice": dice, "truth": truth, "predicted": predicted})
     signals["LV_EF_pct"] = [ejection_fraction(v["ED"], v["ES"]) for v in lv.values()
                             if "ED" in v and "ES" in v]
+    if not any(row["dice"] >= BAD_DICE for row in rows):
+        raise LVSegError(f"no training prediction of {spec.arch} reaches mean Dice {BAD_DICE}: "
+                         "its QC limits cannot be calibrated")
     limits = {}
     for rule in qc.RULES:
         typical, check, fail = qc.calibrated_limits(signals[rule.signal], rule.high, rule.kind,
@@ -347,6 +375,38 @@ def calibrate(data: Path, spec, cases: int | None = None, device: str = "auto") 
             "model": spec.arch, "weights_id": spec.fingerprint(), "patients": patients,
             "volumes": len(frames), "margins": list(qc.MARGINS), "limits": limits,
             "signals": stats, "rows": rows}
+
+
+def store_limits(report: dict, folder: Path) -> Path:
+    """Write the calibrated limits of the prediction signals of ``report`` (a
+    :func:`calibrate` result) into ``folder/config.json`` as ``qc_limits``.
+
+    Raises:
+        LVSegError: ``folder`` holds other weights than those calibrated.
+    """
+    import json
+
+    from lvseg_core import qc
+    from lvseg_core.models import read_config
+
+    from bench.common import ModelSpec
+
+    sha = ModelSpec(report["model"], folder).fingerprint()["sha256"]
+    if sha != report["weights_id"]["sha256"]:
+        raise LVSegError(f"{folder}: the weights changed since they were calibrated")
+    config = read_config(folder)
+    limits = {rule.key: report["limits"][rule.key] for rule in qc.RULES
+              if rule.signal in qc.PREDICTION_SIGNALS}
+    limits["calibration"] = {"volumes": report["volumes"], "patients": len(report["patients"]),
+                             "data": "ACDC training patients", "weights_sha256": sha,
+                             "time_utc": report["environment"]["time_utc"]}
+    qc.model_rules(limits, str(folder))          # refuse limits the loader would refuse
+    config["qc_limits"] = limits
+    path = folder / "config.json"
+    tmp = path.with_name("config.json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+    tmp.replace(path)
+    return path
 
 
 def print_calibration(report: dict) -> None:
@@ -369,14 +429,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_common_options(parser, json_default=None)
     parser.add_argument("--calibrate", action="store_true",
                         help="compute the limits on the training patients instead")
+    parser.add_argument("--store", action="store_true",
+                        help="with --calibrate: write the model's own limits of the "
+                             "prediction signals into its weights folder's config.json")
     parser.add_argument("--rescore", type=Path, default=None, metavar="JSON",
                         help="rate the stored signals of an earlier run again with the "
                              "current limits and summarise (no segmentation)")
     args = parser.parse_args(argv)
-    if args.json is None:
-        args.json = Path("docs/qc_calibration.json" if args.calibrate
-                         else "bench/results/qc.json")
+    if args.store and not args.calibrate:
+        parser.error("--store needs --calibrate")
     return args
+
+
+def _json_of(args, spec, several: bool) -> Path:
+    """``--json``, or with several models ``<stem>_<model><suffix>`` beside it; by
+    default ``docs/qc/calibration_<model>.json`` (calibrating) or
+    ``bench/results/qc.json`` (measuring)."""
+    if args.json is None and args.calibrate:
+        return CALIBRATIONS / f"calibration_{spec.arch}.json"
+    path = Path(args.json or "bench/results/qc.json")
+    return path.with_name(f"{path.stem}_{spec.arch}{path.suffix}") if several else path
 
 
 def _main(args) -> int:
@@ -384,25 +456,32 @@ def _main(args) -> int:
         report = read_json(args.rescore)
         if not report or report.get("kind") != "qc":
             raise LVSegError(f"{args.rescore}: not a bench.qc result")
-        report["rows"] = [rerate(r) for r in report["rows"]]
+        spec = next(iter(resolve_models([report["model"]], args.weights_dir, args.runs)))
+        rules = spec_rules(spec) if spec.available else None
+        report["rows"] = [rerate(r, rules=rules) for r in report["rows"]]
         report["rescored"] = f"rated again from the signals of {args.rescore}"
-        report["summary"] = summarise(report["rows"])
+        report["summary"] = summarise(report["rows"], rules=rules)
         write_json(report, args.json)
         print_table(report)
         return 0
     setup_torch(args.threads)
-    spec = next((s for s in resolve_models(args.models[:1], args.weights_dir, args.runs)), None)
-    if spec is None or not spec.available:
-        raise LVSegError(f"{args.models[0]}: {spec.note if spec else 'no weights'}")
-    if args.calibrate:
-        report = calibrate(args.data, spec, args.cases, args.device)
-        write_json(report, args.json)
-        print_calibration(report)
-    else:
-        report = measure(args.data, spec, args.split, args.cases, args.device)
-        write_json(report, args.json)
-        print_table(report)
-    log(f"wrote {args.json}")
+    specs = list(resolve_models(args.models, args.weights_dir, args.runs))
+    missing = [s for s in specs if not s.available]
+    if not specs or missing:
+        raise LVSegError("; ".join(f"{s.arch}: {s.note}" for s in missing) or "no weights")
+    for spec in specs:
+        out = _json_of(args, spec, len(specs) > 1)
+        if args.calibrate:
+            report = calibrate(args.data, spec, args.cases, args.device)
+            write_json(report, out)
+            print_calibration(report)
+            if args.store:
+                log(f"stored the QC limits of {spec.arch} in {store_limits(report, spec.folder)}")
+        else:
+            report = measure(args.data, spec, args.split, args.cases, args.device)
+            write_json(report, out)
+            print_table(report)
+        log(f"wrote {out}")
     return 0
 
 

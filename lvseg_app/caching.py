@@ -34,7 +34,8 @@ def _load_segmenter(architecture: str, source: str | None, folder: str, stamp: f
 
 
 def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
-    """Folder and weights-file time that identify a local source (reload on change);
+    """Folder and weights time (:func:`~lvseg_core.hub.weights_stamp`) that identify a
+    local source (reload on change);
     for the bundled ensemble, its members' folders and newest time."""
     if source is None and architecture == ENSEMBLE:
         stamps = [_stamp(a, None) for a in parse_members(ENSEMBLE)]
@@ -46,8 +47,7 @@ def _stamp(architecture: str, source: str | None) -> tuple[str, float]:
         if not path.exists():
             return source, 0.0                       # a Hub repo: the id is the key
         folder = hub.weights_folder(path) or path
-    weights = folder / "model.safetensors"
-    return str(folder), (weights.stat().st_mtime if weights.is_file() else 0.0)
+    return str(folder), float(hub.weights_stamp(folder))
 
 
 def load_segmenter(architecture: str, source: str | None, precision: str = "auto",

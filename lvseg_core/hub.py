@@ -287,17 +287,21 @@ def load_model(architecture: str, source: str | Path | None = None,
     """Resolve ``source`` (see :func:`resolve_weights`) and load the model in
     eval mode on ``device`` (cached)."""
     weights = resolve_weights(architecture, source, fallback=fallback)
-    model = _load_folder(str(weights.folder), _stamp(weights.folder), str(device))
+    model = _load_folder(str(weights.folder), weights_stamp(weights.folder), str(device))
     return model, weights
 
 
-def _stamp(folder: Path) -> float:
-    """Modification time of the weights file, so a retrained model is reloaded."""
-    return (folder / "model.safetensors").stat().st_mtime
+def weights_stamp(folder: Path) -> int:
+    """Newest modification time (ns) of a weights folder's ``model.safetensors`` and
+    ``config.json`` (0 when neither exists): caches keyed by it reload a retrained
+    model, or a config given new QC limits."""
+    times = [(folder / name).stat().st_mtime_ns for name in ("model.safetensors", "config.json")
+             if (folder / name).is_file()]
+    return int(max(times, default=0))
 
 
 @functools.lru_cache(maxsize=8)
-def _load_folder(folder: str, stamp: float, device: str) -> LVSegModel:
+def _load_folder(folder: str, stamp: int, device: str) -> LVSegModel:
     from .models import LVSegModel
 
     model = LVSegModel.from_pretrained(folder)

@@ -24,6 +24,7 @@ from .models import read_config
 from .models.config import default_plan
 from .onnx_export import OnnxNetwork, default_threads
 from .postprocess import keep_largest_components
+from .qc import RULES, Rule, model_rules
 from .preprocess import PreprocessPlan, prepare, restore, slice_axis
 from .registry import spatial_dims
 from .scan import Scan
@@ -186,6 +187,8 @@ class Segmenter:
 
     #: The ONNX Runtime network in use (None: the torch model runs).
     onnx: OnnxNetwork | None = None
+    #: Quality-control limits: the model's own (config.json ``qc_limits``) or the default.
+    qc_rules: tuple[Rule, ...] = RULES
     _model: LVSegModel | None = None
 
     #: In-plane flips averaged by test-time augmentation (dims of ``(n, C, X, Y)``).
@@ -213,6 +216,8 @@ class Segmenter:
                 self._config["architecture"], self._config.get("arch_args"))
         self.spatial_dims = spatial_dims(self._config["architecture"])
         self.plan = PreprocessPlan.from_dict(self._config.get("preprocess"))
+        self.qc_rules = model_rules(self._config.get("qc_limits"),
+                                    f"{weights.folder if weights else 'model'}: config.json")
         self.postprocess = postprocess
         self.batch_size = batch_size
         self.weights = weights

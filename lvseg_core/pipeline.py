@@ -191,7 +191,8 @@ def run_scan(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame
             if truth is not None and ed in truth_frames and es in truth_frames:
                 result.manual_indices = cine_indices(truth, spacing, ed=ed, es=es)
     result.qc = check_segmentation(scan, segmentation, segmenter if qc_flips else None,
-                                   qc_flips, result.ed, result.es)
+                                   qc_flips, result.ed, result.es,
+                                   rules=getattr(segmenter, "qc_rules", None))
     if not probabilities:
         segmentation.probabilities = None
     return result

@@ -20,21 +20,24 @@ signal values. Three families of signals:
 
 Every limit is calibrated on the 70 training patients of ACDC (for images and
 anatomy the expert labels and the bundled U-Net's good predictions, mean Dice
->= 0.8; every prediction for the agreement signals): a limit sits beyond the
-most extreme training value, see
-:data:`RULES` and ``python -m bench.qc --calibrate``.
+>= 0.8; for the agreement signals the good predictions only): a limit sits
+beyond the most extreme training value, see
+:data:`RULES` and ``python -m bench.qc --calibrate``. The agreement, entropy
+and removed-share limits are each model's own where its weights carry them
+(:func:`model_rules`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from .clinical import ejection_fraction, structure_volumes
+from .errors import WeightsError
 from .labels import LABEL_OF, STRUCTURES
 from .metrics import dice
 from .scan import Scan
@@ -146,7 +149,7 @@ class Rule:
 
 
 #: The limits, from ``python -m bench.qc --calibrate`` on the 70 ACDC training
-#: patients (docs/qc_calibration.json; tests/test_qc.py checks that
+#: patients (docs/qc/calibration_unet.json; tests/test_qc.py checks that
 #: they match it): (signal, high, typical, check, fail, message, kind, min_span).
 RULES: tuple[Rule, ...] = (
     # image
@@ -223,13 +226,61 @@ RULES: tuple[Rule, ...] = (
          min_span=0.02),
 )
 
-#: Signals calibrated on every training prediction; the others on the expert
-#: labels and the good (mean Dice >= 0.8) training predictions.
+#: Signals of the model's certainty, calibrated on its good (mean Dice >= 0.8)
+#: training predictions alone; the others also on the expert labels.
 PREDICTION_SIGNALS: tuple[str, ...] = ("agreement_dice", "RV_agreement", "Myo_agreement",
                                         "LV_agreement", "entropy", "removed_share")
 
 #: Signals of the flipped passes (NaN when quality control runs without them).
 AGREEMENT_SIGNALS: tuple[str, ...] = PREDICTION_SIGNALS[:4]
+
+
+def model_rules(limits: Mapping[str, Any] | None, where: str = "config.json") -> tuple[Rule, ...]:
+    """:data:`RULES` with one model's own limits for the :data:`PREDICTION_SIGNALS`.
+
+    How sure a network is and how much its outlines move under a flip differ
+    from one network to the next, so each model's weights folder may carry the
+    limits calibrated on its own training predictions (``qc_limits`` in
+    ``config.json``, written by ``python -m bench.qc --calibrate --store``):
+    ``{"entropy:high": {"typical": t, "check": c, "fail": f}, ...}`` keyed by
+    :attr:`Rule.key`. Image and anatomy limits come from the expert labels and
+    stay shared. Without limits (None or empty) the rules are :data:`RULES`,
+    calibrated on the bundled U-Net.
+
+    Raises:
+        WeightsError: limits that are not numbers, or not ordered typical ->
+            check -> fail in the rule's direction.
+    """
+    if not limits:
+        return RULES
+    if not isinstance(limits, Mapping):
+        raise WeightsError(f"{where}: qc_limits must be an object")
+    rules = []
+    for rule in RULES:
+        given = limits.get(rule.key) if rule.signal in PREDICTION_SIGNALS else None
+        if given is not None:
+            rule = replace(rule, **_checked_limits(given, rule, where))
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _checked_limits(given: Any, rule: Rule, where: str) -> dict[str, float | None]:
+    """``typical``, ``check`` and ``fail`` of one ``qc_limits`` entry, checked."""
+    bad = WeightsError(f"{where}: qc_limits {rule.key} must hold typical, check and fail "
+                       f"numbers ordered {'upwards' if rule.high else 'downwards'}")
+    if not isinstance(given, Mapping):
+        raise bad
+    values = [given.get(k) for k in ("typical", "check", "fail")]
+    if values[2] is None and rule.fail is None:
+        values = values[:2]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in values):
+        raise bad
+    ordered = values if rule.high else [-v for v in values]
+    if any(a > b for a, b in zip(ordered, ordered[1:])):
+        raise bad
+    return {"typical": float(values[0]), "check": float(values[1]),
+            "fail": float(values[2]) if len(values) == 3 else None}
 
 
 @dataclass(frozen=True)
@@ -541,8 +592,8 @@ def frame_signals(volume: np.ndarray, mask: np.ndarray, spacing: Sequence[float]
     return signals
 
 
-def frame_issues(signals: dict[str, float]) -> list[Issue]:
-    """The problems in one frame's signals, worst first."""
+def frame_issues(signals: dict[str, float], rules: Sequence[Rule] = RULES) -> list[Issue]:
+    """The problems in one frame's signals under ``rules``, worst first."""
     issues: list[Issue] = []
     if signals.get("intensity_range", 1.0) == 0.0:
         return [Issue("intensity_range", "fail",
@@ -559,7 +610,7 @@ def frame_issues(signals: dict[str, float]) -> list[Issue]:
                             FATAL))
     elif not signals.get("RV_ml", 0.0) > 0:
         issues.append(Issue("heart_found", "check", "no RV was segmented", 1.0))
-    issues += rule_issues(signals)
+    issues += rule_issues(signals, rules)
     return sorted(issues, key=lambda i: (i.severity != "fail", -i.badness))
 
 
@@ -568,10 +619,10 @@ def _applicable(signals: dict, rule: Rule) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def rule_issues(signals: dict) -> list[Issue]:
-    """The :data:`RULES` that ``signals`` break (signals absent or NaN are skipped)."""
+def rule_issues(signals: dict, rules: Sequence[Rule] = RULES) -> list[Issue]:
+    """The ``rules`` that ``signals`` break (signals absent or NaN are skipped)."""
     issues = []
-    for rule in RULES:
+    for rule in rules:
         value = _applicable(signals, rule)
         if value is not None and rule.severity(value) != "ok":
             issues.append(Issue(rule.signal, rule.severity(value),
@@ -579,11 +630,11 @@ def rule_issues(signals: dict) -> list[Issue]:
     return issues
 
 
-def frame_score(signals: dict) -> float:
+def frame_score(signals: dict, rules: Sequence[Rule] = RULES) -> float:
     """Largest :meth:`Rule.badness` over the signals and the fixed checks of
     :func:`frame_issues` (:data:`FATAL` for a fatal problem); 0 is typical."""
-    scores = [i.badness for i in frame_issues(signals)]
-    scores += [rule.badness(v) for rule in RULES
+    scores = [i.badness for i in frame_issues(signals, rules)]
+    scores += [rule.badness(v) for rule in rules
                if (v := _applicable(signals, rule)) is not None]
     return float(max(scores, default=0.0))
 
@@ -605,7 +656,7 @@ def decide(issues: Sequence[Issue], signals: dict, score: float,
 
 def assess(scan: Scan, mask: np.ndarray, probabilities: np.ndarray | None = None,
            extra_probabilities: Sequence[np.ndarray] = (), ed: int | None = None,
-           es: int | None = None) -> QCResult:
+           es: int | None = None, rules: Sequence[Rule] = RULES) -> QCResult:
     """Quality control of one segmentation.
 
     Args:
@@ -617,6 +668,7 @@ def assess(scan: Scan, mask: np.ndarray, probabilities: np.ndarray | None = None
             other models) to measure agreement with.
         ed, es: end-diastolic and end-systolic frames of a cine (default: the
             largest and smallest LV volume); used for the ejection fraction.
+        rules: the limits (:func:`model_rules` of the model behind ``mask``).
 
     Returns:
         The :class:`QCResult`. For a cine scan every frame is checked (a
@@ -628,21 +680,24 @@ def assess(scan: Scan, mask: np.ndarray, probabilities: np.ndarray | None = None
         raise ValueError(f"mask shape {mask.shape} does not match the scan {scan.array.shape}")
     if not scan.is_cine:
         return _assess_frames(scan, mask, lambda t: probabilities,
-                              lambda t: list(extra_probabilities), ed, es)
+                              lambda t: list(extra_probabilities), ed, es, rules)
     return _assess_frames(scan, mask,
                           lambda t: None if probabilities is None else probabilities[..., t],
-                          lambda t: [e[..., t] for e in extra_probabilities], ed, es)
+                          lambda t: [e[..., t] for e in extra_probabilities], ed, es, rules)
 
 
 def check_segmentation(scan: Scan, segmentation, segmenter=None,
                        flips: Sequence[tuple[int, ...]] = QC_FLIPS, ed: int | None = None,
-                       es: int | None = None) -> QCResult:
+                       es: int | None = None, rules: Sequence[Rule] | None = None) -> QCResult:
     """:func:`assess` a :class:`~lvseg_core.inference.Segmentation` of ``scan``.
 
     With a ``segmenter`` (the one that made it), each frame is segmented again
     flipped (``flips``, one network pass each, frame by frame so that memory
-    stays that of one frame) for the agreement signal.
+    stays that of one frame) for the agreement signal. ``rules``: default the
+    segmenter's own (``qc_rules``), else :data:`RULES`.
     """
+    if rules is None:
+        rules = getattr(segmenter, "qc_rules", RULES)
     mask = np.asarray(segmentation.mask)
     probabilities = segmentation.probabilities
     frames = scan.frames()
@@ -657,27 +712,27 @@ def check_segmentation(scan: Scan, segmentation, segmenter=None,
             return None
         return probabilities[..., t] if scan.is_cine else probabilities
 
-    return _assess_frames(scan, mask, probs, extra, ed, es)
+    return _assess_frames(scan, mask, probs, extra, ed, es, rules)
 
 
 def _assess_frames(scan: Scan, mask: np.ndarray, probabilities_at, extra_at,
-                   ed: int | None, es: int | None) -> QCResult:
+                   ed: int | None, es: int | None, rules: Sequence[Rule]) -> QCResult:
     """:func:`assess` with per-frame getters of the probability maps."""
     if not scan.is_cine:
         signals = frame_signals(scan.array, mask, scan.spacing, probabilities_at(0),
                                 extra_at(0))
-        return decide(frame_issues(signals), signals, frame_score(signals))
+        return decide(frame_issues(signals, rules), signals, frame_score(signals, rules))
     frames = []
     for t in range(scan.n_frames):
         signals = frame_signals(scan.array[..., t], mask[..., t], scan.spacing,
                                 probabilities_at(t), extra_at(t))
-        frames.append((f"frame {t}", decide(frame_issues(signals), signals,
-                                            frame_score(signals))))
+        frames.append((f"frame {t}", decide(frame_issues(signals, rules), signals,
+                                            frame_score(signals, rules))))
     lv = [r.signals["LV_ml"] for _, r in frames]
     ed = int(np.argmax(lv)) if ed is None else ed
     es = int(np.argmin(lv)) if es is None else es
     ef = ejection_fraction(lv[ed], lv[es]) if ed != es else float("nan")
-    result = combine(frames, {"LV_EF_pct": ef, "ED_frame": ed, "ES_frame": es})
+    result = combine(frames, {"LV_EF_pct": ef, "ED_frame": ed, "ES_frame": es}, rules)
     result.signals["frames"] = [r.signals for _, r in frames]
     return result
 
@@ -694,7 +749,8 @@ def _names(names: list[str]) -> str:
     return ", ".join(names)
 
 
-def combine(parts: Sequence[tuple[str, QCResult]], signals: dict | None = None) -> QCResult:
+def combine(parts: Sequence[tuple[str, QCResult]], signals: dict | None = None,
+            rules: Sequence[Rule] = RULES) -> QCResult:
     """One :class:`QCResult` for several named results (frames of a cine, the ED
     and ES frames of a patient) and the :data:`RULES` on ``signals`` (e.g.
     ``{"LV_EF_pct": ...}``). The same problem in several parts is one message
@@ -708,7 +764,7 @@ def combine(parts: Sequence[tuple[str, QCResult]], signals: dict | None = None) 
             entry[1] = max(entry[1], issue.badness)
     issues = [Issue(signal, severity, f"{_names(names)}: {message}", badness)
               for (signal, severity, message), (names, badness) in grouped.items()]
-    issues += rule_issues(signals)
+    issues += rule_issues(signals, rules)
     scores = [r.score for _, r in parts]
-    scores += [rule.badness(v) for rule in RULES if (v := _applicable(signals, rule)) is not None]
+    scores += [rule.badness(v) for rule in rules if (v := _applicable(signals, rule)) is not None]
     return decide(issues, signals, float(max(scores, default=0.0)))

@@ -29,6 +29,10 @@ from . import settings
 from .errors import LVSegError
 from .files import copy_file, write_text
 
+#: Checkpoints a run keeps (``checkpoints/<name>.ckpt``): the best validation Dice,
+#: and the last epoch.
+CHECKPOINTS: tuple[str, ...] = ("best", "last")
+
 #: File names of a run folder.
 CONFIG_FILE = "config.json"
 EVENTS_FILE = "metrics.jsonl"
@@ -68,6 +72,7 @@ class TrainConfig:
     val_every: int = 1                     # validate every N epochs
     schedule: str = "onecycle"            # onecycle | cosine | constant
     grad_clip: float = 1.0                 # gradient-norm clipping (0: off)
+    deep_supervision: bool = False         # also score the coarser decoder stages
     init_weights: str | None = None        # start from these weights (fine-tuning)
     init_run: str | None = None            # the run that trained init_weights (filled in)
     augment: bool = True
@@ -96,7 +101,8 @@ class TrainConfig:
         """The options of ``python -m train <command>`` that rebuild this config.
 
         Every field with a command-line option is given (``None`` ones are left
-        at the trainer's default); ``augment=False`` is ``--no-augment``. The
+        at the trainer's default); ``augment=False`` is ``--no-augment``, other
+        booleans are switches given when true. The
         fields of :data:`FIT_ONLY_FIELDS` are given to ``fit`` only.
         """
         args: list[str] = []
@@ -109,6 +115,9 @@ class TrainConfig:
                 args += [] if value else ["--no-augment"]
                 continue
             flag = "--" + spec.name.replace("_", "-")
+            if isinstance(value, bool):           # a switch: given when on
+                args += [flag] if value else []
+                continue
             if isinstance(value, dict):
                 args += [flag, json.dumps(value)]
             elif isinstance(value, (list, tuple)):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lvseg_core import settings
 from lvseg_core.errors import LVSegError
-from lvseg_core.records import TrainConfig
+from lvseg_core.records import CHECKPOINTS, TrainConfig
 from lvseg_core.registry import ARCHITECTURES
 
 #: The defaults of every option.
@@ -51,6 +51,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                         "fine-tuning; their widths and preprocessing are kept")
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
                    help="clip the gradient norm to this (0: off)")
+    p.add_argument("--deep-supervision", action="store_true",
+                   help="also score every decoder stage below full resolution "
+                        "(nnU-Net's deep supervision; exported weights are unchanged)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--val-patients", nargs="*", default=None,
                    help="validation patients (default: the standard split)")
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a 'python -m lvseg_core evaluate' report to store with the weights")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                    help="also upload to this Hub repo (token from HF_TOKEN)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
                    help="best validation Dice (default) or the last epoch")
 
     p = sub.add_parser("archive", help="keep the record of runs (config, metrics, LR test, "

@@ -9,6 +9,7 @@ from pathlib import Path
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.records import (
+    CHECKPOINTS,
     CONFIG_FILE,
     best_epoch,
     epoch_events,
@@ -18,10 +19,6 @@ from lvseg_core.records import (
 )
 
 from .task import SegmentationTask
-
-
-#: Checkpoints a run keeps: the best validation Dice, and the last epoch.
-CHECKPOINTS = ("best", "last")
 
 
 def checkpoint_of(run: Path, which: str = "best") -> Path:
@@ -104,7 +101,7 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
         "epochs_run": len(epochs),
         "seconds": round(training_seconds(events), 1),   # every resumed part
         **{k: config.get(k) for k in ("lr", "weight_decay", "batch_size", "crop", "schedule",
-                                      "augment", "seed")},
+                                      "augment", "deep_supervision", "seed")},
     }
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -69,10 +69,10 @@ def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
     """A fresh task, or one whose model starts from ``cfg.init_weights``."""
     if not cfg.init_weights:
         return SegmentationTask(cfg.model, cfg.arch_args, plan.to_dict(), cfg.lr,
-                                cfg.weight_decay, cfg.schedule)
+                                cfg.weight_decay, cfg.schedule, cfg.deep_supervision)
     start, _ = load_model(cfg.model, cfg.init_weights)
     task = SegmentationTask(cfg.model, start.arch_args, plan.to_dict(), cfg.lr,
-                            cfg.weight_decay, cfg.schedule)
+                            cfg.weight_decay, cfg.schedule, cfg.deep_supervision)
     task.model.load_state_dict(start.state_dict())
     return task
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss
+from torch import nn
 
 from lvseg_core.labels import LABEL_OF, STRUCTURES
 from lvseg_core.metrics import dice
@@ -34,17 +37,55 @@ class SegmentationTask(L.LightningModule):
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         schedule: ``onecycle``, ``cosine`` or ``constant``.
+        deep_supervision: also score every decoder stage below full resolution
+            (nnU-Net's deep supervision): a 1x1 convolution per stage maps its
+            features to class logits, scored against the label downsampled by
+            nearest neighbour, with weights halving per stage (normalised to
+            sum to 1). The heads live in the task, not the model: exported
+            weights and inference are unchanged.
     """
 
     def __init__(self, architecture: str = "unet", arch_args: dict | None = None,
                  preprocess: dict | None = None, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, schedule: str = "onecycle") -> None:
+                 weight_decay: float = 1e-4, schedule: str = "onecycle",
+                 deep_supervision: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = LVSegModel(architecture, arch_args, preprocess=preprocess)
         self.lr = lr
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.ce = torch.nn.CrossEntropyLoss()
+        self.aux_heads = nn.ModuleList(self._aux_heads() if deep_supervision else [])
+        levels = len(self.aux_heads) + 1
+        weights = [0.5**i for i in range(levels)]
+        self.deep_loss = DeepSupervisionLoss(self.loss, weights=[w / sum(weights)
+                                                                 for w in weights])
+
+    def _aux_heads(self) -> list[nn.Module]:
+        """One 1x1 convolution to class logits per decoder stage, sized by a dry
+        run of the untrained model on a small input."""
+        conv = nn.Conv3d if self.model.spatial_dims == 3 else nn.Conv2d
+        plan = self.model.preprocess
+        side = 2 * int(plan.get("divisor") or 32)
+        shape = (side, side) if self.model.spatial_dims == 2 else (
+            max(int(plan.get("min_depth") or 1), int(plan.get("z_divisor") or 1)), side, side)
+        with torch.no_grad(), self.stage_outputs() as outputs:
+            self.model(torch.zeros(1, 1, *shape))
+        if not outputs:
+            raise ValueError(f"{self.model.architecture} has no decoder stages to supervise")
+        return [conv(out.shape[1], len(self.model.labels), 1) for out in outputs]
+
+    @contextmanager
+    def stage_outputs(self) -> Iterator[list[torch.Tensor]]:
+        """Collect the decoder stages' outputs (coarsest first) of forwards run inside."""
+        outputs: list[torch.Tensor] = []
+        hooks = [stage.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+                 for stage in self.model.decoder_stages()]
+        try:
+            yield outputs
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -55,7 +96,14 @@ class SegmentationTask(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         image, label = batch
         image = image.contiguous(memory_format=self.model.memory_format)
-        loss = self.loss(self.model(image), label)
+        if self.aux_heads:
+            with self.stage_outputs() as features:
+                logits = self.model(image)
+            # Main output first, then the stages from finest to coarsest.
+            coarse = [head(f) for head, f in zip(self.aux_heads, features)]
+            loss = self.deep_loss([logits, *coarse[::-1]], label.float())
+        else:
+            loss = self.loss(self.model(image), label)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=image.shape[0], sync_dist=True)
         return loss

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from monai.networks.nets import AttentionUnet
+from monai.networks.nets.attentionunet import AttentionLayer
 from torch import nn
 
 
@@ -25,3 +26,12 @@ def build_attention_unet(
         strides=(2,) * (len(channels) - 1),
         dropout=dropout,
     )
+
+
+def decoder_stages(net: AttentionUnet) -> list[nn.Module]:
+    """The attention-gated merges below full resolution, coarsest first (their
+    outputs are what deep supervision scores). MONAI nests one level in the
+    next, so the outermost merge, at full resolution, comes first in
+    ``modules()``; it feeds the output convolution and is left out."""
+    merges = [m for m in net.modules() if isinstance(m, AttentionLayer)]
+    return merges[:0:-1]

@@ -9,6 +9,7 @@ metrics. ``save_pretrained`` writes ``config.json`` + ``model.safetensors``;
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ class LVSegModel(
         preprocess: a :class:`~lvseg_core.preprocess.PreprocessPlan` as a dict.
         metrics: validation metrics recorded when the weights were trained.
         training: facts about training (data, epochs, seconds, ...).
+        qc_limits: this model's quality-control limits for the prediction
+            signals (:func:`lvseg_core.qc.model_rules`; None: the default).
 
     ``forward`` maps ``(B, 1, H, W)`` (2D) or ``(B, 1, D, H, W)`` (V-Net) to
     logits with ``len(labels)`` channels.
@@ -55,6 +58,7 @@ class LVSegModel(
         preprocess: dict | None = None,
         metrics: dict | None = None,
         training: dict | None = None,
+        qc_limits: dict | None = None,
     ) -> None:
         super().__init__()
         self.spatial_dims = spatial_dims(architecture)
@@ -64,11 +68,17 @@ class LVSegModel(
         self.preprocess = dict(preprocess or default_plan(architecture, self.arch_args))
         self.metrics = dict(metrics or {})
         self.training_info = dict(training or {})
+        self.qc_limits = dict(qc_limits) if qc_limits else None
         build = builder(architecture)
         self.net = build(in_channels=1, out_channels=len(self.labels), **self.arch_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def decoder_stages(self) -> list[nn.Module]:
+        """The decoder stages below full resolution, coarsest first: their outputs
+        ``(B, channels, ...)`` are the features deep supervision scores."""
+        return import_module(builder(self.architecture).__module__).decoder_stages(self.net)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -90,7 +100,7 @@ class LVSegModel(
             "preprocess": self.preprocess,
             "metrics": self.metrics,
             "training": self.training_info,
-        }
+        } | ({"qc_limits": self.qc_limits} if self.qc_limits else {})
 
     def save_pretrained(self, save_directory, **kwargs):  # noqa: D102 - mixin API
         """Write ``config.json``, ``model.safetensors`` and this model's card ``README.md``

@@ -109,7 +109,7 @@ def check_config(config: dict[str, Any], where: str) -> None:
                                or not all(isinstance(v, str) for v in labels)):
         raise WeightsError(f"{where}: config.json labels must list {len(LABELS)} class names "
                            f"({', '.join(LABELS.values())}), got {labels!r}")
-    for key in ("metrics", "training"):
+    for key in ("metrics", "training", "qc_limits"):
         if config.get(key) is not None and not isinstance(config[key], dict):
             raise WeightsError(f"{where}: config.json {key} must be an object")
     try:

@@ -32,3 +32,9 @@ def build_unet(
             in_channels=in_channels,
             classes=out_channels,
         )
+
+
+def decoder_stages(net: nn.Module) -> list[nn.Module]:
+    """The decoder blocks below full resolution, coarsest first (their outputs are
+    what deep supervision scores; the last block feeds the segmentation head)."""
+    return list(net.decoder.blocks)[:-1]

@@ -123,3 +123,9 @@ def build_vnet(
     """Build a :class:`VNet3D` (see there for the arguments)."""
     return VNet3D(in_channels, out_channels, base_channels, tuple(convs_per_level), dropout,
                   z_strides)
+
+
+def decoder_stages(net: VNet3D) -> list[nn.Module]:
+    """The up stages below full in-plane resolution, coarsest first (their outputs
+    are what deep supervision scores; the last up stage feeds the output)."""
+    return list(net.up)[:-1]

@@ -75,3 +75,60 @@ def test_summary_shares_and_per_kind_counts():
     assert s["auc_results"] == 5 and s["auc_bad_results"] == 2
     assert s["auc_bad_dice"] == 1.0
     assert s["by_kind"]["clean"]["ok"] == 1 and s["by_kind"]["clean"]["check"] == 1
+
+
+def _copy_weights(tmp_path, arch: str = "unet"):
+    import shutil
+
+    from lvseg_core.hub import bundled_folder
+
+    root = tmp_path / "weights"
+    shutil.copytree(bundled_folder(arch), root / arch)
+    config = root / arch / "config.json"
+    data = __import__("json").loads(config.read_text())
+    data.pop("qc_limits", None)
+    config.write_text(__import__("json").dumps(data))
+    return root
+
+
+def test_calibrate_stores_the_models_own_limits(acdc_dir, tmp_path, capsys):
+    import json
+
+    from lvseg_core import qc
+    from lvseg_core.inference import Segmenter
+
+    root = _copy_weights(tmp_path)
+    out = tmp_path / "calibration.json"
+    code = bq.main(["--calibrate", "--store", "--models", "unet", "--weights-dir", str(root),
+                    "--data", str(acdc_dir), "--cases", "2", "--threads", "1",
+                    "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    stored = json.loads((root / "unet" / "config.json").read_text())["qc_limits"]
+    assert stored["calibration"]["weights_sha256"] == report["weights_id"]["sha256"]
+    assert stored["entropy:high"] == report["limits"]["entropy:high"]
+    assert "LV_ml:high" not in stored                      # anatomy limits stay shared
+    rules = Segmenter.from_source("unet", str(root / "unet"), "cpu").qc_rules
+    assert rules == qc.model_rules(stored) and rules != qc.RULES
+
+    # Limits of other weights are refused, and the folder is left as it was.
+    report["weights_id"]["sha256"] = "0" * 64
+    with pytest.raises(bq.LVSegError, match="changed since"):
+        bq.store_limits(report, root / "unet")
+    assert json.loads((root / "unet" / "config.json").read_text())["qc_limits"] == stored
+
+
+def test_store_needs_calibrate(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bq.parse_args(["--store"])
+    assert exit_.value.code == 2 and "--store needs --calibrate" in capsys.readouterr().err
+
+
+def test_rerate_uses_the_rules_given():
+    from lvseg_core import qc
+
+    row = {"signals": {"entropy": 0.3, "LV_ml": 120.0, "Myo_ml": 100.0, "RV_ml": 100.0},
+           "status": "ok", "reason": "", "score": 0.0}
+    assert bq.rerate(row)["status"] != "ok"                               # default: unsure
+    lenient = qc.model_rules({"entropy:high": {"typical": 0.25, "check": 0.5, "fail": 0.6}})
+    assert bq.rerate(row, rules=lenient)["status"] == "ok"

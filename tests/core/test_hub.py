@@ -399,3 +399,19 @@ def test_load_model_reloads_retrained_weights(tmp_path):
     second, _ = load_model("unet", folder)
     assert second is not first
     assert torch.equal(predict(second), predict(retrained))
+
+
+def test_cached_model_is_reloaded_when_its_config_changes(tmp_path):
+    """A config given new QC limits is read again though the weights file is unchanged."""
+    folder = tmp_path / "tiny"
+    create_model("unet", encoder_depth=3, decoder_channels=[8, 8, 8]).save_pretrained(folder)
+    first, _ = load_model("unet", str(folder))
+    assert first.qc_limits is None and load_model("unet", str(folder))[0] is first  # cached
+    config = json.loads((folder / "config.json").read_text())
+    config["qc_limits"] = {"entropy:high": {"typical": 0.1, "check": 0.2, "fail": 0.3}}
+    (folder / "config.json").write_text(json.dumps(config))
+    later = os.stat(folder / "config.json").st_mtime_ns + 10**9
+    os.utime(folder / "config.json", ns=(later, later))
+    again, _ = load_model("unet", str(folder))
+    assert again is not first and again.qc_limits["entropy:high"]["check"] == 0.2
+    assert again.config()["qc_limits"] == config["qc_limits"]

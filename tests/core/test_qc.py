@@ -19,7 +19,7 @@ from lvseg_core.labels import LABEL_OF
 from lvseg_core.scan import Scan
 from tests.conftest import ROOT, acdc_frame, make_heart
 
-CALIBRATION = ROOT / "docs" / "qc_calibration.json"
+CALIBRATION = ROOT / "docs" / "qc" / "calibration_unet.json"
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +253,69 @@ def test_rules_match_the_calibration_file():
             if ours is None:
                 continue
             assert ours == pytest.approx(cal[name], rel=0.02, abs=1e-3), (rule.key, name)
+
+
+# ---------------------------------------------------------------- each model's own limits
+
+
+def test_model_rules_replace_only_the_prediction_limits():
+    limits = {"entropy:high": {"typical": 0.2, "check": 0.4, "fail": 0.5},
+              "LV_ml:high": {"typical": 1.0, "check": 2.0, "fail": 3.0}}   # not a model's own
+    rules = {r.key: r for r in qc.model_rules(limits)}
+    default = {r.key: r for r in qc.RULES}
+    assert rules["entropy:high"].check == 0.4 and rules["entropy:high"].fail == 0.5
+    assert rules["LV_ml:high"] == default["LV_ml:high"]
+    assert rules["agreement_dice:low"] == default["agreement_dice:low"]
+    signals = {"entropy": 0.3}
+    assert _signals(qc.rule_issues(signals)) == {"entropy"}           # default: unsure
+    assert qc.rule_issues(signals, tuple(rules.values())) == []        # this model: typical
+    assert qc.model_rules(None) is qc.RULES and qc.model_rules({}) is qc.RULES
+
+
+@pytest.mark.parametrize("limits", [
+    ["entropy"],
+    {"entropy:high": {"typical": 0.2, "check": "high", "fail": 0.5}},
+    {"entropy:high": {"typical": 0.2, "check": 0.1, "fail": 0.5}},       # check below typical
+    {"agreement_dice:low": {"typical": 0.9, "check": 0.95, "fail": 0.8}},
+    {"entropy:high": {"typical": 0.2, "check": float("nan"), "fail": 0.5}},
+    {"entropy:high": 0.3},
+])
+def test_model_rules_refuse_unusable_limits(limits):
+    from lvseg_core.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="qc_limits"):
+        qc.model_rules(limits, "x/config.json")
+
+
+def _weights_with_limits(tmp_path: Path, limits: dict) -> Path:
+    """A copy of the bundled U-Net whose config.json carries ``limits``."""
+    from lvseg_core.hub import bundled_folder
+
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    source = bundled_folder("unet")
+    (folder / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes())
+    config = json.loads((source / "config.json").read_text())
+    config["qc_limits"] = limits
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_segmenter_rates_with_the_limits_its_weights_carry(validation_ed, tmp_path):
+    from lvseg_core.errors import WeightsError
+    from lvseg_core.inference import Segmenter
+    from lvseg_core.pipeline import run_scan
+
+    scan, _ = validation_ed
+    strict = {"entropy:high": {"typical": 0.0, "check": 1e-6, "fail": 2e-6}}
+    segmenter = Segmenter.from_source("unet", str(_weights_with_limits(tmp_path, strict)),
+                                      device="cpu", backend="torch")
+    assert {r.key: r for r in segmenter.qc_rules}["entropy:high"].check == 1e-6
+    # Without the flipped pass too: the pipeline hands the model's rules on.
+    result = run_scan(scan, segmenter, qc_flips=()).qc
+    assert result.status == "fail" and "unsure" in result.reason
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    folder = _weights_with_limits(bad, {"entropy:high": {"typical": 1, "check": 0, "fail": 2}})
+    with pytest.raises(WeightsError, match="qc_limits"):
+        Segmenter.from_source("unet", str(folder), device="cpu", backend="torch")

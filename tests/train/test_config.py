@@ -27,7 +27,7 @@ def test_cli_args_rebuild_the_config(tmp_path, command):
                          limit_train_batches=0.25, limit_val_batches=1.0,
                          arch_args={"base_channels": 4}, val_patients=["patient001"],
                          precision="bf16-mixed", init_weights="bundled", cache_dir="c",
-                         patience=3, val_every=2, overfit_batches=2)
+                         patience=3, val_every=2, overfit_batches=2, deep_supervision=True)
     extra = ["--out", str(tmp_path)] if command == "lr-find" else []
     rebuilt = _config(build_parser().parse_args([command, *config.cli_args(command), *extra]))
     if command == "fit":

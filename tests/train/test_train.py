@@ -510,3 +510,39 @@ def test_plan_of_fixed_depth_vnet_pads_thin_stacks_to_its_depth(model, augment, 
 
     cfg = TrainConfig(model=model, depth=6, augment=augment, overfit_batches=overfit)
     assert model_plan(cfg).min_depth == min_depth
+
+
+# --- deep supervision: the coarser decoder stages are scored in training only -----------------
+
+
+@pytest.mark.parametrize("model", list(ARCH_ARGS))
+def test_deep_supervision_trains_heads_that_are_not_exported(model, acdc, cache, tmp_path):
+    run = tmp_path / "ds"
+    code = main(["fit", *data_args(model, acdc, cache), "--epochs", "1", "--deep-supervision",
+                 "--limit-train-batches", "2", "--run-dir", str(run)])
+    assert code == 0
+    assert json.loads((run / "config.json").read_text())["deep_supervision"] is True
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    heads = [k for k in ckpt["state_dict"] if k.startswith("aux_heads.")]
+    assert heads, "no deep-supervision head was saved with the run"
+    exported = json.loads((run / "model" / "config.json").read_text())
+    assert exported["training"]["deep_supervision"] is True
+    # The weights folder holds the plain network: it loads strictly into a model
+    # built without heads, and segments with the default pipeline.
+    loaded, _ = load_model(model, str(run / "model"))
+    assert not any("aux" in k for k in loaded.state_dict())
+
+    task = SegmentationTask.load_from_checkpoint(run / "checkpoints" / "last.ckpt",
+                                                 map_location="cpu", weights_only=False)
+    task.train()
+    shape = (1, 1, 4, 32, 32) if model == "vnet" else (2, 1, 32, 32)
+    image = torch.randn(*shape)
+    label = torch.randint(0, 4, (shape[0], 1, *shape[2:]))
+    loss = task.training_step((image, label), 0)
+    loss.backward()
+    for head in task.aux_heads:
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    # The coarser stages change the loss: it is not the full-resolution loss alone.
+    with torch.no_grad():
+        plain = task.loss(task.model(image), label)
+    assert abs(float(loss) - float(plain)) > 1e-4
