@@ -274,6 +274,11 @@ def summarise(rows: list[dict], variants: bool = True, rules: Sequence | None = 
          if variants else {})
 
 
+def pct(value: float | None) -> str:
+    """A share as a percentage; n/a when missing (JSON stores NaN as null)."""
+    return "n/a" if value is None or math.isnan(value) else f"{fmt(100 * value, 1)} %"
+
+
 def markdown(report: dict) -> str:
     """The summary as markdown: one row per kind of copy, then the headline figures."""
     s = report["summary"]
@@ -283,9 +288,6 @@ def markdown(report: dict) -> str:
         lines.append(f"| {entry['label']} | {entry['results']} | {entry['ok']} | "
                      f"{entry['check']} | {entry['fail']} | {entry['flagged_share']:.0%} | "
                      f"{fmt(entry['mean_dice'])} | {entry['bad_results']} |")
-
-    def pct(value: float | None) -> str:      # NaN is stored as null in the JSON
-        return "n/a" if value is None or math.isnan(value) else f"{fmt(100 * value, 1)} %"
 
     lines += ["", "| measure | value | target |", "|---|---:|---:|",
               f"| clean volumes rated ok | {pct(s['clean_ok_share'])} | >= 90 % |",

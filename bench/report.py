@@ -866,31 +866,52 @@ def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     from bench import qc
 
     rep.add("### 5.7 Quality control without ground truth", "")
-    report = read_json(args.qc_json)
-    if not report or report.get("kind") != "qc":
-        rep.add(f"Not measured: no `python -m bench.qc` result at `{args.qc_json}`.", "")
+    reports = [r for path in args.qc_json
+               if (r := read_json(path)) and r.get("kind") == "qc"]
+    if not reports:
+        shown = ", ".join(f"`{p}`" for p in args.qc_json)
+        rep.add(f"Not measured: no `python -m bench.qc` result at {shown}.", "")
         return
-    s = report["summary"]
-    arch = report.get("model", "")
-    command = f"python -m bench.qc --models {arch} --json {args.qc_json}"
-    stale = stale_weights({arch: report.get("weights_id", {})}, specs)
-    rep.add(f"`lvseg_core.qc` rates every prediction `ok`, `check` or `fail` from the image, "
-            f"the anatomy of the result and the agreement with a flipped pass. "
-            f"{name(arch)} on {s['clean']} {report.get('split')} volumes, clean and as "
-            f"{s['broken']} broken copies (`bench.qc`: inverted, severe noise, a photograph, "
-            "a field of view without the heart, and every perturbation of "
+    first = reports[0]["summary"]
+    rep.add("`lvseg_core.qc` rates every prediction `ok`, `check` or `fail` from the image, "
+            "the anatomy of the result and the agreement with a flipped pass; each model "
+            "with its own limits for agreement, entropy and removed share (calibrated on its "
+            "good training predictions, `python -m bench.qc --calibrate --store`). "
+            f"{first['clean']} {reports[0].get('split')} volumes, clean and as "
+            f"{first['broken']} broken copies (`bench.qc`: inverted, severe noise, a "
+            "photograph, a field of view without the heart, and every perturbation of "
             "`bench.robustness`). The robustness perturbations include scans a scanner "
             "could write and the model segments well (a mild bias field, gamma 1.5, another "
             "voxel size): QC should pass those, so the share of perturbed results with "
-            "Dice >= 0.8 rated ok is reported beside the share of bad ones flagged.",
-            _stale_note(stale, command), "", qc.markdown(report), "")
-    if not stale:
+            "Dice >= 0.8 rated ok is reported beside the share of bad ones flagged.", "")
+    rows = ["| model | limits | clean rated ok | destructive copies flagged | all copies "
+            "flagged | perturbed, Dice < 0.8, flagged | perturbed, Dice >= 0.8, ok | ROC AUC |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    notes = []
+    for report in reports:
+        s, arch = report["summary"], report.get("model", "")
+        stale = stale_weights({arch: report.get("weights_id", {})}, specs)
+        rows.append(f"| {name(arch)}{' (earlier weights)' if stale else ''} | "
+                    f"{report.get('qc_limits', 'default (bundled U-Net)')} | "
+                    + " | ".join(qc.pct(s[k]) for k in (
+                        "clean_ok_share", "destructive_flagged_share", "broken_flagged_share",
+                        "perturbed_bad_flagged_share", "perturbed_good_ok_share"))
+                    + f" | {fmt(s['auc_bad_dice'])} |")
+        if stale:
+            notes.append(_stale_note(stale, f"python -m bench.qc --models {arch}"))
+    rep.add("\n".join(rows), "", *(notes or ["Measured with the weights this report "
+                                             "evaluates."]), "")
+    report = reports[0]
+    rep.add(f"Per copy, {name(report.get('model', ''))}:", "", qc.markdown(report), "")
+    s = report["summary"]
+    if not stale_weights({report.get("model", ""): report.get("weights_id", {})}, specs):
         rep.facts["qc"] = (
-            f"Quality control ({name(arch)}, {s['clean']} validation volumes and "
-            f"{s['broken']} broken copies, `bench.qc`): {s['clean_ok_share']:.0%} of clean "
-            f"volumes rated ok, {s['destructive_flagged_share']:.0%} of the inverted, noisy, "
-            f"photograph and heartless copies flagged, {s['broken_flagged_share']:.0%} of all "
-            f"broken copies, ROC AUC {fmt(s['auc_bad_dice'])} for a result with mean Dice < "
+            f"Quality control ({name(report.get('model', ''))}, {s['clean']} validation "
+            f"volumes and {s['broken']} broken copies, `bench.qc`): "
+            f"{s['clean_ok_share']:.0%} of clean volumes rated ok, "
+            f"{s['destructive_flagged_share']:.0%} of the inverted, noisy, photograph and "
+            f"heartless copies flagged, {s['broken_flagged_share']:.0%} of all broken copies, "
+            f"ROC AUC {fmt(s['auc_bad_dice'])} for a result with mean Dice < "
             f"{report['bad_dice']:g}.")
 
 
@@ -1424,9 +1445,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default=ROOT / "docs" / "domain_shift" / "domain_shift_old.json",
                         metavar="PATH", help="an earlier domain-shift result shown beside it "
                         "(default: docs/domain_shift/domain_shift_old.json)")
-    parser.add_argument("--qc-json", type=Path, default=ROOT / "docs" / "qc" / "qc_unet.json",
-                        metavar="PATH", help="the 'python -m bench.qc' result of section 5.7 "
-                        "(default: docs/qc/qc_unet.json)")
+    parser.add_argument("--qc-json", type=Path, nargs="+",
+                        default=[ROOT / "docs" / "qc" / f"qc_{a}.json" for a in ARCHS],
+                        metavar="PATH", help="the 'python -m bench.qc' results of section 5.7, "
+                        "one per model (default: docs/qc/qc_<model>.json)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--examples", type=int, default=6,

@@ -113,6 +113,8 @@ def test_report_shows_domain_shift_and_qc_with_their_weights(quick_report):
     qc = text[text.index("### 5.7"):text.index("### 5.8")]
     assert re.search(r"\| clean volumes rated ok \| [\d.]+ % \| >= 90 % \|", qc)
     assert "| photograph |" in qc and "**Measured with earlier weights of U-Net**" in qc
+    # One headline row per model measured, each with the limits it was rated with.
+    assert re.search(r"\| U-Net \(earlier weights\) \| [^|]+ \| [\d.]+ % \|", qc)
 
 
 def test_missing_or_foreign_domain_shift_and_qc_results_are_named(tmp_path):
@@ -122,7 +124,7 @@ def test_missing_or_foreign_domain_shift_and_qc_results_are_named(tmp_path):
 
     (tmp_path / "speed.json").write_text(json.dumps({"kind": "speed"}))
     args = Namespace(domain_shift_json=tmp_path / "speed.json", domain_shift_compare=None,
-                     qc_json=tmp_path / "absent.json")
+                     qc_json=[tmp_path / "absent.json"])
     rep = Report(tmp_path)
     report.section_domain_shift(rep, args, [])
     report.section_qc(rep, args, [])

@@ -66,3 +66,24 @@ def test_bundled_weights_segment_thin_stacks(architecture, acdc_dir):
             assert scores["RV"] >= MIN_THIN_RV and mean >= MIN_THIN_MEAN, (
                 f"{architecture} on {count} slice(s) of {patient} {phase}: "
                 f"Dice {', '.join(f'{k} {v:.3f}' for k, v in scores.items())}")
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_bundled_weights_carry_their_own_qc_limits(architecture):
+    """Each model's QC limits of the prediction signals were calibrated with the
+    weights beside them: new weights without recalibration fail here."""
+    import hashlib
+    import json
+
+    from lvseg_core import qc
+
+    folder = settings.weights_dir() / architecture
+    config = json.loads((folder / "config.json").read_text())
+    limits = config.get("qc_limits")
+    assert limits, (f"{folder}/config.json has no qc_limits: python -m bench.qc --calibrate "
+                    f"--models {architecture} --store")
+    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert limits["calibration"]["weights_sha256"] == sha, f"{folder}: calibrated other weights"
+    keys = {r.key for r in qc.RULES if r.signal in qc.PREDICTION_SIGNALS}
+    assert keys <= set(limits)
+    assert Segmenter.from_source(architecture, None, "cpu").qc_rules == qc.model_rules(limits)
