@@ -54,6 +54,7 @@ from bench.common import (add_common_options, data_problem, environment, fmt, lo
 from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
 from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
+from lvseg_core import qc
 from lvseg_core.qc import AGREEMENT_SIGNALS
 from lvseg_core.scan import Scan
 
@@ -171,7 +172,6 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
     """QC of clean and broken copies of the ``split`` volumes; the JSON-ready report."""
     from tqdm import tqdm
 
-    from lvseg_core import qc
     from lvseg_core.io import load_label, load_nifti
 
     problem = data_problem(data)
@@ -210,7 +210,6 @@ def _share(rows: list[dict], flagged: bool) -> float:
 
 def spec_rules(spec) -> tuple:
     """The QC rules of ``spec``'s weights: their own prediction-signal limits, or the default."""
-    from lvseg_core import qc
     from lvseg_core.models import read_config
 
     return qc.model_rules(read_config(spec.folder).get("qc_limits"),
@@ -220,7 +219,6 @@ def spec_rules(spec) -> tuple:
 def rerate(row: dict, drop: Sequence[str] = (), rules: Sequence | None = None) -> dict:
     """``row`` rated again from its stored signals with ``rules`` (default
     :data:`lvseg_core.qc.RULES`; ``drop``: signals to leave out)."""
-    from lvseg_core import qc
 
     rules = qc.RULES if rules is None else rules
     signals = {k: v for k, v in row["signals"].items() if k not in drop}
@@ -324,7 +322,6 @@ def calibrate(data: Path, spec, cases: int | None = None, device: str = "auto") 
     """Signals of the training patients and the limits they give (see module docstring)."""
     from tqdm import tqdm
 
-    from lvseg_core import qc
     from lvseg_core.clinical import ejection_fraction
     from lvseg_core.data import VALIDATION_PATIENTS, find_cases
     from lvseg_core.io import load_label, load_nifti
@@ -388,7 +385,6 @@ def store_limits(report: dict, folder: Path) -> Path:
     """
     import json
 
-    from lvseg_core import qc
     from lvseg_core.models import read_config
 
     from bench.common import ModelSpec
@@ -462,6 +458,8 @@ def _main(args) -> int:
         rules = spec_rules(spec) if spec.available else None
         report["rows"] = [rerate(r, rules=rules) for r in report["rows"]]
         report["rescored"] = f"rated again from the signals of {args.rescore}"
+        report["qc_limits"] = ("the model's own" if rules is not None and rules is not qc.RULES
+                               else "default (bundled U-Net)")
         report["summary"] = summarise(report["rows"], rules=rules)
         write_json(report, args.json)
         print_table(report)

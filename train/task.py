@@ -42,7 +42,8 @@ class SegmentationTask(L.LightningModule):
             features to class logits, scored against the label downsampled by
             nearest neighbour, with weights halving per stage (normalised to
             sum to 1). The heads live in the task, not the model: exported
-            weights and inference are unchanged.
+            weights and inference are unchanged. ``train_loss`` is then that
+            weighted sum; validation scores the full-resolution output only.
     """
 
     def __init__(self, architecture: str = "unet", arch_args: dict | None = None,
