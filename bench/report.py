@@ -762,7 +762,8 @@ def section_backends(rep: Report, spd: dict) -> None:
                 "Ray start-up included; then the same command again with `--resume`.", "")
         rows = [[e_name, fmt(e["seconds"], 1), fmt(e["seconds_per_volume"], 2),
                  fmt(e.get("speedup_vs_local"), 2, "x"),
-                 "yes" if e["masks_identical_to_local"] else "**no**",
+                 "yes" if e["masks_identical_to_local"] else
+                 f"**no**: {fmt(100 * e.get('voxels_equal_to_local', 0.0), 3)} % of voxels equal",
                  f"{e['resume_rewrote']} ({fmt(e['resume_seconds'], 1)} s)"]
                 for e_name, e in ray["engines"].items()]
         rep.add(md_table(["Engine", "Seconds", "s / volume", "vs local",

