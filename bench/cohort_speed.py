@@ -45,8 +45,6 @@ def run(data: Path, volumes: int, workers: list[int], backend: str | None,
     """Seconds and mask agreement of each engine on the first ``volumes`` frames
     (U-Net, ``weights`` a source of :func:`lvseg_core.hub.resolve_weights`,
     default the bundled ones)."""
-    import numpy as np
-
     from lvseg_core.cohort import SegmenterSpec, run_cohort
     from lvseg_core.data import find_cases
     from lvseg_core.workflows import collect_inputs
@@ -69,6 +67,7 @@ def run(data: Path, volumes: int, workers: list[int], backend: str | None,
             seconds = time.perf_counter() - start
             masks = _masks(out)
             reference = reference or masks
+            equal = _equal_share(masks, reference)
             stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_seg.nii.gz")}
             start = time.perf_counter()
             run_cohort(inputs, spec, out, engine=engine, workers=n, resume=True)
@@ -82,9 +81,8 @@ def run(data: Path, volumes: int, workers: list[int], backend: str | None,
                 "seconds": seconds, "seconds_per_volume": seconds / len(cases),
                 "speedup_vs_local": local_s / seconds if seconds > 0 else None,
                 "written": len(result.outputs), "failed": len(result.failures),
-                "masks_identical_to_local": masks.keys() == reference.keys() and all(
-                    np.array_equal(masks[k], reference[k]) for k in masks),
-                "voxels_equal_to_local": _equal_share(masks, reference),
+                "masks_identical_to_local": masks.keys() == reference.keys() and equal == 1.0,
+                "voxels_equal_to_local": equal,
                 "resume_seconds": resume_s, "resume_rewrote": rewritten}
             log(f"{name}: {seconds:.1f} s, resume rewrote {rewritten}")
     report["load_average_after"] = list(os.getloadavg())

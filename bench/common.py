@@ -14,7 +14,6 @@ A model without weights is skipped with a note, never a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -131,12 +130,10 @@ class ModelSpec:
         """Identity of the weights (folder and SHA-256 of model.safetensors)."""
         if self.folder is None:
             return {}
-        digest = hashlib.sha256()
-        with open(self.folder / "model.safetensors", "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        from lvseg_core.hashing import WEIGHTS_FILE, read_sha256
+
         return {"folder": str(self.folder), "source": self.source,
-                "sha256": digest.hexdigest()}
+                "sha256": read_sha256(self.folder / WEIGHTS_FILE)}
 
     def segmenter(self, device=None, **kwargs):
         """A :class:`~lvseg_core.inference.Segmenter` for these weights."""

@@ -180,7 +180,6 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
     frames = select_cases(data, patients=split_patients(data, split, cases))
     frames = frames[:cases] if cases else frames
     segmenter = spec.segmenter(pick_device(device))
-    own = segmenter.qc_rules is not qc.RULES
     rows: list[dict] = []
     copies = 2 + len(BROKEN_KINDS) + len(PERTURBATIONS) - 1
     with tqdm(total=len(frames) * copies, desc="qc", unit="result") as bar:
@@ -197,7 +196,7 @@ def measure(data: Path, spec, split: str = "validation", cases: int | None = Non
                 bar.update(1)
     return {"kind": "qc", "environment": environment(), "data": str(data), "split": split,
             "model": spec.arch, "weights_id": spec.fingerprint(), "bad_dice": BAD_DICE,
-            "qc_limits": "the model's own" if own else "default (bundled U-Net)",
+            "qc_limits": limits_label(segmenter.qc_rules),
             "volumes": [c.name for c in frames],
             "summary": summarise(rows, rules=segmenter.qc_rules), "rows": rows}
 
@@ -214,6 +213,11 @@ def spec_rules(spec) -> tuple:
 
     return qc.model_rules(read_config(spec.folder).get("qc_limits"),
                           f"{spec.folder}: config.json")
+
+
+def limits_label(rules: Sequence | None) -> str:
+    """Which limits ``rules`` are, for a report: a model's own or the default."""
+    return "default (bundled U-Net)" if rules is None or rules is qc.RULES else "the model's own"
 
 
 def rerate(row: dict, drop: Sequence[str] = (), rules: Sequence | None = None) -> dict:
@@ -385,11 +389,11 @@ def store_limits(report: dict, folder: Path) -> Path:
     """
     import json
 
+    from lvseg_core.files import write_text
+    from lvseg_core.hashing import WEIGHTS_FILE, read_sha256
     from lvseg_core.models import read_config
 
-    from bench.common import ModelSpec
-
-    sha = ModelSpec(report["model"], folder).fingerprint()["sha256"]
+    sha = read_sha256(folder / WEIGHTS_FILE)
     if sha != report["weights_id"]["sha256"]:
         raise LVSegError(f"{folder}: the weights changed since they were calibrated")
     config = read_config(folder)
@@ -400,11 +404,7 @@ def store_limits(report: dict, folder: Path) -> Path:
                              "time_utc": report["environment"]["time_utc"]}
     qc.model_rules(limits, str(folder))          # refuse limits the loader would refuse
     config["qc_limits"] = limits
-    path = folder / "config.json"
-    tmp = path.with_name("config.json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-    tmp.replace(path)
-    return path
+    return write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True))
 
 
 def print_calibration(report: dict) -> None:
@@ -458,8 +458,7 @@ def _main(args) -> int:
         rules = spec_rules(spec) if spec.available else None
         report["rows"] = [rerate(r, rules=rules) for r in report["rows"]]
         report["rescored"] = f"rated again from the signals of {args.rescore}"
-        report["qc_limits"] = ("the model's own" if rules is not None and rules is not qc.RULES
-                               else "default (bundled U-Net)")
+        report["qc_limits"] = limits_label(rules)
         report["summary"] = summarise(report["rows"], rules=rules)
         write_json(report, args.json)
         print_table(report)

@@ -21,7 +21,6 @@ exported ``model/`` of a finished training run.
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from . import policy, settings
 from .errors import LVSegError, WeightsError, first_line
+from .hashing import WEIGHTS_FILE, read_sha256
 from .models import check_architecture, read_config
 
 if TYPE_CHECKING:
@@ -75,11 +75,7 @@ class Weights:
     @functools.cached_property
     def sha256(self) -> str:
         """Hex SHA-256 of ``model.safetensors``: which exact weights made a mask."""
-        digest = hashlib.sha256()
-        with open(self.folder / "model.safetensors", "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return read_sha256(self.folder / WEIGHTS_FILE)
 
     @property
     def description(self) -> str:

@@ -72,17 +72,17 @@ def test_bundled_weights_segment_thin_stacks(architecture, acdc_dir):
 def test_bundled_weights_carry_their_own_qc_limits(architecture):
     """Each model's QC limits of the prediction signals were calibrated with the
     weights beside them: new weights without recalibration fail here."""
-    import hashlib
     import json
 
     from lvseg_core import qc
+    from lvseg_core.hashing import read_sha256
 
     folder = settings.weights_dir() / architecture
     config = json.loads((folder / "config.json").read_text())
     limits = config.get("qc_limits")
     assert limits, (f"{folder}/config.json has no qc_limits: python -m bench.qc --calibrate "
                     f"--models {architecture} --store")
-    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    sha = read_sha256(folder / "model.safetensors")
     assert limits["calibration"]["weights_sha256"] == sha, f"{folder}: calibrated other weights"
     keys = {r.key for r in qc.RULES if r.signal in qc.PREDICTION_SIGNALS}
     assert keys <= set(limits)
