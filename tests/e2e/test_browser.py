@@ -182,11 +182,30 @@ def no_exception_box(page) -> None:
         page.locator('[data-testid="stException"]').first.inner_text()
 
 
+def page_state(page) -> str:
+    """What the page shows besides the results (alerts, status lines, the script
+    state) and the end of the server's log: the evidence of a failed wait."""
+    shown = page.locator('[data-testid="stAlert"], [data-testid="stException"], '
+                         '[data-testid="stExpander"] summary, [data-testid="stStatusWidget"]')
+    texts = [t.strip().replace("\n", " ")[:200] for t in shown.all_inner_texts()]
+    state = page.locator('[data-testid="stApp"]').first.get_attribute("data-test-script-state")
+    log = OUT / "streamlit.log"
+    tail = log.read_text(errors="replace").splitlines()[-15:] if log.is_file() else []
+    return (f"script state {state}; page shows {texts}; load average {os.getloadavg()}; "
+            "server log ends:\n" + "\n".join(tail))
+
+
 def wait_idle(page, timeout_ms: int = RESULT_MS) -> None:
-    """Wait until the script run has finished (no "running" indicator)."""
+    """Wait until no script run is requested or running: the app's script state
+    (set to "rerunRequested" as soon as a widget changes, so a run that has not
+    started yet is waited for too) and no "running" indicator."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-        timeout=timeout_ms)
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            const state = app && app.getAttribute('data-test-script-state');
+            return !['running', 'rerunRequested', 'stopRequested'].includes(state)
+                && !document.querySelector('[data-testid="stStatusWidget"]');
+        }""", timeout=timeout_ms)
 
 
 def test_segment_sample_scan(page):
@@ -233,8 +252,17 @@ def _upload_and_wait(page, path: Path) -> float:
     upload.wait_for(state="attached")
     start = time.perf_counter()
     upload.set_input_files(str(path))
-    page.get_by_role("heading", name=path.name.removesuffix(".nii.gz"), exact=True).wait_for()
-    page.get_by_text("Clinical indices").wait_for()
+    try:
+        # The upload control has taken the file (its chip is titled with the name) ...
+        page.locator(f'[data-testid="stFileChipName"][title="{path.name}"]').first.wait_for()
+        # ... and the results of that file are on screen.
+        page.get_by_role("heading", name=path.name.removesuffix(".nii.gz"),
+                         exact=True).wait_for()
+        page.get_by_text("Clinical indices").wait_for()
+    except sync_api.TimeoutError:
+        page.screenshot(path=str(OUT / f"timeout_{path.stem}.png"), full_page=True)
+        raise AssertionError(f"no result for {path.name} after "
+                             f"{time.perf_counter() - start:.0f} s; {page_state(page)}") from None
     seconds = time.perf_counter() - start
     wait_idle(page)
     return seconds
