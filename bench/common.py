@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from lvseg_core import settings
 from lvseg_core.errors import LVSegError, one_line
-from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES
+from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE
 
 #: The repository root.
 ROOT = settings.REPO
@@ -65,12 +65,15 @@ def positive_int(text: str) -> int:
 
 
 def add_common_options(parser: argparse.ArgumentParser, cases_default: int | None = None,
-                       json_default: str | None = None) -> None:
-    """``--data --models --cases --weights-dir --runs --split --device --threads --json``."""
+                       json_default: str | None = None, ensemble: bool = False) -> None:
+    """``--data --models --cases --weights-dir --runs --split --device --threads --json``
+    (with ``ensemble``, ``--models`` also takes ``ensemble``: the three together)."""
     parser.add_argument("--data", type=Path, default=default_data(),
                         help="ACDC-layout folder (default: $LVSEG_DATA or ../shared/data/acdc)")
-    parser.add_argument("--models", nargs="+", choices=ARCHS, default=list(ARCHS),
-                        help="architectures (default: all three)")
+    parser.add_argument("--models", nargs="+", choices=ARCHS + ((ENSEMBLE,) if ensemble else ()),
+                        default=list(ARCHS),
+                        help="architectures (default: all three)"
+                        + (f"; '{ENSEMBLE}' averages the three" if ensemble else ""))
     parser.add_argument("--cases", type=positive_int, default=cases_default, metavar="N",
                         help="at most N volumes (whole patients, ED and ES together)"
                         + (f" (default {cases_default})" if cases_default else
@@ -144,6 +147,44 @@ class ModelSpec:
         return Segmenter.from_source(self.arch, str(self.folder), device=device, **kwargs)
 
 
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """The ensemble of ``members`` (mean class probabilities), shaped like a
+    :class:`ModelSpec`; it has no weights folder of its own."""
+
+    members: tuple[ModelSpec, ...]
+    arch: str = ENSEMBLE
+    folder: None = None
+
+    @property
+    def name(self) -> str:
+        return "Ensemble"
+
+    @property
+    def available(self) -> bool:
+        return all(m.available for m in self.members)
+
+    @property
+    def note(self) -> str:
+        return "; ".join(f"{m.arch}: {m.note}" for m in self.members if not m.available)
+
+    @property
+    def source(self) -> str:
+        return " + ".join(m.source for m in self.members)
+
+    def fingerprint(self) -> dict:
+        """The members' identities."""
+        return {"members": {m.arch: m.fingerprint() for m in self.members}}
+
+    def segmenter(self, device=None, **kwargs):
+        """An :class:`~lvseg_core.ensemble.Ensemble` of the members' segmenters."""
+        from lvseg_core.ensemble import Ensemble
+
+        if not self.available:
+            raise LVSegError(f"{self.arch}: {self.note}")
+        return Ensemble([m.segmenter(device, **kwargs) for m in self.members])
+
+
 def shown_path(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it."""
     path = Path(path).resolve()
@@ -152,11 +193,15 @@ def shown_path(path: Path) -> str:
 
 def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
                    runs: Path | None = None) -> list[ModelSpec]:
-    """Where the weights of each of ``models`` are (see the module docstring)."""
+    """Where the weights of each of ``models`` are (see the module docstring);
+    ``ensemble`` gives an :class:`EnsembleSpec` of the three."""
     from lvseg_core import hub
 
-    specs = []
+    specs: list = []
     for arch in models:
+        if arch == ENSEMBLE:
+            specs.append(EnsembleSpec(tuple(resolve_models(ARCHS, weights_dir, runs))))
+            continue
         if weights_dir is not None:
             candidates = [(Path(weights_dir) / arch, f"{weights_dir}/{arch}")]
         else:

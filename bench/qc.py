@@ -56,6 +56,7 @@ from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core import qc
 from lvseg_core.qc import AGREEMENT_SIGNALS
+from lvseg_core.registry import ENSEMBLE
 from lvseg_core.scan import Scan
 
 #: Where each model's calibration is kept (``calibration_<model>.json``).
@@ -208,9 +209,12 @@ def _share(rows: list[dict], flagged: bool) -> float:
 
 
 def spec_rules(spec) -> tuple:
-    """The QC rules of ``spec``'s weights: their own prediction-signal limits, or the default."""
+    """The QC rules of ``spec``'s weights: their own prediction-signal limits, or the
+    default (also for an ensemble, which has no weights folder)."""
     from lvseg_core.models import read_config
 
+    if spec.folder is None:
+        return qc.RULES
     return qc.model_rules(read_config(spec.folder).get("qc_limits"),
                           f"{spec.folder}: config.json")
 
@@ -424,7 +428,7 @@ def print_calibration(report: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.qc",
                                      description=__doc__.split("\n\n")[0])
-    add_common_options(parser, json_default=None)
+    add_common_options(parser, json_default=None, ensemble=True)
     parser.add_argument("--calibrate", action="store_true",
                         help="compute the limits on the training patients instead")
     parser.add_argument("--store", action="store_true",
@@ -436,6 +440,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.store and not args.calibrate:
         parser.error("--store needs --calibrate")
+    if args.store and ENSEMBLE in args.models:
+        parser.error("--store: the ensemble has no weights folder to store limits in "
+                     "(it is rated with the default limits)")
     return args
 
 

@@ -57,10 +57,10 @@ class SegmentationTask(L.LightningModule):
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.ce = torch.nn.CrossEntropyLoss()
         self.aux_heads = nn.ModuleList(self._aux_heads() if deep_supervision else [])
-        levels = len(self.aux_heads) + 1
-        weights = [0.5**i for i in range(levels)]
-        self.deep_loss = DeepSupervisionLoss(self.loss, weights=[w / sum(weights)
-                                                                 for w in weights])
+        # nnU-Net's weights: 1, 1/2, 1/4 ... from the full resolution down, summing to 1.
+        weights = [0.5**i for i in range(len(self.aux_heads) + 1)]
+        self.deep_loss = DeepSupervisionLoss(
+            self.loss, weights=[w / sum(weights) for w in weights]) if self.aux_heads else None
 
     def _aux_heads(self) -> list[nn.Module]:
         """One 1x1 convolution to class logits per decoder stage, sized by a dry

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bench import qc as bq
+from bench.common import ARCHS
 from lvseg_core.labels import LABEL_OF
 from tests.conftest import make_heart
 
@@ -132,3 +133,34 @@ def test_rerate_uses_the_rules_given():
     assert bq.rerate(row)["status"] != "ok"                               # default: unsure
     lenient = qc.model_rules({"entropy:high": {"typical": 0.25, "check": 0.5, "fail": 0.6}})
     assert bq.rerate(row, rules=lenient)["status"] == "ok"
+
+
+def test_ensemble_is_measured_with_the_default_limits(acdc_dir, tmp_path, capsys):
+    """``--models ensemble`` rates the three models' mean probabilities; the
+    ensemble has no weights folder, so no limits of its own to store."""
+    import json
+
+    from lvseg_core import qc
+    from lvseg_core.ensemble import Ensemble
+
+    spec, = bq.resolve_models(["ensemble"])
+    assert [m.arch for m in spec.members] == list(ARCHS)
+    assert bq.spec_rules(spec) is qc.RULES
+    if not spec.available:
+        pytest.skip(f"bundled weights missing: {spec.note}")
+    segmenter = spec.segmenter("cpu")
+    assert isinstance(segmenter, Ensemble) and segmenter.qc_rules is qc.RULES
+    assert set(spec.fingerprint()["members"]) == set(ARCHS)
+    out = tmp_path / "qc.json"
+    code = bq.main(["--models", "ensemble", "--data", str(acdc_dir), "--cases", "1",
+                    "--threads", "1", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["model"] == "ensemble" and report["qc_limits"].startswith("default")
+    by_kind = report["summary"]["by_kind"]
+    assert by_kind["inverted"]["flagged_share"] == 1.0     # dark blood is never "ok"
+    assert by_kind["clean"]["results"] == 1 and report["rows"][0]["dice"]["mean"] > 0.8
+
+    with pytest.raises(SystemExit):
+        bq.parse_args(["--calibrate", "--store", "--models", "ensemble"])
+    assert "no weights folder" in capsys.readouterr().err
