@@ -46,10 +46,8 @@ from bench.robustness import (Perturbation, _mean_scores, dice_scores, perturb,
 from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
+from lvseg_core.registry import ENSEMBLE  # noqa: F401  (the ensemble's key in the results)
 from lvseg_core.scan import Scan
-
-#: The ensemble's key in the results.
-ENSEMBLE = "ensemble"
 
 #: Field of view of the cropped conditions and the heart's offset in the shifted one (mm).
 FOV_MM, SHIFT_MM = 160.0, 50.0

@@ -36,6 +36,7 @@ from bench.document import SECTIONS, Report, md_table
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.records import find_run, run_chain
+from lvseg_core.registry import ENSEMBLE
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -863,6 +864,13 @@ def section_domain_shift(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             f"on the same volumes (`bench.domain_shift`, section 5.6 of the report).")
 
 
+def qc_stale(report: dict, specs: Sequence[ModelSpec]) -> list[str]:
+    """Models whose weights changed since the ``bench.qc`` result ``report`` (an
+    ensemble's result names its members' weights)."""
+    ident = report.get("weights_id", {})
+    return stale_weights(ident.get("members") or {report.get("model", ""): ident}, specs)
+
+
 def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     from bench import qc
 
@@ -891,7 +899,7 @@ def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     notes = []
     for report in reports:
         s, arch = report["summary"], report.get("model", "")
-        stale = stale_weights({arch: report.get("weights_id", {})}, specs)
+        stale = qc_stale(report, specs)
         rows.append(f"| {name(arch)}{' (earlier weights)' if stale else ''} | "
                     f"{report.get('qc_limits', 'default (bundled U-Net)')} | "
                     + " | ".join(qc.pct(s[k]) for k in (
@@ -905,7 +913,7 @@ def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     report = reports[0]
     rep.add(f"Per copy, {name(report.get('model', ''))}:", "", qc.markdown(report), "")
     s = report["summary"]
-    if not stale_weights({report.get("model", ""): report.get("weights_id", {})}, specs):
+    if not qc_stale(report, specs):
         rep.facts["qc"] = (
             f"Quality control ({name(report.get('model', ''))}, {s['clean']} validation "
             f"volumes and {s['broken']} broken copies, `bench.qc`): "
@@ -1447,9 +1455,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="PATH", help="an earlier domain-shift result shown beside it "
                         "(default: docs/domain_shift/domain_shift_old.json)")
     parser.add_argument("--qc-json", type=Path, nargs="+",
-                        default=[ROOT / "docs" / "qc" / f"qc_{a}.json" for a in ARCHS],
+                        default=[ROOT / "docs" / "qc" / f"qc_{a}.json"
+                                 for a in (*ARCHS, ENSEMBLE)],
                         metavar="PATH", help="the 'python -m bench.qc' results of section 5.7, "
-                        "one per model (default: docs/qc/qc_<model>.json)")
+                        "one per model (default: docs/qc/qc_<model>.json and "
+                        "docs/qc/qc_ensemble.json)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--examples", type=int, default=6,

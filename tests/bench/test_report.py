@@ -137,6 +137,24 @@ def test_missing_or_foreign_domain_shift_and_qc_results_are_named(tmp_path):
     assert "qc" not in rep.facts and "ensemble" not in rep.facts
 
 
+def test_an_ensembles_qc_result_is_stale_when_a_members_weights_changed():
+    from pathlib import Path
+
+    from bench.common import ModelSpec
+
+    class Spec(ModelSpec):
+        def fingerprint(self) -> dict:             # the source stands for the weights' SHA
+            return {"sha256": self.source}
+
+    specs = [Spec("unet", Path("."), "a"), Spec("vnet", Path("."), "b")]
+    one = {"model": "unet", "weights_id": {"sha256": "a"}}
+    both = {"model": "ensemble", "weights_id": {"members": {"unet": {"sha256": "a"},
+                                                            "vnet": {"sha256": "old"}}}}
+    assert report.qc_stale(one, specs) == []
+    assert report.qc_stale(both, specs) == ["vnet"]
+    assert report.qc_stale({**one, "weights_id": {"sha256": "old"}}, specs) == ["unet"]
+
+
 def test_report_figures_are_png(quick_report):
     docs = quick_report["docs"]
     text = (docs / "REPORT.md").read_text()
