@@ -30,10 +30,14 @@ prediction signals (agreement, entropy, removed share: they differ from one
 network to the next) are written into the weights folder's ``config.json``
 (``qc_limits``, with the SHA-256 of the weights they were calibrated with),
 where :func:`lvseg_core.qc.model_rules` finds them; measuring and rescoring
-rate each model with its own limits::
+rate each model with its own limits. ``--models ensemble`` is the three
+bundled models' mean probabilities; its limits are stored in
+``weights/ensemble_qc.json`` under the members' weights
+(:func:`lvseg_core.ensemble.ensemble_rules`)::
 
     python -m bench.qc --calibrate --models unet --store     # docs/qc/calibration_unet.json
     python -m bench.qc --calibrate --store                   # every model
+    python -m bench.qc --calibrate --models ensemble --store # weights/ensemble_qc.json
     python -m bench.qc --json bench/results/qc.json          # all validation volumes
     python -m bench.qc --cases 2                             # quick run
 """
@@ -209,12 +213,14 @@ def _share(rows: list[dict], flagged: bool) -> float:
 
 
 def spec_rules(spec) -> tuple:
-    """The QC rules of ``spec``'s weights: their own prediction-signal limits, or the
-    default (also for an ensemble, which has no weights folder)."""
+    """The QC rules of ``spec``'s weights: their own prediction-signal limits (an
+    ensemble's: those stored for its members' weights), or the default."""
+    from lvseg_core.ensemble import ensemble_rules
     from lvseg_core.models import read_config
 
-    if spec.folder is None:
-        return qc.RULES
+    if spec.arch == ENSEMBLE:
+        return ensemble_rules({arch: ident["sha256"] for arch, ident
+                               in spec.fingerprint()["members"].items()})[0]
     return qc.model_rules(read_config(spec.folder).get("qc_limits"),
                           f"{spec.folder}: config.json")
 
@@ -401,14 +407,45 @@ def store_limits(report: dict, folder: Path) -> Path:
     if sha != report["weights_id"]["sha256"]:
         raise LVSegError(f"{folder}: the weights changed since they were calibrated")
     config = read_config(folder)
+    config["qc_limits"] = prediction_limits(report, sha)
+    return write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True))
+
+
+def prediction_limits(report: dict, sha: dict[str, str] | str) -> dict:
+    """The limits of the prediction signals of a :func:`calibrate` ``report``, with
+    what they were calibrated on (``sha``: the weights' SHA-256, or the members')."""
     limits = {rule.key: report["limits"][rule.key] for rule in qc.RULES
               if rule.signal in qc.PREDICTION_SIGNALS}
     limits["calibration"] = {"volumes": report["volumes"], "patients": len(report["patients"]),
                              "data": "ACDC training patients", "weights_sha256": sha,
                              "time_utc": report["environment"]["time_utc"]}
-    qc.model_rules(limits, str(folder))          # refuse limits the loader would refuse
-    config["qc_limits"] = limits
-    return write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True))
+    qc.model_rules(limits, "the calibrated limits")   # refuse what the loader would refuse
+    return limits
+
+
+def store_ensemble_limits(report: dict, spec) -> Path:
+    """Write the calibrated limits of an ensemble ``report`` into the ensembles'
+    limits file, keyed by the members' weights (an entry for the same members
+    is replaced, others are kept).
+
+    Raises:
+        LVSegError: a member's weights changed since they were calibrated.
+    """
+    import json
+
+    from lvseg_core import settings
+    from lvseg_core.ensemble import read_ensemble_limits
+    from lvseg_core.files import write_text
+
+    members = {arch: ident["sha256"] for arch, ident in report["weights_id"]["members"].items()}
+    current = {arch: ident["sha256"] for arch, ident in spec.fingerprint()["members"].items()}
+    if members != current:
+        raise LVSegError("the weights of the ensemble's members changed since they were "
+                         "calibrated")
+    path = settings.ensemble_limits_file()
+    entries = [e for e in read_ensemble_limits(path) if e["members"] != members]
+    entries.append({"members": members, "qc_limits": prediction_limits(report, members)})
+    return write_text(path, json.dumps({"ensembles": entries}, indent=2, sort_keys=True) + "\n")
 
 
 def print_calibration(report: dict) -> None:
@@ -440,9 +477,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.store and not args.calibrate:
         parser.error("--store needs --calibrate")
-    if args.store and ENSEMBLE in args.models:
-        parser.error("--store: the ensemble has no weights folder to store limits in "
-                     "(it is rated with the default limits)")
     return args
 
 
@@ -482,7 +516,9 @@ def _main(args) -> int:
             write_json(report, out)
             print_calibration(report)
             if args.store:
-                log(f"stored the QC limits of {spec.arch} in {store_limits(report, spec.folder)}")
+                where = (store_ensemble_limits(report, spec) if spec.arch == ENSEMBLE
+                         else store_limits(report, spec.folder))
+                log(f"stored the QC limits of {spec.arch} in {where}")
         else:
             report = measure(args.data, spec, args.split, args.cases, args.device)
             write_json(report, out)

@@ -53,7 +53,7 @@ METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall"
 
 
 def name(arch: str) -> str:
-    return DISPLAY.get(arch, arch)
+    return DISPLAY.get(arch, "Ensemble" if arch == ENSEMBLE else arch)
 
 
 def _finite(value: Any) -> bool:

@@ -22,6 +22,8 @@ from .inference import Segmenter, as_device, default_device
 
 if TYPE_CHECKING:
     import torch
+
+    from .qc import Rule
 from .registry import ENSEMBLE, check_architecture, ensemble_name, parse_members
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Ensemble(Segmenter):
         member_weights = [m.weights for m in members]
         self.weights = (EnsembleWeights(tuple(member_weights))
                         if all(w is not None for w in member_weights) else None)
+        self.qc_rules, qc_note = ensemble_rules(member_identity(self.members))
+        self.notice = "; ".join(n for n in (self.notice, qc_note) if n)
 
     @classmethod
     def from_source(cls, architectures: str | Sequence[str],
@@ -129,6 +133,63 @@ class Ensemble(Segmenter):
         """Mean of the members' class probabilities ``(C, x, y, z)`` (float32)."""
         return average_probabilities([m.probability_array(volume, spacing)
                                       for m in self.members])
+
+
+def member_identity(members: Sequence[Segmenter]) -> dict[str, str] | None:
+    """``{architecture: SHA-256 of its model.safetensors}`` of ``members`` (None when
+    one was given in memory: no file to name it by)."""
+    if any(m.weights is None for m in members):
+        return None
+    return {m.architecture: m.weights.sha256 for m in members}
+
+
+def read_ensemble_limits(path: Path | None = None) -> list[dict]:
+    """The entries of the ensembles' QC limits file (:func:`settings.ensemble_limits_file`):
+    ``[{"members": {architecture: sha256}, "qc_limits": {...}}, ...]``; [] without one.
+
+    Raises:
+        WeightsError: a file that is no such list (or larger than 1 MB).
+    """
+    import json
+
+    from . import settings
+    from .errors import WeightsError
+
+    path = settings.ensemble_limits_file() if path is None else Path(path)
+    if not path.is_file():
+        return []
+    if path.stat().st_size > 2**20:
+        raise WeightsError(f"{path}: larger than 1 MB, not an ensemble QC limits file")
+    try:
+        entries = json.loads(path.read_text()).get("ensembles")
+    except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        raise WeightsError(f"{path}: not an ensemble QC limits file ({err})") from None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("members"), dict) for e in entries):
+        raise WeightsError(f"{path}: 'ensembles' must be a list of {{members, qc_limits}}")
+    return entries
+
+
+def ensemble_rules(identity: dict[str, str] | None, path: Path | None = None
+                   ) -> tuple[tuple["Rule", ...], str]:
+    """The QC rules of the ensemble of the members ``identity`` names
+    (:func:`member_identity`), and a note when they are the default.
+
+    Averaging the members' probabilities raises the entropy wherever they
+    disagree, and two networks agree with each other's flips differently from
+    one, so an ensemble is rated with limits calibrated on its own good training
+    predictions (``python -m bench.qc --calibrate --models ensemble --store``),
+    found by its members' architectures and weights. Any other ensemble gets
+    :data:`lvseg_core.qc.RULES` (calibrated on the bundled U-Net alone) and a
+    note saying so.
+    """
+    from .qc import RULES, model_rules
+
+    for entry in read_ensemble_limits(path) if identity else []:
+        if entry["members"] == identity:
+            return model_rules(entry.get("qc_limits"), f"ensemble QC limits of {identity}"), ""
+    return RULES, ("QC limits not calibrated for this ensemble: it is rated with the "
+                   "U-Net's (python -m bench.qc --calibrate --models ensemble --store)")
 
 
 def average_probabilities(probabilities: Sequence):

@@ -97,6 +97,11 @@ def weights_dir() -> Path:
     return Path(os.environ.get("LVSEG_WEIGHTS_DIR") or REPO / "weights").expanduser()
 
 
+def ensemble_limits_file() -> Path:
+    """QC limits of ensembles, keyed by their members' weights: ``<weights_dir>/ensemble_qc.json``."""
+    return weights_dir() / "ensemble_qc.json"
+
+
 def runs_dir() -> Path:
     """Training runs: ``$LVSEG_RUNS_DIR`` or ``<repo>/runs``."""
     return Path(os.environ.get("LVSEG_RUNS_DIR") or REPO / "runs").expanduser()

@@ -135,32 +135,66 @@ def test_rerate_uses_the_rules_given():
     assert bq.rerate(row, rules=lenient)["status"] == "ok"
 
 
-def test_ensemble_is_measured_with_the_default_limits(acdc_dir, tmp_path, capsys):
-    """``--models ensemble`` rates the three models' mean probabilities; the
-    ensemble has no weights folder, so no limits of its own to store."""
+def test_ensemble_calibrated_stored_and_measured_with_its_own_limits(acdc_dir, tmp_path,
+                                                                     monkeypatch, capsys):
+    """``--models ensemble``: the three models' mean probabilities are calibrated, the
+    limits stored under the members' weights in ensemble_qc.json (where an Ensemble
+    of those weights finds them), and measured with them."""
     import json
+    import shutil
 
-    from lvseg_core import qc
+    from lvseg_core import qc, settings
     from lvseg_core.ensemble import Ensemble
+    from lvseg_core.hub import bundled_folder
 
+    root = tmp_path / "weights"
+    for arch in ARCHS:
+        shutil.copytree(bundled_folder(arch), root / arch)
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(root))
     spec, = bq.resolve_models(["ensemble"])
     assert [m.arch for m in spec.members] == list(ARCHS)
-    assert bq.spec_rules(spec) is qc.RULES
-    if not spec.available:
-        pytest.skip(f"bundled weights missing: {spec.note}")
-    segmenter = spec.segmenter("cpu")
-    assert isinstance(segmenter, Ensemble) and segmenter.qc_rules is qc.RULES
-    assert set(spec.fingerprint()["members"]) == set(ARCHS)
+    assert bq.spec_rules(spec) is qc.RULES                     # nothing stored yet
+    code = bq.main(["--calibrate", "--store", "--models", "ensemble", "--data", str(acdc_dir),
+                    "--cases", "2", "--threads", "1", "--json", str(tmp_path / "cal.json")])
+    assert code == 0, capsys.readouterr().err
+    entry, = json.loads(settings.ensemble_limits_file().read_text())["ensembles"]
+    assert entry["members"] == {a: m["sha256"] for a, m in
+                                spec.fingerprint()["members"].items()}
+    stored = qc.model_rules(entry["qc_limits"])
+    ensemble = Ensemble.from_source("ensemble", device="cpu")
+    assert ensemble.qc_rules == stored == bq.spec_rules(spec) and stored != qc.RULES
+    assert "not calibrated" not in ensemble.notice
+    # Another pair of members has no limits of its own: the default, and a note.
+    pair = Ensemble.from_source("unet,vnet", device="cpu")
+    assert pair.qc_rules is qc.RULES and "not calibrated for this ensemble" in pair.notice
+
     out = tmp_path / "qc.json"
     code = bq.main(["--models", "ensemble", "--data", str(acdc_dir), "--cases", "1",
                     "--threads", "1", "--json", str(out)])
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
-    assert report["model"] == "ensemble" and report["qc_limits"].startswith("default")
+    assert report["model"] == "ensemble" and report["qc_limits"] == "the model's own"
     by_kind = report["summary"]["by_kind"]
     assert by_kind["inverted"]["flagged_share"] == 1.0     # dark blood is never "ok"
     assert by_kind["clean"]["results"] == 1 and report["rows"][0]["dice"]["mean"] > 0.8
 
-    with pytest.raises(SystemExit):
-        bq.parse_args(["--calibrate", "--store", "--models", "ensemble"])
-    assert "no weights folder" in capsys.readouterr().err
+
+def test_ensemble_limits_file_is_checked(tmp_path):
+    from lvseg_core import qc
+    from lvseg_core.ensemble import ensemble_rules
+    from lvseg_core.errors import WeightsError
+
+    path = tmp_path / "ensemble_qc.json"
+    members = {"unet": "a" * 64, "vnet": "b" * 64}
+    lenient = {"entropy:high": {"typical": 0.3, "check": 0.5, "fail": 0.6}}
+    path.write_text(__import__("json").dumps({"ensembles": [
+        {"members": members, "qc_limits": lenient}]}))
+    rules, note = ensemble_rules(members, path)
+    assert rules == qc.model_rules(lenient) and note == ""
+    rules, note = ensemble_rules({**members, "vnet": "c" * 64}, path)   # other weights
+    assert rules is qc.RULES and "not calibrated" in note
+    assert ensemble_rules(None, path)[0] is qc.RULES                   # a model in memory
+    for bad in ("[1, 2]", '{"ensembles": {"unet": 1}}', "not json"):
+        path.write_text(bad)
+        with pytest.raises(WeightsError, match="ensemble"):
+            ensemble_rules(members, path)

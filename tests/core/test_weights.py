@@ -87,3 +87,18 @@ def test_bundled_weights_carry_their_own_qc_limits(architecture):
     keys = {r.key for r in qc.RULES if r.signal in qc.PREDICTION_SIGNALS}
     assert keys <= set(limits)
     assert Segmenter.from_source(architecture, None, "cpu").qc_rules == qc.model_rules(limits)
+
+
+def test_bundled_ensemble_carries_its_own_qc_limits():
+    """The ensemble of the three bundled models has QC limits calibrated with these
+    weights (averaging raises the entropy: the U-Net's limits rated half its clean
+    validation volumes unsure); new weights of a member without recalibration fail here."""
+    from lvseg_core import qc
+    from lvseg_core.ensemble import Ensemble, member_identity, read_ensemble_limits
+
+    ensemble = Ensemble.from_source("ensemble", device="cpu")
+    identity = member_identity(ensemble.members)
+    assert any(e["members"] == identity for e in read_ensemble_limits()), (
+        f"{settings.ensemble_limits_file()} has no limits for the bundled weights: "
+        "python -m bench.qc --calibrate --models ensemble --store")
+    assert ensemble.qc_rules != qc.RULES and "not calibrated" not in ensemble.notice
