@@ -656,6 +656,7 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
     section_qc(rep, args, specs)
     section_examples(rep, args, specs, results)
     section_regional(rep, results)
+    section_width(rep, args)
 
 
 def section_speed(rep: Report, results: dict) -> None:
@@ -922,6 +923,22 @@ def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             f"heartless copies flagged, {s['broken_flagged_share']:.0%} of all broken copies, "
             f"ROC AUC {fmt(s['auc_bad_dice'])} for a result with mean Dice < "
             f"{report['bad_dice']:g}.")
+
+
+def section_width(rep: Report, args) -> None:
+    from bench import width
+
+    rep.add("### 5.10 Network width: speed and accuracy", "")
+    report = read_json(args.width_json)
+    if not report or report.get("kind") != "width":
+        rep.add(f"Not measured: no `python -m bench.width` result at `{args.width_json}`.", "")
+        return
+    load = report["load_average"]
+    rep.add(f"Each width timed untrained on {len(report['volumes'])} validation volumes "
+            f"(batched torch inference, {report['environment'].get('device', '')}, load "
+            f"average {load['before'][0]:.1f} before and {load['after'][0]:.1f} after); "
+            "trained weights, where there are any, scored on the validation patients "
+            f"(`python -m bench.width`, `{args.width_json}`).", "", width.markdown(report), "")
 
 
 def section_regional(rep: Report, results: dict) -> None:
@@ -1460,6 +1477,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="PATH", help="the 'python -m bench.qc' results of section 5.7, "
                         "one per model (default: docs/qc/qc_<model>.json and "
                         "docs/qc/qc_ensemble.json)")
+    parser.add_argument("--width-json", type=Path, default=ROOT / "docs" / "width.json",
+                        metavar="PATH", help="the 'python -m bench.width' result of section "
+                        "5.10 (default: docs/width.json)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--examples", type=int, default=6,

@@ -127,11 +127,13 @@ def test_missing_or_foreign_domain_shift_and_qc_results_are_named(tmp_path):
 
     (tmp_path / "speed.json").write_text(json.dumps({"kind": "speed"}))
     args = Namespace(domain_shift_json=tmp_path / "speed.json", domain_shift_compare=None,
-                     qc_json=[tmp_path / "absent.json"])
+                     qc_json=[tmp_path / "absent.json"], width_json=tmp_path / "speed.json")
     rep = Report(tmp_path)
     report.section_domain_shift(rep, args, [])
     report.section_qc(rep, args, [])
+    report.section_width(rep, args)
     text = "\n".join(rep.lines)
+    assert f"no `python -m bench.width` result at `{tmp_path / 'speed.json'}`" in text
     assert f"no `python -m bench.domain_shift` result at `{tmp_path / 'speed.json'}`" in text
     assert f"no `python -m bench.qc` result at `{tmp_path / 'absent.json'}`" in text
     assert "qc" not in rep.facts and "ensemble" not in rep.facts

@@ -35,6 +35,16 @@ def test_widths_are_timed_and_trained_weights_scored_beside_theirs(acdc_dir, tmp
     assert "trained" not in wider and report["unmatched"] == []
     table = capsys.readouterr().out
     assert "| U-Net | wider |" in table and "not trained" in table
+    # The report's section 5.10 shows the same table.
+    from argparse import Namespace
+
+    from bench.document import Report
+    from bench.report import section_width
+
+    rep = Report(tmp_path)
+    section_width(rep, Namespace(width_json=out))
+    text = "\n".join(rep.lines)
+    assert "### 5.10" in text and bw.markdown(report) in text
 
 
 def test_trained_folder_without_weights_is_a_one_line_error(acdc_dir, tmp_path, capsys,
