@@ -6,7 +6,6 @@ import csv
 import math
 import os
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,16 +95,30 @@ def initial_loss(task: SegmentationTask, val: DataLoader, batches: int = 4) -> d
             "expected_ce": math.log(len(task.model.labels))}
 
 
+def uses_gpu(accelerator: str) -> bool:
+    """Whether Lightning's ``accelerator`` runs on a GPU here."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def check_precision(model: str, precision: str | None, gpu: bool) -> None:
+    """Refuse bf16 training of a 3D model on the CPU (a one-line :class:`LVSegError`).
+
+    Measured with torch 2.14 on an AVX-512 BF16 CPU: the weight gradient of the
+    V-Net's deepest 5x5x5 convolution is off by ~70 % (46 %, cosine 0.89 to the
+    float32 gradient, on a base-16 V-Net at epoch 13), and bf16 V-Net runs
+    diverge: ``runs/vnet-w16`` reached a non-finite loss at step 516 although
+    its validation Dice was still rising. 2D models are unaffected.
+    """
+    if not gpu and str(precision).startswith("bf16") and spatial_dims(model) == 3:
+        raise LVSegError("bf16 training of a 3D model on the CPU diverges (oneDNN's bf16 "
+                         "conv3d gives wrong weight gradients): use --precision 32-true")
+
+
 def _trainer(cfg: TrainConfig, run: Path, callbacks: list, **overrides) -> L.Trainer:
     accelerator = cfg.accelerator
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    gpu = uses_gpu(accelerator)
     precision = cfg.precision or ("16-mixed" if gpu else "32-true")
-    if not gpu and str(precision).startswith("bf16") and spatial_dims(cfg.model) == 3:
-        # Measured with torch 2.14 on an AVX-512 BF16 CPU: the weight gradient of
-        # the V-Net's deepest 5x5x5 convolution is off by ~70% (and its norm
-        # overflows), so bf16 V-Net runs diverge. 2D models are unaffected.
-        warnings.warn("bf16 training of a 3D model on the CPU gives wrong gradients in "
-                      "oneDNN's bf16 conv3d; use --precision 32-true", RuntimeWarning, stacklevel=2)
+    check_precision(cfg.model, precision, gpu)
     args = dict(
         max_epochs=cfg.epochs, max_time=cfg.max_time, max_steps=cfg.max_steps,
         accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
@@ -143,13 +156,19 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume:
         if not last.is_file():
             raise LVSegError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
-        # The run is defined by its saved config; the length and the threads of
-        # this machine may change.
+        # The run is defined by its saved config; the length, the threads of this
+        # machine and the numeric precision may change (a change is recorded in
+        # metrics.jsonl, config.json keeps what the run started with).
         saved = TrainConfig.load(run / CONFIG_FILE)
         cfg = replace(saved, epochs=cfg.epochs, max_time=cfg.max_time, max_steps=cfg.max_steps,
-                      run_dir=str(run), threads=cfg.threads or saved.threads)
+                      run_dir=str(run), threads=cfg.threads or saved.threads,
+                      precision=cfg.precision or saved.precision)
     elif is_zero and (run / CONFIG_FILE).exists():
         raise LVSegError(f"{run} already holds a run; use --resume or another --run-dir")
+    check_precision(cfg.model, cfg.precision, uses_gpu(cfg.accelerator))   # before any folder
+    if resume and is_zero and cfg.precision != saved.precision:
+        append_event(run / EVENTS_FILE, {"event": "resume", "precision": cfg.precision,
+                                         "was": saved.precision})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

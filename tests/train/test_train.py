@@ -310,6 +310,12 @@ def test_resume_continues_the_run(acdc, cache, tmp_path, capsys):
     assert len(of_kind(run, "initial_loss")) == 1  # not repeated on resume
     assert [e["epochs"] for e in of_kind(run, "end")] == [1, 2]
     assert json.loads((run / "config.json").read_text())["epochs"] == 1  # config kept
+    # The precision may change on resume: metrics.jsonl says so, config.json keeps the start.
+    assert main(["fit", *common, "--resume", "--epochs", "3", "--precision", "bf16-mixed"]) == 0
+    change, = of_kind(run, "resume")
+    assert change["precision"] == "bf16-mixed" and change["was"] != "bf16-mixed"
+    assert json.loads((run / "config.json").read_text())["precision"] == change["was"]
+    assert [e["epoch"] for e in of_kind(run, "epoch")] == [0, 1, 2]
 
     capsys.readouterr()
     assert main(["fit", *common, "--epochs", "1"]) == 1
@@ -481,21 +487,23 @@ def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_pa
     assert saved["init_run"] == fitted("unet").name
 
 
-def test_bf16_volumetric_training_on_the_cpu_warns(tmp_path):
-    import warnings
-
+def test_bf16_volumetric_training_on_the_cpu_is_refused(acdc, cache, tmp_path, capsys):
     from train import runner
     from lvseg_core.records import TrainConfig
 
-    with pytest.warns(RuntimeWarning, match="32-true"):
+    run = tmp_path / "bf16"
+    assert main(["fit", *data_args("vnet", acdc, cache), "--precision", "bf16-mixed",
+                 "--run-dir", str(run)]) == 1
+    assert "--precision 32-true" in one_error_line(capsys.readouterr().err)
+    assert not run.exists()                                 # refused before any folder
+    with pytest.raises(runner.LVSegError, match="32-true"):
         runner._trainer(TrainConfig(model="vnet", precision="bf16-mixed", accelerator="cpu"),
                         tmp_path, [])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        runner._trainer(TrainConfig(model="unet", precision="bf16-mixed", accelerator="cpu"),
-                        tmp_path, [])
-        runner._trainer(TrainConfig(model="vnet", precision="32-true", accelerator="cpu"),
-                        tmp_path, [])
+    # 2D models in bf16, and the V-Net in float32, train.
+    runner._trainer(TrainConfig(model="unet", precision="bf16-mixed", accelerator="cpu"),
+                    tmp_path, [])
+    runner._trainer(TrainConfig(model="vnet", precision="32-true", accelerator="cpu"),
+                    tmp_path, [])
 
 
 @pytest.mark.parametrize("model,augment,overfit,min_depth", [
