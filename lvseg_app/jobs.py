@@ -125,6 +125,7 @@ def start_fit(config: TrainConfig, name: str | None = None,
     name = check_run_name(name or new_run_name(config.model))
     run_dir = Path(runs_dir or settings.runs_dir()) / name
     _check_data(config.data)
+    config.check_precision()
     return launch(_python_train("fit", *config.cli_args("fit"), "--run-dir", str(run_dir)),
                   run_dir, "fit")
 
@@ -139,6 +140,7 @@ def start_overfit(config: TrainConfig, batches: int = 2, name: str | None = None
     name = check_run_name(name or new_run_name(f"overfit-{config.model}"))
     run_dir = Path(runs_dir or settings.runs_dir()) / name
     _check_data(config.data)
+    config.check_precision()
     command = _python_train("fit", *replace(config, overfit_batches=int(batches)).cli_args("fit"),
                             "--run-dir", str(run_dir))
     return launch(command, run_dir, "overfit")
@@ -150,6 +152,7 @@ def start_lr_find(config: TrainConfig, num_training: int = 100, name: str | None
     name = check_run_name(name or new_run_name(f"lr-find-{config.model}"))
     run_dir = Path(runs_dir or settings.runs_dir()) / name
     _check_data(config.data)
+    config.check_precision()
     command = _python_train("lr-find", *config.cli_args("lr-find"), "--out", str(run_dir),
                             "--num-training", str(int(num_training)))
     return launch(command, run_dir, "lr-find")

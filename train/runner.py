@@ -95,30 +95,11 @@ def initial_loss(task: SegmentationTask, val: DataLoader, batches: int = 4) -> d
             "expected_ce": math.log(len(task.model.labels))}
 
 
-def uses_gpu(accelerator: str) -> bool:
-    """Whether Lightning's ``accelerator`` runs on a GPU here."""
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def check_precision(model: str, precision: str | None, gpu: bool) -> None:
-    """Refuse bf16 training of a 3D model on the CPU (a one-line :class:`LVSegError`).
-
-    Measured with torch 2.14 on an AVX-512 BF16 CPU: the weight gradient of the
-    V-Net's deepest 5x5x5 convolution is off by ~70 % (46 %, cosine 0.89 to the
-    float32 gradient, on a base-16 V-Net at epoch 13), and bf16 V-Net runs
-    diverge: ``runs/vnet-w16`` reached a non-finite loss at step 516 although
-    its validation Dice was still rising. 2D models are unaffected.
-    """
-    if not gpu and str(precision).startswith("bf16") and spatial_dims(model) == 3:
-        raise LVSegError("bf16 training of a 3D model on the CPU diverges (oneDNN's bf16 "
-                         "conv3d gives wrong weight gradients): use --precision 32-true")
-
-
 def _trainer(cfg: TrainConfig, run: Path, callbacks: list, **overrides) -> L.Trainer:
     accelerator = cfg.accelerator
-    gpu = uses_gpu(accelerator)
+    gpu = cfg.uses_gpu()
     precision = cfg.precision or ("16-mixed" if gpu else "32-true")
-    check_precision(cfg.model, precision, gpu)
+    cfg.check_precision()
     args = dict(
         max_epochs=cfg.epochs, max_time=cfg.max_time, max_steps=cfg.max_steps,
         accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
@@ -165,7 +146,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
                       precision=cfg.precision or saved.precision)
     elif is_zero and (run / CONFIG_FILE).exists():
         raise LVSegError(f"{run} already holds a run; use --resume or another --run-dir")
-    check_precision(cfg.model, cfg.precision, uses_gpu(cfg.accelerator))   # before any folder
+    cfg.check_precision()                                    # before any folder
     if resume and is_zero and cfg.precision != saved.precision:
         append_event(run / EVENTS_FILE, {"event": "resume", "precision": cfg.precision,
                                          "was": saved.precision})

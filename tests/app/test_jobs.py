@@ -228,3 +228,20 @@ def test_real_training_run_started_like_the_train_page(tmp_path):
     from lvseg_core.hub import resolve_weights
 
     assert resolve_weights("unet", str(info.path)).folder == info.path / "model"
+
+
+def test_bf16_volumetric_training_on_the_cpu_is_not_started(tmp_path, monkeypatch):
+    """The Train page refuses at once what the trainer would refuse (it diverges),
+    instead of starting a process that fails."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data = tmp_path / "data"
+    data.mkdir()
+    vnet = TrainConfig(model="vnet", data=str(data), precision="bf16-mixed")
+    for start in (jobs.start_fit, jobs.start_overfit, jobs.start_lr_find):
+        with pytest.raises(LVSegError, match="32-true"):
+            start(vnet, name="refused", runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+    TrainConfig(model="unet", precision="bf16-mixed").check_precision()    # 2D: fine
+    TrainConfig(model="vnet", precision="bf16-mixed", accelerator="gpu").check_precision()
