@@ -938,7 +938,8 @@ def section_width(rep: Report, args) -> None:
             f"(batched torch inference, {report['environment'].get('device', '')}, load "
             f"average {load['before'][0]:.1f} before and {load['after'][0]:.1f} after); "
             "trained weights, where there are any, scored on the validation patients "
-            f"(`python -m bench.width`, `{args.width_json}`).", "", width.markdown(report), "")
+            f"(`python -m bench.width`, `{shown_path(args.width_json)}`).", "",
+            width.markdown(report), "")
 
 
 def section_regional(rep: Report, results: dict) -> None:

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 from bench.bench_inference import pick_volumes, timed
 from bench.common import (DISPLAY, add_common_options, data_problem, environment, fmt, log,
-                          pick_device, run_main, setup_torch, split_patients, write_json)
+                          pick_device, run_main, setup_torch, shown_path, split_patients,
+                          write_json)
 from bench.speed import gflop_per_slice
 from lvseg_core.errors import LVSegError
 
@@ -95,7 +96,7 @@ def evaluate_trained(found: Path, data: Path, device, split: str = "validation"
     segmenter = Segmenter.from_source(config["architecture"], str(found), device=device,
                                       backend="torch")
     result = evaluate_dataset(data, segmenter, patients=split_patients(data, split))
-    return {"folder": str(found), "architecture": config["architecture"],
+    return {"folder": shown_path(found), "architecture": config["architecture"],
             "arch_args": config.get("arch_args") or {}, "dice": result["dice"],
             "ef_abs_error": result["ef_abs_error"], "cases": result["cases"]}
 
