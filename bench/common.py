@@ -176,6 +176,11 @@ class EnsembleSpec:
         """The members' identities."""
         return {"members": {m.arch: m.fingerprint() for m in self.members}}
 
+    def identity(self) -> dict[str, str]:
+        """``{architecture: SHA-256}`` of the members' weights, as
+        :func:`lvseg_core.ensemble.member_identity` names a loaded ensemble."""
+        return member_shas(self.fingerprint())
+
     def segmenter(self, device=None, **kwargs):
         """An :class:`~lvseg_core.ensemble.Ensemble` of the members' segmenters."""
         from lvseg_core.ensemble import Ensemble
@@ -183,6 +188,11 @@ class EnsembleSpec:
         if not self.available:
             raise LVSegError(f"{self.arch}: {self.note}")
         return Ensemble([m.segmenter(device, **kwargs) for m in self.members])
+
+
+def member_shas(weights_id: dict) -> dict[str, str]:
+    """``{architecture: SHA-256}`` of an ensemble's ``weights_id`` (its fingerprint)."""
+    return {arch: ident["sha256"] for arch, ident in weights_id["members"].items()}
 
 
 def shown_path(path: Path) -> str:

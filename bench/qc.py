@@ -53,8 +53,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from bench.common import (add_common_options, data_problem, environment, fmt, log,
-                          pick_device, read_json, resolve_models, run_main, setup_torch,
-                          split_patients, write_json)
+                          member_shas, pick_device, read_json, resolve_models, run_main,
+                          setup_torch, split_patients, write_json)
 from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
 from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
@@ -219,8 +219,7 @@ def spec_rules(spec) -> tuple:
     from lvseg_core.models import read_config
 
     if spec.arch == ENSEMBLE:
-        return ensemble_rules({arch: ident["sha256"] for arch, ident
-                               in spec.fingerprint()["members"].items()})[0]
+        return ensemble_rules(spec.identity())[0]
     return qc.model_rules(read_config(spec.folder).get("qc_limits"),
                           f"{spec.folder}: config.json")
 
@@ -437,9 +436,8 @@ def store_ensemble_limits(report: dict, spec) -> Path:
     from lvseg_core.ensemble import read_ensemble_limits
     from lvseg_core.files import write_text
 
-    members = {arch: ident["sha256"] for arch, ident in report["weights_id"]["members"].items()}
-    current = {arch: ident["sha256"] for arch, ident in spec.fingerprint()["members"].items()}
-    if members != current:
+    members = member_shas(report["weights_id"])
+    if members != spec.identity():
         raise LVSegError("the weights of the ensemble's members changed since they were "
                          "calibrated")
     path = settings.ensemble_limits_file()

@@ -116,20 +116,20 @@ def run(data: Path, archs: Sequence[str], cases: int, repeats: int, warmup: int,
             log(f"{arch} {label}: timing on {len(scans)} volumes ...")
             widths.setdefault(arch, []).append(
                 {"label": label, **time_width(arch, arch_args, scans, device, repeats, warmup)})
-    scored = []
+    unmatched = []
     for folder in folders:
         log(f"evaluating {folder} on the {split} patients ...")
-        scored.append(evaluate_trained(folder, data, device, split))
-    for entry in scored:
-        for width in widths.get(entry["architecture"], []):
-            if width["arch_args"] == entry["arch_args"]:
-                width.setdefault("trained", []).append(entry)
+        entry = evaluate_trained(folder, data, device, split)
+        width = next((w for w in widths.get(entry["architecture"], [])
+                      if w["arch_args"] == entry["arch_args"]), None)
+        if width is None:
+            unmatched.append(entry)
+        else:
+            width.setdefault("trained", []).append(entry)
     return {"kind": "width", "environment": environment(), "data": str(data), "split": split,
             "volumes": [s.name for s in scans], "repeats": repeats,
             "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-            "widths": widths,
-            "unmatched": [e for e in scored if not any(
-                e in w.get("trained", []) for w in widths.get(e["architecture"], []))]}
+            "widths": widths, "unmatched": unmatched}
 
 
 def markdown(report: dict) -> str:
