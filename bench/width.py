@@ -140,7 +140,8 @@ def markdown(report: dict) -> str:
             trained = w.get("trained") or [None]
             for t in trained:
                 dice = (f"{fmt(t['dice']['mean'])} ({fmt(t['dice']['RV'])} / "
-                        f"{fmt(t['dice']['Myo'])} / {fmt(t['dice']['LV'])})" if t else "not trained")
+                        f"{fmt(t['dice']['Myo'])} / {fmt(t['dice']['LV'])})"
+                        if t else "not trained")
                 rows.append(f"| {DISPLAY.get(arch, arch)} | {w['label']} | "
                             f"{w['parameters'] / 1e6:.2f} M | {fmt(w['gflop_per_slice'], 2)} | "
                             f"{fmt(w['seconds_per_volume'], 2)} | "
