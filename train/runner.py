@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -70,9 +71,23 @@ def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
         return SegmentationTask(cfg.model, cfg.arch_args, plan.to_dict(), cfg.lr,
                                 cfg.weight_decay, cfg.schedule, cfg.deep_supervision)
     start, _ = load_model(cfg.model, cfg.init_weights)
-    task = SegmentationTask(cfg.model, start.arch_args, plan.to_dict(), cfg.lr,
+    arch_args = start.arch_args
+    state = start.state_dict()
+    if cfg.arch_args and cfg.arch_args != arch_args:
+        # Only a V-Net's through-plane kernel sizes may change in fine-tuning.
+        changed = {k for k in set(cfg.arch_args) | set(arch_args)
+                   if cfg.arch_args.get(k) != arch_args.get(k)}
+        if cfg.model != "vnet" or changed != {"z_kernels"}:
+            raise LVSegError(f"--arch-args with --init-weights may only change a V-Net's "
+                             f"z_kernels; the weights keep {json.dumps(arch_args)}")
+        arch_args = {**arch_args, "z_kernels": cfg.arch_args["z_kernels"]}
+    task = SegmentationTask(cfg.model, arch_args, plan.to_dict(), cfg.lr,
                             cfg.weight_decay, cfg.schedule, cfg.deep_supervision)
-    task.model.load_state_dict(start.state_dict())
+    if arch_args != start.arch_args:
+        from lvseg_core.models.vnet import adapt_z_kernels
+
+        state = adapt_z_kernels(state, task.model)
+    task.model.load_state_dict(state)
     return task
 
 

@@ -35,6 +35,13 @@ class VNet3D(nn.Module):
             so by default D is halved only at the deepest stage, as nnU-Net
             does for anisotropic data; ``(2, 2, 2)`` is Milletari's isotropic
             V-Net. See :func:`vnet_divisors` for the input sizes it needs.
+        z_kernels: through-plane size (odd) of the 5x5 in-plane kernels at each
+            resolution, full resolution first (one entry per down stage, plus
+            one). None keeps Milletari's 5x5x5 everywhere; ``(1, 1, 3, 3)``
+            convolves only in-plane while a voxel is much finer in-plane than
+            through-plane (1.6-3.1 mm against 5-10 mm), as nnU-Net's kernels
+            for anisotropic data, so neighbouring slices 10 mm apart are not
+            blurred into each other at full resolution.
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class VNet3D(nn.Module):
         convs_per_level: tuple[int, ...] = (1, 2, 1),
         dropout: float = 0.0,
         z_strides: tuple[int, ...] | None = None,
+        z_kernels: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         z_strides = _z_strides(convs_per_level, z_strides)
@@ -73,12 +81,31 @@ class VNet3D(nn.Module):
                 down.down_conv = _resampler(nn.Conv3d, down.down_conv, bias=False)
                 up.up_conv = _resampler(nn.ConvTranspose3d, up.up_conv, bias=True)
         self.output = OutputTransition(3, widths[1], out_channels, act)
+        if z_kernels is not None:
+            self._set_z_kernels(_z_kernels(convs_per_level, z_kernels))
         # The last 1x1x1 convolution starts small, so a fresh model predicts
         # near-uniform probabilities (cross-entropy ~ ln C, the first check of
         # the training recipe) instead of the O(1) logits of default init.
         with torch.no_grad():
             self.output.conv2.weight.mul_(0.1)
             self.output.conv2.bias.zero_()
+
+    def _set_z_kernels(self, z_kernels: tuple[int, ...]) -> None:
+        """Give the 5x5x5 convolutions at resolution level ``i`` (0 = full) the
+        through-plane size ``z_kernels[i]``; up stage ``k`` works at level
+        ``levels - 1 - k``, the output stage at level 0."""
+        levels = len(self.down)
+        at_level = [(self.input, 0), (self.output, 0)]
+        at_level += [(stage, i + 1) for i, stage in enumerate(self.down)]
+        at_level += [(stage, levels - 1 - k) for k, stage in enumerate(self.up)]
+        for stage, level in at_level:
+            for parent in list(stage.modules()):
+                for name, conv in list(parent.named_children()):
+                    if isinstance(conv, nn.Conv3d) and conv.kernel_size == (5, 5, 5):
+                        kz = z_kernels[level]
+                        setattr(parent, name, nn.Conv3d(
+                            conv.in_channels, conv.out_channels, kernel_size=(kz, 5, 5),
+                            padding=(kz // 2, 2, 2), bias=conv.bias is not None))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.input(x)]
@@ -97,6 +124,16 @@ def _z_strides(convs_per_level: tuple[int, ...], z_strides: tuple[int, ...] | No
     if len(strides) != levels or set(strides) - {1, 2}:
         raise ValueError("z_strides needs one factor of 1 or 2 per down stage")
     return strides
+
+
+def _z_kernels(convs_per_level: tuple[int, ...], z_kernels: tuple[int, ...],
+               ) -> tuple[int, ...]:
+    kernels = tuple(z_kernels)
+    if len(kernels) != len(convs_per_level) + 1 or any(
+            k not in (1, 3, 5) for k in kernels):
+        raise ValueError("z_kernels needs one size of 1, 3 or 5 per resolution level "
+                         "(down stages + 1)")
+    return kernels
 
 
 def vnet_divisors(convs_per_level: tuple[int, ...] = (1, 2, 1),
@@ -119,10 +156,37 @@ def build_vnet(
     convs_per_level: tuple[int, ...] = (1, 2, 1),
     dropout: float = 0.0,
     z_strides: tuple[int, ...] | None = None,
+    z_kernels: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """Build a :class:`VNet3D` (see there for the arguments)."""
     return VNet3D(in_channels, out_channels, base_channels, tuple(convs_per_level), dropout,
-                  z_strides)
+                  z_strides, z_kernels)
+
+
+def adapt_z_kernels(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` (a V-Net's weights) for ``net``, a V-Net of the same widths whose
+    convolutions may have other through-plane sizes (``z_kernels``).
+
+    A kernel ``(out, in, kz, 5, 5)`` is cut to ``kz'`` taps by summing the taps
+    that fold onto each new one around the centre, so that the new convolution
+    answers as the old one did on a stack whose slices are alike (a warm start
+    for fine-tuning, exact on z-constant input); a thinner kernel grows by
+    zero taps. Every other entry is kept as it is.
+    """
+    target = net.state_dict()
+    adapted = dict(state)
+    for key, weight in state.items():
+        want = target.get(key)
+        if (want is None or weight.ndim != 5 or want.shape == weight.shape
+                or want.shape[:2] != weight.shape[:2] or want.shape[3:] != weight.shape[3:]):
+            continue
+        old, new = weight.shape[2], want.shape[2]
+        out = weight.new_zeros(want.shape)
+        for tap in range(old):  # offset from the centre, clamped to the new size
+            shift = max(-(new // 2), min(new // 2, tap - old // 2))
+            out[:, :, new // 2 + shift] += weight[:, :, tap]
+        adapted[key] = out
+    return adapted
 
 
 def decoder_stages(net: VNet3D) -> list[nn.Module]:

@@ -112,6 +112,55 @@ def test_vnet_bad_z_strides():
         create_model("vnet", z_strides=(1, 2))
 
 
+def test_vnet_z_kernels_by_resolution_level():
+    torch.manual_seed(0)
+    net = create_model("vnet", base_channels=4, z_kernels=(1, 1, 3, 5)).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 6, 16, 24))
+    assert out.shape == (1, 4, 6, 16, 24)
+    v = net.net
+    z_of = lambda stage: {m.kernel_size[0] for m in stage.modules()  # noqa: E731
+                          if isinstance(m, torch.nn.Conv3d) and m.kernel_size[1:] == (5, 5)}
+    # Level 0: input and output stages and the last up stage; up stage k is at level 2 - k.
+    assert z_of(v.input) == z_of(v.output) == z_of(v.up[2]) == {1}
+    assert [z_of(s) for s in v.down] == [{1}, {3}, {5}]
+    assert [z_of(s) for s in v.up] == [{3}, {1}, {1}]
+    # The default keeps Milletari's 5x5x5 kernels, so older weights load unchanged.
+    assert {z_of(s).pop() for s in create_model("vnet", base_channels=4).net.down} == {5}
+
+
+def test_vnet_bad_z_kernels():
+    with pytest.raises(ValueError, match="z_kernels"):
+        create_model("vnet", z_kernels=(1, 1, 3))
+    with pytest.raises(ValueError, match="z_kernels"):
+        create_model("vnet", z_kernels=(1, 2, 3, 3))
+
+
+def test_adapted_z_kernels_answer_as_before_on_alike_slices():
+    from lvseg_core.models.vnet import adapt_z_kernels
+
+    torch.manual_seed(0)
+    old = create_model("vnet", base_channels=4)
+    new = create_model("vnet", base_channels=4, z_kernels=(1, 3, 3, 3))
+    state = adapt_z_kernels(old.state_dict(), new)
+    new.load_state_dict(state)  # strict: every entry has the new shape
+    convs = [(k, v) for k, v in old.state_dict().items() if v.ndim == 5 and v.shape[2] == 5]
+    assert convs and all(state[k].shape[2] in (1, 3) for k, _ in convs)
+    # A slice repeated along z: the cut kernel answers as the 5-tap one away from the ends
+    # (and not as its centre tap alone).
+    for key, weight in convs[:4]:
+        x = torch.randn(1, weight.shape[1], 1, 12, 12).repeat(1, 1, 9, 1, 1)
+        kz = state[key].shape[2]
+        before = torch.nn.functional.conv3d(x, weight, padding=(2, 2, 2))
+        after = torch.nn.functional.conv3d(x, state[key], padding=(kz // 2, 2, 2))
+        assert torch.allclose(before[:, :, 2:-2], after[:, :, 2:-2], atol=1e-5)
+        assert not torch.allclose(before[:, :, 4], torch.nn.functional.conv3d(
+            x, weight[:, :, 2:3], padding=(0, 2, 2))[:, :, 4], atol=1e-5)
+    # Other entries (norms, biases, resampling convolutions) are kept as they are.
+    kept = [k for k in state if k not in dict(convs)]
+    assert all(torch.equal(state[k], old.state_dict()[k]) for k in kept)
+
+
 # --------------------------------------------------------------------------- #
 # save_pretrained / from_pretrained
 # --------------------------------------------------------------------------- #

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -485,6 +486,27 @@ def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_pa
     assert saved["init_weights"] == str(out)
     # The run that trained the starting weights is recorded, for the report's chain.
     assert saved["init_run"] == fitted("unet").name
+
+
+def test_init_weights_may_change_only_a_vnets_z_kernels(acdc, tmp_path):
+    from lvseg_core.errors import LVSegError
+    from lvseg_core.models import create_model
+    from lvseg_core.records import TrainConfig
+    from train.datamodule import model_plan
+    from train.runner import make_task
+
+    start = create_model("vnet", base_channels=4)
+    start.save_pretrained(tmp_path / "w")
+    cfg = TrainConfig(model="vnet", data=str(acdc), init_weights=str(tmp_path / "w"),
+                      arch_args={"base_channels": 4, "z_kernels": [1, 1, 3, 3]})
+    task = make_task(cfg, model_plan(cfg))
+    assert task.model.arch_args == {"base_channels": 4, "z_kernels": [1, 1, 3, 3]}
+    first = task.model.net.input.conv_block.conv.weight
+    assert first.shape[2:] == (1, 5, 5)
+    assert torch.allclose(first, start.net.input.conv_block.conv.weight.sum(2, keepdim=True))
+    for arch_args in ({"base_channels": 8, "z_kernels": [1, 1, 3, 3]}, {"base_channels": 8}):
+        with pytest.raises(LVSegError, match="z_kernels"):
+            make_task(replace(cfg, arch_args=arch_args), model_plan(cfg))
 
 
 def test_bf16_volumetric_training_on_the_cpu_is_refused(acdc, cache, tmp_path, capsys):
