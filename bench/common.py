@@ -25,7 +25,9 @@ from typing import Any, Iterable
 
 from lvseg_core import settings
 from lvseg_core.errors import LVSegError, one_line
-from lvseg_core.registry import ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE
+from lvseg_core.registry import (ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE, ensemble_key,
+                                 is_ensemble, model_argument, model_display_name,
+                                 parse_members)
 
 #: The repository root.
 ROOT = settings.REPO
@@ -67,13 +69,18 @@ def positive_int(text: str) -> int:
 def add_common_options(parser: argparse.ArgumentParser, cases_default: int | None = None,
                        json_default: str | None = None, ensemble: bool = False) -> None:
     """``--data --models --cases --weights-dir --runs --split --device --threads --json``
-    (with ``ensemble``, ``--models`` also takes ``ensemble``: the three together)."""
+    (with ``ensemble``, ``--models`` also takes ensembles as ``python -m lvseg_core
+    --model`` does: ``ensemble``, the three together, or a comma list of two or more)."""
     parser.add_argument("--data", type=Path, default=default_data(),
                         help="ACDC-layout folder (default: $LVSEG_DATA or ../shared/data/acdc)")
-    parser.add_argument("--models", nargs="+", choices=ARCHS + ((ENSEMBLE,) if ensemble else ()),
-                        default=list(ARCHS),
-                        help="architectures (default: all three)"
-                        + (f"; '{ENSEMBLE}' averages the three" if ensemble else ""))
+    if ensemble:
+        parser.add_argument("--models", nargs="+", type=model_argument, default=list(ARCHS),
+                            metavar="MODEL",
+                            help=f"architectures (default: all three); '{ENSEMBLE}' averages "
+                                 "the three, a comma list (unet,attention_unet) those named")
+    else:
+        parser.add_argument("--models", nargs="+", choices=ARCHS, default=list(ARCHS),
+                            help="architectures (default: all three)")
     parser.add_argument("--cases", type=positive_int, default=cases_default, metavar="N",
                         help="at most N volumes (whole patients, ED and ES together)"
                         + (f" (default {cases_default})" if cases_default else
@@ -153,12 +160,17 @@ class EnsembleSpec:
     :class:`ModelSpec`; it has no weights folder of its own."""
 
     members: tuple[ModelSpec, ...]
-    arch: str = ENSEMBLE
     folder: None = None
 
     @property
+    def arch(self) -> str:
+        """Its ``--models`` value: ``ensemble`` (all three) or e.g. ``unet,attention_unet``."""
+        return ensemble_key(m.arch for m in self.members)
+
+    @property
     def name(self) -> str:
-        return "Ensemble"
+        """``Ensemble`` (all three) or e.g. ``Ensemble (U-Net + Attention U-Net)``."""
+        return model_display_name(self.arch)
 
     @property
     def available(self) -> bool:
@@ -195,6 +207,12 @@ def member_shas(weights_id: dict) -> dict[str, str]:
     return {arch: ident["sha256"] for arch, ident in weights_id["members"].items()}
 
 
+def result_stem(model: str) -> str:
+    """How a result file names ``model`` (a ``--models`` value): the architecture,
+    ``ensemble``, or e.g. ``ensemble_unet_attention_unet`` for a named ensemble."""
+    return f"{ENSEMBLE}_{model.replace(',', '_')}" if "," in model else model
+
+
 def shown_path(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it."""
     path = Path(path).resolve()
@@ -204,14 +222,18 @@ def shown_path(path: Path) -> str:
 def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
                    runs: Path | None = None) -> list[ModelSpec]:
     """Where the weights of each of ``models`` are (see the module docstring);
-    ``ensemble`` gives an :class:`EnsembleSpec` of the three."""
+    ``ensemble`` gives an :class:`EnsembleSpec` of the three, a comma list
+    (``unet,attention_unet``) one of those named, in registry order."""
     from lvseg_core import hub
 
     specs: list = []
     for arch in models:
-        if arch == ENSEMBLE:
-            specs.append(EnsembleSpec(tuple(resolve_models(ARCHS, weights_dir, runs))))
+        names = parse_members(arch)
+        if is_ensemble(arch):      # its members in registry order: one name per ensemble
+            members = parse_members(ensemble_key(names))
+            specs.append(EnsembleSpec(tuple(resolve_models(members, weights_dir, runs))))
             continue
+        arch = names[0]
         if weights_dir is not None:
             candidates = [(Path(weights_dir) / arch, f"{weights_dir}/{arch}")]
         else:

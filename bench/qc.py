@@ -31,13 +31,19 @@ network to the next) are written into the weights folder's ``config.json``
 (``qc_limits``, with the SHA-256 of the weights they were calibrated with),
 where :func:`lvseg_core.qc.model_rules` finds them; measuring and rescoring
 rate each model with its own limits. ``--models ensemble`` is the three
-bundled models' mean probabilities; its limits are stored in
-``weights/ensemble_qc.json`` under the members' weights
-(:func:`lvseg_core.ensemble.ensemble_rules`)::
+bundled models' mean probabilities, ``--models unet,attention_unet`` those
+two's (as ``python -m lvseg_core predict --model`` takes them); an
+ensemble's limits are stored in ``weights/ensemble_qc.json`` under its
+members' weights, beside those of other ensembles
+(:func:`lvseg_core.ensemble.ensemble_rules`), and its results are named
+``..._ensemble.json`` or ``..._ensemble_unet_attention_unet.json``::
 
     python -m bench.qc --calibrate --models unet --store     # docs/qc/calibration_unet.json
     python -m bench.qc --calibrate --store                   # every model
     python -m bench.qc --calibrate --models ensemble --store # weights/ensemble_qc.json
+    python -m bench.qc --calibrate --models unet,attention_unet --store   # the pair's entry
+    python -m bench.qc --models unet,attention_unet \\
+        --json docs/qc/qc_ensemble_unet_attention_unet.json  # report section 5.7 reads it
     python -m bench.qc --json bench/results/qc.json          # all validation volumes
     python -m bench.qc --cases 2                             # quick run
 """
@@ -52,15 +58,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from bench.common import (add_common_options, data_problem, environment, fmt, log,
-                          member_shas, pick_device, read_json, resolve_models, run_main,
-                          setup_torch, split_patients, write_json)
+from bench.common import (EnsembleSpec, add_common_options, data_problem, environment, fmt,
+                          log, member_shas, pick_device, read_json, resolve_models,
+                          result_stem, run_main, setup_torch, split_patients, write_json)
 from bench.robustness import PERTURBATIONS, Perturbation, dice_scores, perturb
 from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
 from lvseg_core import qc
 from lvseg_core.qc import AGREEMENT_SIGNALS
-from lvseg_core.registry import ENSEMBLE
 from lvseg_core.scan import Scan
 
 #: Where each model's calibration is kept (``calibration_<model>.json``).
@@ -218,7 +223,7 @@ def spec_rules(spec) -> tuple:
     from lvseg_core.ensemble import ensemble_rules
     from lvseg_core.models import read_config
 
-    if spec.arch == ENSEMBLE:
+    if isinstance(spec, EnsembleSpec):
         return ensemble_rules(spec.identity())[0]
     return qc.model_rules(read_config(spec.folder).get("qc_limits"),
                           f"{spec.folder}: config.json")
@@ -468,7 +473,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="compute the limits on the training patients instead")
     parser.add_argument("--store", action="store_true",
                         help="with --calibrate: write the model's own limits of the "
-                             "prediction signals into its weights folder's config.json")
+                             "prediction signals into its weights folder's config.json "
+                             "(an ensemble's: into weights/ensemble_qc.json)")
     parser.add_argument("--rescore", type=Path, default=None, metavar="JSON",
                         help="rate the stored signals of an earlier run again with the "
                              "current limits and summarise (no segmentation)")
@@ -481,11 +487,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _json_of(args, spec, several: bool) -> Path:
     """``--json``, or with several models ``<stem>_<model><suffix>`` beside it; by
     default ``docs/qc/calibration_<model>.json`` (calibrating) or
-    ``bench/results/qc.json`` (measuring)."""
+    ``bench/results/qc.json`` (measuring). ``<model>`` is :func:`result_stem`'s,
+    e.g. ``ensemble_unet_attention_unet`` for a named ensemble."""
+    stem = result_stem(spec.arch)
     if args.json is None and args.calibrate:
-        return CALIBRATIONS / f"calibration_{spec.arch}.json"
+        return CALIBRATIONS / f"calibration_{stem}.json"
     path = Path(args.json or "bench/results/qc.json")
-    return path.with_name(f"{path.stem}_{spec.arch}{path.suffix}") if several else path
+    return path.with_name(f"{path.stem}_{stem}{path.suffix}") if several else path
 
 
 def _main(args) -> int:
@@ -514,7 +522,7 @@ def _main(args) -> int:
             write_json(report, out)
             print_calibration(report)
             if args.store:
-                where = (store_ensemble_limits(report, spec) if spec.arch == ENSEMBLE
+                where = (store_ensemble_limits(report, spec) if isinstance(spec, EnsembleSpec)
                          else store_limits(report, spec.folder))
                 log(f"stored the QC limits of {spec.arch} in {where}")
         else:

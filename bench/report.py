@@ -29,14 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.common import (ARCHS, DISPLAY, ROOT, ModelSpec, data_problem, default_data, fmt,
+from bench.common import (ARCHS, ROOT, ModelSpec, data_problem, default_data, fmt,
                           log, num, positive_int, read_json, reason, resolve_models, setup_torch,
                           shown_path, split_patients, write_json)
 from bench.document import SECTIONS, Report, md_table
 from lvseg_core.errors import LVSegError
 from lvseg_core.labels import STRUCTURES
 from lvseg_core.records import find_run, run_chain
-from lvseg_core.registry import ENSEMBLE
+from lvseg_core.registry import ENSEMBLE, model_display_name
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -53,7 +53,7 @@ METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "precision": "Precision", "recall"
 
 
 def name(arch: str) -> str:
-    return DISPLAY.get(arch, "Ensemble" if arch == ENSEMBLE else arch)
+    return model_display_name(arch)
 
 
 def _finite(value: Any) -> bool:
@@ -872,6 +872,14 @@ def qc_stale(report: dict, specs: Sequence[ModelSpec]) -> list[str]:
     return stale_weights(ident.get("members") or {report.get("model", ""): ident}, specs)
 
 
+def default_qc_json(folder: Path = ROOT / "docs" / "qc") -> list[Path]:
+    """The ``bench.qc`` results of section 5.7: ``qc_<model>.json`` of each architecture
+    and of the three-model ensemble, then those of named ensembles
+    (``qc_ensemble_unet_attention_unet.json``, :func:`bench.common.result_stem`)."""
+    return ([folder / f"qc_{a}.json" for a in (*ARCHS, ENSEMBLE)]
+            + sorted(folder.glob(f"qc_{ENSEMBLE}_*.json")))
+
+
 def section_qc(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
     from bench import qc
 
@@ -1472,12 +1480,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default=ROOT / "docs" / "domain_shift" / "domain_shift_old.json",
                         metavar="PATH", help="an earlier domain-shift result shown beside it "
                         "(default: docs/domain_shift/domain_shift_old.json)")
-    parser.add_argument("--qc-json", type=Path, nargs="+",
-                        default=[ROOT / "docs" / "qc" / f"qc_{a}.json"
-                                 for a in (*ARCHS, ENSEMBLE)],
+    parser.add_argument("--qc-json", type=Path, nargs="+", default=default_qc_json(),
                         metavar="PATH", help="the 'python -m bench.qc' results of section 5.7, "
-                        "one per model (default: docs/qc/qc_<model>.json and "
-                        "docs/qc/qc_ensemble.json)")
+                        "one per model (default: docs/qc/qc_<model>.json, "
+                        "docs/qc/qc_ensemble.json and any docs/qc/qc_ensemble_<models>.json)")
     parser.add_argument("--width-json", type=Path, default=ROOT / "docs" / "width.json",
                         metavar="PATH", help="the 'python -m bench.width' result of section "
                         "5.10 (default: docs/width.json)")

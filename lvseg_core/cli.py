@@ -17,7 +17,7 @@ from pathlib import Path
 from . import settings
 from .data.split import SPLITS
 from .errors import LVSegError, one_line
-from .registry import ARCHITECTURES, ENSEMBLE, parse_members
+from .registry import ARCHITECTURES, ENSEMBLE, model_argument
 
 #: Architectures offered by ``--model`` (the torch-free registry).
 MODEL_CHOICES: tuple[str, ...] = tuple(ARCHITECTURES)
@@ -57,17 +57,8 @@ def _note(message: str) -> None:
     print(f"note: {one_line(message)}", file=sys.stderr)
 
 
-def _model_name(text: str) -> str:
-    """``--model``: one architecture, ``ensemble`` or a comma list (checked, torch-free)."""
-    try:
-        parse_members(text)
-    except LVSegError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text.strip()
-
-
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=_model_name,
+    parser.add_argument("--model", required=True, type=model_argument,
                         metavar="{" + ",".join((*MODEL_CHOICES, ENSEMBLE)) + "}",
                         help="architecture; 'ensemble' averages the class probabilities of "
                              "all of them, a comma list (unet,attention_unet) of those named")

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from .errors import LVSegError
 from .hub import Weights
 from .inference import Segmenter, as_device, default_device
+from .registry import (check_architecture, ensemble_key, ensemble_name, is_ensemble,
+                       parse_members)
 
 if TYPE_CHECKING:
     import torch
 
     from .qc import Rule
-from .registry import ENSEMBLE, check_architecture, ensemble_name, parse_members
+
 
 @dataclass(frozen=True)
 class EnsembleWeights:
@@ -178,18 +180,28 @@ def ensemble_rules(identity: dict[str, str] | None, path: Path | None = None
     Averaging the members' probabilities raises the entropy wherever they
     disagree, and two networks agree with each other's flips differently from
     one, so an ensemble is rated with limits calibrated on its own good training
-    predictions (``python -m bench.qc --calibrate --models ensemble --store``),
-    found by its members' architectures and weights. Any other ensemble gets
+    predictions (:func:`calibration_command`), found by its members'
+    architectures and weights. Any other ensemble gets
     :data:`lvseg_core.qc.RULES` (calibrated on the bundled U-Net alone) and a
-    note saying so.
+    note saying so, with the command that calibrates it.
     """
     from .qc import RULES, model_rules
 
     for entry in read_ensemble_limits(path) if identity else []:
         if entry["members"] == identity:
             return model_rules(entry.get("qc_limits"), f"ensemble QC limits of {identity}"), ""
+    if not identity:
+        return RULES, ("QC limits not calibrated for this ensemble (weights given in "
+                       "memory): it is rated with the U-Net's")
     return RULES, ("QC limits not calibrated for this ensemble: it is rated with the "
-                   "U-Net's (python -m bench.qc --calibrate --models ensemble --store)")
+                   f"U-Net's ({calibration_command(identity)})")
+
+
+def calibration_command(members: Iterable[str]) -> str:
+    """The command that calibrates and stores the QC limits of the ensemble of
+    ``members`` (bundled weights), e.g. ``python -m bench.qc --calibrate --models
+    unet,attention_unet --store``."""
+    return f"python -m bench.qc --calibrate --models {ensemble_key(members)} --store"
 
 
 def average_probabilities(probabilities: Sequence):
@@ -241,6 +253,6 @@ def load_segmenter(model: str, weights: str | None = None,
     """A :class:`Segmenter` for one architecture, or an :class:`Ensemble` for
     ``"ensemble"`` or a comma-separated list (see :func:`parse_members`)."""
     names = parse_members(model)
-    if len(names) == 1 and model.strip() != ENSEMBLE:
+    if not is_ensemble(model):
         return Segmenter.from_source(names[0], weights, device, **kwargs)
     return Ensemble.from_source(names, weights, device, **kwargs)

@@ -8,8 +8,9 @@ a builder module in ``lvseg_core/models/`` and one entry in
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .errors import WeightsError
 
@@ -73,22 +74,41 @@ def parse_members(spec: str) -> list[str]:
     those two; ``"unet"`` that one.
 
     Raises:
-        WeightsError: an unknown or repeated name, or an empty list.
+        WeightsError: an unknown or repeated name, an empty list, or a comma list
+            of fewer than two names.
     """
     text = str(spec).strip()
     if text == ENSEMBLE:
         return list(ARCHITECTURES)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise WeightsError(f"--model {spec!r}: name a model, several separated by commas, "
+        raise WeightsError(f"{spec!r}: name a model, several separated by commas, "
                            f"or '{ENSEMBLE}'")
     for name in names:
         if name not in ARCHITECTURES:
-            raise WeightsError(f"--model {spec!r}: unknown model {name!r} (choose from "
+            raise WeightsError(f"{spec!r}: unknown model {name!r} (choose from "
                                f"{', '.join(ARCHITECTURES)} or '{ENSEMBLE}')")
     if len(set(names)) != len(names):
-        raise WeightsError(f"--model {spec!r}: a model is named twice")
+        raise WeightsError(f"{spec!r}: a model is named twice")
+    if "," in text and len(names) < 2:
+        raise WeightsError(f"{spec!r}: an ensemble names two or more models")
     return names
+
+
+def model_argument(text: str) -> str:
+    """argparse ``type`` of a ``--model`` value (:func:`parse_members` checks it):
+    ``text`` stripped, or a one-line usage error."""
+    try:
+        parse_members(text)
+    except WeightsError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
+
+
+def is_ensemble(model: str) -> bool:
+    """Whether a ``--model`` value that :func:`parse_members` takes names an
+    ensemble: ``ensemble`` or a comma list."""
+    return str(model).strip() == ENSEMBLE or "," in str(model)
 
 
 def ensemble_name(members: Sequence[str]) -> str:
@@ -96,3 +116,26 @@ def ensemble_name(members: Sequence[str]) -> str:
     if list(members) == list(ARCHITECTURES):
         return ENSEMBLE
     return f"{ENSEMBLE}({','.join(members)})"
+
+
+def ensemble_key(members: Iterable[str]) -> str:
+    """The ``--model`` value of the ensemble of ``members``, in registry order:
+    ``"ensemble"`` for all architectures, else e.g. ``"unet,attention_unet"``."""
+    chosen = set(members)
+    ordered = [name for name in ARCHITECTURES if name in chosen]
+    return ENSEMBLE if ordered == list(ARCHITECTURES) else ",".join(ordered)
+
+
+def model_display_name(model: str) -> str:
+    """``"U-Net"`` for ``"unet"``, ``"Ensemble"`` for ``"ensemble"`` (or all three
+    named), ``"Ensemble (U-Net + Attention U-Net)"`` for ``"unet,attention_unet"``;
+    anything else as it is."""
+    try:
+        names = parse_members(model)
+    except WeightsError:
+        return model
+    if not is_ensemble(model):
+        return display_name(names[0])
+    if ensemble_key(names) == ENSEMBLE:
+        return "Ensemble"
+    return f"Ensemble ({' + '.join(display_name(n) for n in names)})"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bench import qc as bq
-from bench.common import ARCHS
+from bench.common import ARCHS, EnsembleSpec
 from lvseg_core.labels import LABEL_OF
 from tests.conftest import make_heart
 
@@ -198,3 +200,103 @@ def test_ensemble_limits_file_is_checked(tmp_path):
         path.write_text(bad)
         with pytest.raises(WeightsError, match="ensemble"):
             ensemble_rules(members, path)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("unet,resnet", "unknown model 'resnet'"), ("unet,unet", "named twice"),
+    ("unet,", "two or more models"), ("resnet", "unknown model")])
+def test_models_option_refuses_bad_ensembles_in_one_line(bad, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bq.parse_args(["--models", bad])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "argument --models" in err and message in err
+
+
+def test_named_ensemble_spec_and_its_result_names():
+    """``--models attention_unet,unet``: the pair in registry order, named for what it
+    is, identified by its two members' weights, with result files of its own."""
+    from lvseg_core.hashing import WEIGHTS_FILE, read_sha256
+    from lvseg_core.hub import bundled_folder
+
+    args = bq.parse_args(["--models", "attention_unet,unet", "ensemble", "--calibrate"])
+    pair, three = bq.resolve_models(args.models)
+    assert isinstance(pair, EnsembleSpec) and isinstance(three, EnsembleSpec)
+    assert [m.arch for m in pair.members] == ["unet", "attention_unet"]
+    assert pair.arch == "unet,attention_unet" and pair.name == "Ensemble (U-Net + Attention U-Net)"
+    assert three.arch == "ensemble" and three.name == "Ensemble"
+    assert pair.identity() == {a: read_sha256(bundled_folder(a) / WEIGHTS_FILE)
+                               for a in ("unet", "attention_unet")}
+    assert bq._json_of(args, pair, True).name == "calibration_ensemble_unet_attention_unet.json"
+    assert bq._json_of(args, three, True).name == "calibration_ensemble.json"
+    args = bq.parse_args(["--models", "unet,attention_unet", "--json", "out/qc.json"])
+    assert bq._json_of(args, pair, False) == Path("out/qc.json")
+    assert bq._json_of(args, pair, True) == Path("out/qc_ensemble_unet_attention_unet.json")
+
+
+def _calibration(spec, check: float) -> dict:
+    """A :func:`bench.qc.calibrate` result of ``spec`` whose entropy check limit is ``check``."""
+    from lvseg_core import qc
+
+    limits = {r.key: {"typical": r.typical, "check": r.check, "fail": r.fail}
+              for r in qc.RULES}
+    limits["entropy:high"] = {"typical": check / 2, "check": check, "fail": 2 * check}
+    return {"weights_id": spec.fingerprint(), "limits": limits, "volumes": 2,
+            "patients": ["patient001"], "environment": {"time_utc": "2024-01-01 00:00:00"}}
+
+
+def test_storing_a_pairs_limits_keeps_the_three_models_entry(tmp_path, monkeypatch):
+    import json
+
+    from lvseg_core import qc, settings
+    from lvseg_core.ensemble import ensemble_rules
+
+    pair, three = bq.resolve_models(["unet,attention_unet", "ensemble"])
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(tmp_path))      # a temporary limits file
+    path = settings.ensemble_limits_file()
+    assert path == tmp_path / "ensemble_qc.json"
+    bq.store_ensemble_limits(_calibration(three, 0.2), three)
+    assert ensemble_rules(pair.identity(), path)[0] is qc.RULES    # the pair: not yet
+    bq.store_ensemble_limits(_calibration(pair, 0.3), pair)
+    bq.store_ensemble_limits(_calibration(pair, 0.4), pair)     # replaces its own entry
+    entries = json.loads(path.read_text())["ensembles"]
+    assert [e["members"] for e in entries] == [three.identity(), pair.identity()]
+    assert entries[0]["qc_limits"]["entropy:high"]["check"] == 0.2
+    assert entries[1]["qc_limits"]["entropy:high"]["check"] == 0.4
+    rules, note = ensemble_rules(pair.identity(), path)
+    assert rules == qc.model_rules(entries[1]["qc_limits"]) == bq.spec_rules(pair)
+    assert note == "" and rules != bq.spec_rules(three) != qc.RULES
+
+
+def test_pair_calibrated_and_stored_end_to_end(acdc_dir, tmp_path, monkeypatch, capsys):
+    """``--calibrate --store --models unet,attention_unet`` writes
+    docs/qc/calibration_ensemble_unet_attention_unet.json and the pair's entry beside the
+    three models' one, where the CLI's ensemble of the pair (in any order) finds it."""
+    import json
+    import shutil
+
+    from lvseg_core import qc, settings
+    from lvseg_core.ensemble import Ensemble
+    from lvseg_core.hub import bundled_folder
+
+    root = tmp_path / "weights"
+    for arch in ("unet", "attention_unet"):
+        shutil.copytree(bundled_folder(arch), root / arch)
+    shutil.copy(settings.ensemble_limits_file(), root)            # the three models' entry
+    three = json.loads((root / "ensemble_qc.json").read_text())["ensembles"]
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(root))
+    monkeypatch.chdir(tmp_path)
+    before = Ensemble.from_source("unet,attention_unet", device="cpu")
+    assert before.qc_rules is qc.RULES
+    assert "--calibrate --models unet,attention_unet --store" in before.notice
+    code = bq.main(["--calibrate", "--store", "--models", "unet,attention_unet", "--data",
+                    str(acdc_dir), "--cases", "2", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(
+        (tmp_path / "docs/qc/calibration_ensemble_unet_attention_unet.json").read_text())
+    assert report["model"] == "unet,attention_unet"
+    entries = json.loads((root / "ensemble_qc.json").read_text())["ensembles"]
+    assert entries[:-1] == three and set(entries[-1]["members"]) == {"unet", "attention_unet"}
+    for order in ("unet,attention_unet", "attention_unet,unet"):
+        pair = Ensemble.from_source(order, device="cpu")
+        assert pair.qc_rules == qc.model_rules(entries[-1]["qc_limits"]) != qc.RULES
+        assert "not calibrated" not in pair.notice

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from bench import report
+from bench.common import result_stem
 from bench.document import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -155,6 +156,43 @@ def test_an_ensembles_qc_result_is_stale_when_a_members_weights_changed():
     assert report.qc_stale(one, specs) == []
     assert report.qc_stale(both, specs) == ["vnet"]
     assert report.qc_stale({**one, "weights_id": {"sha256": "old"}}, specs) == ["unet"]
+
+
+def test_a_named_ensembles_qc_result_is_a_row_of_its_own(tmp_path):
+    """docs/qc/qc_ensemble_unet_attention_unet.json is read by default beside the three
+    models' file, shown as its own row, and its rerun command names the pair."""
+    from argparse import Namespace
+    from pathlib import Path
+
+    from bench import qc
+    from bench.common import ModelSpec
+    from bench.document import Report
+
+    class Spec(ModelSpec):
+        def fingerprint(self) -> dict:             # the source stands for the weights' SHA
+            return {"sha256": self.source}
+
+    rows = [{"kind": "clean", "label": "clean", "status": "ok", "score": 0.1,
+             "dice": {"mean": 0.9}, "signals": {}},
+            {"kind": "inverted", "label": "inverted", "status": "fail", "score": 3.0,
+             "dice": {"mean": 0.1}, "signals": {}}]
+    summary = qc.summarise(rows, variants=False)
+    members = {"unet": {"sha256": "a"}, "attention_unet": {"sha256": "old"}}
+    for model, ident in (("ensemble", {"members": {**members, "vnet": {"sha256": "c"}}}),
+                         ("unet,attention_unet", {"members": members})):
+        (tmp_path / f"qc_{result_stem(model)}.json").write_text(json.dumps({
+            "kind": "qc", "model": model, "split": "validation", "bad_dice": 0.8,
+            "qc_limits": "the model's own", "weights_id": ident, "summary": summary}))
+    paths = report.default_qc_json(tmp_path)
+    assert [p.name for p in paths if p.exists()] == [
+        "qc_ensemble.json", "qc_ensemble_unet_attention_unet.json"]
+    rep = Report(tmp_path)
+    specs = [Spec("unet", Path("."), "a"), Spec("attention_unet", Path("."), "b")]
+    report.section_qc(rep, Namespace(qc_json=paths), specs)
+    text = "\n".join(rep.lines)
+    assert re.search(r"\| Ensemble \(earlier weights\) \| the model's own \| 100\.0 % \|", text)
+    assert "| Ensemble (U-Net + Attention U-Net) (earlier weights) |" in text
+    assert "`python -m bench.qc --models unet,attention_unet`" in text
 
 
 def test_report_figures_are_png(quick_report):

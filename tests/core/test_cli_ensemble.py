@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("bad", ["unet,unet", "unet,resnet", ","])
+@pytest.mark.parametrize("bad", ["unet,unet", "unet,resnet", ",", "unet,"])
 def test_bad_model_lists_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["predict", "x.nii.gz", "--model", bad, "--out", "o"])

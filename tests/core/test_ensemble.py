@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
 
 from lvseg_core.ensemble import (
     Ensemble,
+    calibration_command,
     ensemble_name,
     load_segmenter,
     member_sources,
@@ -16,6 +19,7 @@ from lvseg_core.ensemble import (
 from lvseg_core.errors import LVSegError
 from lvseg_core.inference import Segmenter
 from lvseg_core.models import ARCHITECTURES
+from lvseg_core.registry import ensemble_key, is_ensemble, model_argument, model_display_name
 from tests.conftest import make_heart
 
 
@@ -29,11 +33,34 @@ def test_parse_members():
     assert parse_members("ensemble") == list(ARCHITECTURES)
     assert parse_members("unet,attention_unet") == ["unet", "attention_unet"]
     assert parse_members(" vnet ") == ["vnet"]
-    for bad in ("", "unet,unet", "unet,resnet", ","):
+    for bad in ("", "unet,unet", "unet,resnet", ",", "unet,"):
         with pytest.raises(LVSegError):
             parse_members(bad)
     assert ensemble_name(list(ARCHITECTURES)) == "ensemble"
     assert ensemble_name(["unet", "vnet"]) == "ensemble(unet,vnet)"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("unet,resnet", "unknown model 'resnet'"), ("unet,unet", "named twice"),
+    ("unet,", "two or more models"), (",", "name a model")])
+def test_model_argument_is_one_line_usage_error(bad, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message) as err:
+        model_argument(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_ensemble_keys_and_names():
+    assert model_argument(" unet,attention_unet ") == "unet,attention_unet"
+    assert [is_ensemble(m) for m in ("unet", "ensemble", "attention_unet,unet")] == [
+        False, True, True]
+    # One key per ensemble, in registry order; all three named is "ensemble".
+    assert ensemble_key(["attention_unet", "unet"]) == "unet,attention_unet"
+    assert ensemble_key(["vnet", "unet", "attention_unet"]) == "ensemble"
+    assert model_display_name("unet,attention_unet") == "Ensemble (U-Net + Attention U-Net)"
+    assert model_display_name("ensemble") == "Ensemble"
+    assert model_display_name("vnet") == "V-Net" and model_display_name("resnet") == "resnet"
+    assert calibration_command({"attention_unet": "a", "unet": "b"}) == (
+        "python -m bench.qc --calibrate --models unet,attention_unet --store")
 
 
 def test_member_sources():
