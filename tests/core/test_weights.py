@@ -89,16 +89,20 @@ def test_bundled_weights_carry_their_own_qc_limits(architecture):
     assert Segmenter.from_source(architecture, None, "cpu").qc_rules == qc.model_rules(limits)
 
 
-def test_bundled_ensemble_carries_its_own_qc_limits():
-    """The ensemble of the three bundled models has QC limits calibrated with these
-    weights (averaging raises the entropy: the U-Net's limits rated half its clean
-    validation volumes unsure); new weights of a member without recalibration fail here."""
+@pytest.mark.parametrize("model", ["ensemble", "unet,attention_unet"])
+def test_bundled_ensemble_carries_its_own_qc_limits(model):
+    """The ensemble of the three bundled models, and the U-Net + Attention U-Net pair,
+    have QC limits calibrated with these weights (averaging raises the entropy: the
+    U-Net's limits rated half the three's clean validation volumes unsure); new weights
+    of a member without recalibration fail here."""
     from lvseg_core import qc
     from lvseg_core.ensemble import Ensemble, member_identity, read_ensemble_limits
 
-    ensemble = Ensemble.from_source("ensemble", device="cpu")
+    ensemble = Ensemble.from_source(model, device="cpu")
     identity = member_identity(ensemble.members)
     assert any(e["members"] == identity for e in read_ensemble_limits()), (
         f"{settings.ensemble_limits_file()} has no limits for the bundled weights: "
-        "python -m bench.qc --calibrate --models ensemble --store")
+        f"python -m bench.qc --calibrate --models {model} --store")
     assert ensemble.qc_rules != qc.RULES and "not calibrated" not in ensemble.notice
+    others = [e["qc_limits"] for e in read_ensemble_limits() if e["members"] != identity]
+    assert all(qc.model_rules(o, "other") != ensemble.qc_rules for o in others)
