@@ -152,7 +152,10 @@ def architecture_facts(arch: str, model=None) -> dict[str, Any]:
         facts["bottleneck"] = widths[-1]
         facts["decoder"] = list(reversed(widths[1:]))
         facts["convs_per_level"] = list(args["convs_per_level"])
-        facts["block"] = "residual 5x5x5 conv stages, strided-conv down, transposed-conv up"
+        z_kernels = args.get("z_kernels")
+        kernels = ("5x5x5" if not z_kernels else
+                   "5x5 (through-plane " + "/".join(str(k) for k in z_kernels) + " by level)")
+        facts["block"] = f"residual {kernels} conv stages, strided-conv down, transposed-conv up"
     return facts
 
 

@@ -369,7 +369,9 @@ def section_method(rep: Report, args, specs: Sequence[ModelSpec]) -> None:
             "- **Attention U-Net** (Oktay et al. 2018, MONAI) adds attention gates that "
             "weight each skip connection by the decoder's context, to suppress background;",
             "- **V-Net** (Milletari et al. 2016, MONAI blocks) sees stacks of slices in 3D "
-            "with residual 5x5x5 convolutions, so it can use the neighbouring slices.", "",
+            "with residual convolutions, so it can use the neighbouring slices (5x5x5 in "
+            "Milletari's; in-plane only at the finest levels when the weights' `z_kernels` "
+            "say so, as nnU-Net does for slices much thicker than a pixel is wide).", "",
             md_table(["Model", "Input", "Encoder widths (ch)", "Decoder widths (ch)",
                       "Parameters", "Blocks"], rows), "")
     rep.figure(figures.architectures(facts, rep.figures / "architectures.png"),

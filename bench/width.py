@@ -34,7 +34,10 @@ from bench.common import (DISPLAY, add_common_options, data_problem, environment
 from bench.speed import gflop_per_slice
 from lvseg_core.errors import LVSegError
 
-#: Widths per architecture: ``(label, arch_args)``; ``{}`` is the bundled width.
+#: The bundled V-Net's through-plane kernel sizes per level (in-plane only at the finest two).
+ANISO = [1, 1, 3, 3]
+
+#: Widths per architecture: ``(label, arch_args)``; the bundled weights' arch_args are marked.
 WIDTHS: dict[str, list[tuple[str, dict]]] = {
     "unet": [("decoder 64-8", {"decoder_channels": [64, 32, 16, 8]}),
              ("decoder 128-16 (bundled)", {}),
@@ -44,10 +47,12 @@ WIDTHS: dict[str, list[tuple[str, dict]]] = {
     "attention_unet": [("channels 8-128", {"channels": [8, 16, 32, 64, 128]}),
                        ("channels 16-256 (bundled)", {}),
                        ("channels 32-512", {"channels": [32, 64, 128, 256, 512]})],
-    "vnet": [("base 4", {"base_channels": 4}),
-             ("base 8 (bundled)", {}),
-             ("base 16", {"base_channels": 16}),
-             ("base 24", {"base_channels": 24})],
+    "vnet": [("base 8, 5x5x5 kernels", {}),
+             ("base 16, 5x5x5 kernels", {"base_channels": 16}),
+             ("base 4, z kernels 1-1-3-3", {"base_channels": 4, "z_kernels": ANISO}),
+             ("base 8, z kernels 1-1-3-3 (bundled)", {"z_kernels": ANISO}),
+             ("base 16, z kernels 1-1-3-3", {"base_channels": 16, "z_kernels": ANISO}),
+             ("base 24, z kernels 1-1-3-3", {"base_channels": 24, "z_kernels": ANISO})],
 }
 
 
