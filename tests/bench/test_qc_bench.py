@@ -281,8 +281,10 @@ def test_pair_calibrated_and_stored_end_to_end(acdc_dir, tmp_path, monkeypatch, 
     root = tmp_path / "weights"
     for arch in ("unet", "attention_unet"):
         shutil.copytree(bundled_folder(arch), root / arch)
-    shutil.copy(settings.ensemble_limits_file(), root)            # the three models' entry
-    three = json.loads((root / "ensemble_qc.json").read_text())["ensembles"]
+    # The stored limits without the pair's own entry (the three models' entry stays).
+    stored = json.loads(settings.ensemble_limits_file().read_text())["ensembles"]
+    three = [e for e in stored if set(e["members"]) != {"unet", "attention_unet"}]
+    (root / "ensemble_qc.json").write_text(json.dumps({"ensembles": three}))
     monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(root))
     monkeypatch.chdir(tmp_path)
     before = Ensemble.from_source("unet,attention_unet", device="cpu")
