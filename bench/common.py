@@ -26,8 +26,8 @@ from typing import Any, Iterable
 from lvseg_core import settings
 from lvseg_core.errors import LVSegError, one_line
 from lvseg_core.registry import (ARCHITECTURES, DISPLAY_NAMES, ENSEMBLE, ensemble_key,
-                                 is_ensemble, model_argument, model_display_name,
-                                 parse_members)
+                                 in_registry_order, is_ensemble, model_argument,
+                                 model_display_name, parse_members)
 
 #: The repository root.
 ROOT = settings.REPO
@@ -230,7 +230,7 @@ def resolve_models(models: Iterable[str], weights_dir: Path | None = None,
     for arch in models:
         names = parse_members(arch)
         if is_ensemble(arch):      # its members in registry order: one name per ensemble
-            members = parse_members(ensemble_key(names))
+            members = in_registry_order(names)
             specs.append(EnsembleSpec(tuple(resolve_models(members, weights_dir, runs))))
             continue
         arch = names[0]

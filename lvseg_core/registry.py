@@ -118,11 +118,17 @@ def ensemble_name(members: Sequence[str]) -> str:
     return f"{ENSEMBLE}({','.join(members)})"
 
 
+def in_registry_order(members: Iterable[str]) -> list[str]:
+    """The known architectures among ``members``, in registry order (so that an
+    ensemble has one name whatever order its members were given in)."""
+    chosen = set(members)
+    return [name for name in ARCHITECTURES if name in chosen]
+
+
 def ensemble_key(members: Iterable[str]) -> str:
     """The ``--model`` value of the ensemble of ``members``, in registry order:
     ``"ensemble"`` for all architectures, else e.g. ``"unet,attention_unet"``."""
-    chosen = set(members)
-    ordered = [name for name in ARCHITECTURES if name in chosen]
+    ordered = in_registry_order(members)
     return ENSEMBLE if ordered == list(ARCHITECTURES) else ",".join(ordered)
 
 
