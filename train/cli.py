@@ -48,7 +48,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--init-weights", default=None, metavar="SOURCE",
                    help="start from existing weights (bundled, a folder or a Hub repo id): "
-                        "fine-tuning; their widths and preprocessing are kept")
+                        "fine-tuning; their widths and preprocessing are kept, except that "
+                        "--arch-args may change a V-Net's z_kernels and multiply its "
+                        "base_channels")
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
                    help="clip the gradient norm to this (0: off)")
     p.add_argument("--deep-supervision", action="store_true",

@@ -74,21 +74,35 @@ def make_task(cfg: TrainConfig, plan: PreprocessPlan) -> SegmentationTask:
     arch_args = start.arch_args
     state = start.state_dict()
     if cfg.arch_args and cfg.arch_args != arch_args:
-        # Only a V-Net's through-plane kernel sizes may change in fine-tuning.
-        changed = {k for k in set(cfg.arch_args) | set(arch_args)
-                   if cfg.arch_args.get(k) != arch_args.get(k)}
-        if cfg.model != "vnet" or changed != {"z_kernels"}:
-            raise LVSegError(f"--arch-args with --init-weights may only change a V-Net's "
-                             f"z_kernels; the weights keep {json.dumps(arch_args)}")
-        arch_args = {**arch_args, "z_kernels": cfg.arch_args["z_kernels"]}
+        arch_args = grown_vnet_args(cfg, start)
     task = SegmentationTask(cfg.model, arch_args, plan.to_dict(), cfg.lr,
                             cfg.weight_decay, cfg.schedule, cfg.deep_supervision)
     if arch_args != start.arch_args:
-        from lvseg_core.models.vnet import adapt_z_kernels
+        from lvseg_core.models.vnet import adapt_z_kernels, widen_channels
 
-        state = adapt_z_kernels(state, task.model)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        state = adapt_z_kernels(widen_channels(state, task.model, gen), task.model)
     task.model.load_state_dict(state)
     return task
+
+
+def grown_vnet_args(cfg: TrainConfig, start: torch.nn.Module) -> dict:
+    """The widths of a fine-tuning run: its starting weights' with the entries of
+    ``--arch-args`` that differ. Only a V-Net may change, and only its
+    ``z_kernels`` and a whole multiple of its ``base_channels`` (see
+    :func:`~lvseg_core.models.vnet.widen_channels`)."""
+    old = start.arch_args
+    vnet = cfg.model == "vnet"
+    base = start.net.input.conv_block.conv.out_channels if vnet else 0
+    current = {**old, "base_channels": base} if vnet else old
+    changed = {k for k, v in cfg.arch_args.items() if current.get(k) != v}
+    wider = cfg.arch_args.get("base_channels", base)
+    if changed and (not vnet or not changed <= {"z_kernels", "base_channels"}
+                    or not isinstance(wider, int) or wider < base or wider % base):
+        raise LVSegError(f"--arch-args with --init-weights may only change a V-Net's "
+                         f"z_kernels and multiply its base_channels; the weights keep "
+                         f"{json.dumps(old)}")
+    return {**old, **{k: cfg.arch_args[k] for k in changed}}
 
 
 @torch.no_grad()

@@ -189,6 +189,48 @@ def adapt_z_kernels(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str,
     return adapted
 
 
+def widen_channels(state: dict[str, torch.Tensor], net: nn.Module,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """``state`` (a V-Net's weights) for ``net``, the same V-Net with every width
+    multiplied by a whole factor ``r`` (e.g. base 8 -> 16): Net2WiderNet (Chen et
+    al. 2016), a warm start that answers exactly as the narrow net.
+
+    Wide channel ``c`` copies narrow channel ``c // r``, so residual sums and the
+    skip concatenations line up. Each convolution splits the weight of a narrow
+    input channel over its ``r`` copies in random shares that sum to one: the
+    output is unchanged, while the copies get different gradients and can learn
+    different features. Entries whose channel counts match are kept.
+    """
+    in_dim = {}
+    for name, module in net.named_modules():
+        if isinstance(module, nn.ConvTranspose3d):
+            in_dim[f"{name}.weight"] = 0
+        elif isinstance(module, nn.Conv3d):
+            in_dim[f"{name}.weight"] = 1
+    target = net.state_dict()
+    wide = dict(state)
+    for key, weight in state.items():
+        want = target.get(key)
+        if want is None or weight.ndim == 0:
+            continue
+        out = weight
+        for dim in range(min(2, weight.ndim)):
+            old, new = weight.shape[dim], want.shape[dim]
+            if old == new:
+                continue
+            if new % old:
+                raise ValueError(f"{key}: {new} channels are not a multiple of {old}")
+            r = new // old
+            out = out.index_select(dim, torch.arange(new) // r)
+            if in_dim.get(key) == dim:
+                shares = torch.rand(out.shape[:2], generator=generator) + 0.5
+                shares = shares.unflatten(dim, (old, r))
+                shares = (shares / shares.sum(dim + 1, keepdim=True)).flatten(dim, dim + 1)
+                out = out * shares.reshape(*shares.shape, *[1] * (out.ndim - 2))
+        wide[key] = out
+    return wide
+
+
 def decoder_stages(net: VNet3D) -> list[nn.Module]:
     """The up stages below full in-plane resolution, coarsest first (their outputs
     are what deep supervision scores; the last up stage feeds the output)."""

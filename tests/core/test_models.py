@@ -136,6 +136,34 @@ def test_vnet_bad_z_kernels():
         create_model("vnet", z_kernels=(1, 2, 3, 3))
 
 
+def test_widened_vnet_answers_as_the_narrow_one():
+    from lvseg_core.models.vnet import widen_channels
+
+    torch.manual_seed(0)
+    narrow = create_model("vnet", base_channels=4, z_kernels=(1, 1, 3, 3))
+    for m in narrow.modules():  # trained-looking norms, so that copying them matters
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    narrow.net.output.conv2.weight.data.normal_()
+    x = torch.randn(2, 1, 4, 32, 32)
+    for factor in (2, 3):
+        wide = create_model("vnet", base_channels=4 * factor, z_kernels=(1, 1, 3, 3))
+        wide.load_state_dict(widen_channels(narrow.state_dict(), wide))
+        for train in (False, True):  # running statistics and batch statistics
+            narrow.train(train)
+            wide.train(train)
+            with torch.no_grad():
+                assert torch.allclose(wide(x), narrow(x), atol=1e-4)
+        # The copies of a channel start with different weights (symmetry broken).
+        w = wide.state_dict()["net.down.0.ops.0.conv_block.conv.weight"]
+        assert not torch.allclose(w[0], w[1])
+    with pytest.raises(ValueError, match="multiple"):
+        widen_channels(narrow.state_dict(), create_model("vnet", base_channels=6))
+
+
 def test_adapted_z_kernels_answer_as_before_on_alike_slices():
     from lvseg_core.models.vnet import adapt_z_kernels
 

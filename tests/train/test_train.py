@@ -488,7 +488,7 @@ def test_init_weights_starts_from_the_exported_model(fitted, acdc, cache, tmp_pa
     assert saved["init_run"] == fitted("unet").name
 
 
-def test_init_weights_may_change_only_a_vnets_z_kernels(acdc, tmp_path):
+def test_init_weights_may_change_only_a_vnets_z_kernels_and_widen_it(acdc, tmp_path):
     from lvseg_core.errors import LVSegError
     from lvseg_core.models import create_model
     from lvseg_core.records import TrainConfig
@@ -504,9 +504,25 @@ def test_init_weights_may_change_only_a_vnets_z_kernels(acdc, tmp_path):
     first = task.model.net.input.conv_block.conv.weight
     assert first.shape[2:] == (1, 5, 5)
     assert torch.allclose(first, start.net.input.conv_block.conv.weight.sum(2, keepdim=True))
-    for arch_args in ({"base_channels": 8, "z_kernels": [1, 1, 3, 3]}, {"base_channels": 8}):
-        with pytest.raises(LVSegError, match="z_kernels"):
+    # Twice as wide, kernels cut too: the warm start answers as the narrow cut net.
+    wide = make_task(replace(cfg, arch_args={"base_channels": 8, "z_kernels": [1, 1, 3, 3]}),
+                     model_plan(cfg)).model.eval()
+    assert wide.net.input.conv_block.conv.out_channels == 8
+    x = torch.randn(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(wide(x), task.model.eval()(x), atol=1e-4)
+    # Keys not named are kept from the weights; naming the same value changes nothing.
+    same = make_task(replace(cfg, arch_args={"base_channels": 4}), model_plan(cfg))
+    assert same.model.arch_args == start.arch_args
+    for arch_args in ({"base_channels": 6}, {"base_channels": 2}, {"dropout": 0.2}):
+        with pytest.raises(LVSegError, match="multiply its base_channels"):
             make_task(replace(cfg, arch_args=arch_args), model_plan(cfg))
+    unet = create_model("unet")
+    unet.save_pretrained(tmp_path / "u")
+    with pytest.raises(LVSegError, match="V-Net"):
+        make_task(TrainConfig(model="unet", data=str(acdc), init_weights=str(tmp_path / "u"),
+                              arch_args={"decoder_channels": [64, 32, 16, 8]}),
+                  model_plan(cfg))
 
 
 def test_bf16_volumetric_training_on_the_cpu_is_refused(acdc, cache, tmp_path, capsys):
