@@ -69,6 +69,14 @@ def test_bundled_weights_segment_thin_stacks(architecture, acdc_dir):
 
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_bundled_weight_files_stay_under_10_mb(architecture):
+    """The repository ships every file under 10 MB; a wide model is stored in
+    float16 (its convolution kernels) to stay there."""
+    for path in (settings.weights_dir() / architecture).iterdir():
+        assert path.stat().st_size < 10 * 2**20, f"{path} is over 10 MB"
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_bundled_weights_carry_their_own_qc_limits(architecture):
     """Each model's QC limits of the prediction signals were calibrated with the
     weights beside them: new weights without recalibration fail here."""
