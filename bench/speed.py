@@ -103,14 +103,9 @@ def matmul_peak(dtype: str, size: int = 2048, repeats: int = 3) -> float:
 
 def cpu_ceiling() -> dict[str, Any]:
     """Measured matrix-product peaks of this CPU and the ISA extensions it has."""
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    from lvseg_core.inference import cpu_flags
+
+    flags = cpu_flags()
     out: dict[str, Any] = {"isa": sorted(f for f in flags if f.startswith(("avx512", "amx",
                                                                           "avx_vnni")))}
     for dtype in ("fp32", "bf16", "int8"):

@@ -277,3 +277,17 @@ def test_tta_averages_the_flipped_predictions(unet, small_heart):
                                atol=1e-5, rtol=0)
     assert not torch.allclose(probs, plain.predict_probabilities(scan.array, scan.spacing),
                               atol=1e-3)
+
+
+def test_cpu_flags_read_from_cpuinfo():
+    # bfloat16 counts as native only with AVX-512 BF16 or AMX among the flags
+    # (oneDNN also says yes on AVX-512 CPUs that only emulate it).
+    from lvseg_core.inference import NATIVE_BF16_FLAGS, cpu_flags
+
+    ice_lake = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_vnni\n\n"
+    sapphire = ice_lake.replace("avx512_vnni", "avx512_vnni avx512_bf16 amx_bf16 amx_tile")
+    assert "avx512bw" in cpu_flags(ice_lake)
+    assert not cpu_flags(ice_lake) & NATIVE_BF16_FLAGS
+    assert cpu_flags(sapphire) & NATIVE_BF16_FLAGS == {"avx512_bf16", "amx_bf16"}
+    assert cpu_flags("Features\t: fp asimd bf16\n") == {"fp", "asimd", "bf16"}
+    assert cpu_flags("") == frozenset()
