@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also upload to this Hub repo (token from HF_TOKEN)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
                    help="best validation Dice (default) or the last epoch")
+    p.add_argument("--half", action="store_true",
+                   help="store the convolution kernels in float16 (half the file; biases and "
+                        "norms stay float32, loading casts back to float32)")
 
     p = sub.add_parser("archive", help="keep the record of runs (config, metrics, LR test, "
                                        "search) in a versioned folder for the report")
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"kept {keep_record(run_dir, args.out, args.overwrite)}")
     elif args.command == "export":
         out = export_run(args.run, args.out, overwrite=args.overwrite,
-                         evaluation=args.evaluation, checkpoint=args.checkpoint)
+                         evaluation=args.evaluation, checkpoint=args.checkpoint,
+                         half=args.half)
         print(f"exported to {out}")
         if args.push_to_hub:
             print(f"pushed: {push_to_hub(out, args.push_to_hub)}")

@@ -57,7 +57,8 @@ def evaluation_metrics(report: dict) -> dict[str, float]:
 
 
 def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
-               evaluation: str | Path | None = None, checkpoint: str = "best") -> Path:
+               evaluation: str | Path | None = None, checkpoint: str = "best",
+               half: bool = False) -> Path:
     """Write the best model of ``run`` to ``out`` (config.json, model.safetensors, README.md).
 
     ``evaluation``: a JSON report of ``python -m lvseg_core evaluate`` for this
@@ -65,6 +66,8 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
     ``checkpoint``: ``best`` (validation Dice) or ``last`` (the final epoch, e.g.
     when a criterion the validation Dice does not see, such as thin stacks,
     chose it); the weights record which, and that epoch's figures.
+    ``half``: kernels stored in float16 (:func:`lvseg_core.models.base.stored_state`),
+    for wide models whose float32 file would be too large to ship.
 
     Raises:
         LVSegError: no checkpoint, ``out`` holds other files and not ``overwrite``,
@@ -105,7 +108,11 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False,
     }
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)                   # config.json, model.safetensors, README.md
+    try:
+        model.save_pretrained(tmp, half=half)    # config.json, model.safetensors, README.md
+    except LVSegError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

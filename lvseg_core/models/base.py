@@ -17,6 +17,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import WeightsError, first_line
@@ -102,15 +103,29 @@ class LVSegModel(
             "training": self.training_info,
         } | ({"qc_limits": self.qc_limits} if self.qc_limits else {})
 
-    def save_pretrained(self, save_directory, **kwargs):  # noqa: D102 - mixin API
+    def save_pretrained(self, save_directory, *, half: bool = False, **kwargs):  # noqa: D102
         """Write ``config.json``, ``model.safetensors`` and this model's card ``README.md``
         (:func:`~lvseg_core.models.card.model_card`; the model writes its own card, as
-        segmentation-models-pytorch does, so a push needs no trainer)."""
+        segmentation-models-pytorch does, so a push needs no trainer).
+
+        ``half``: store the kernels in float16 (about half the file; see
+        :func:`stored_state`); loading casts them back to float32.
+        """
         kwargs.setdefault("config", self.config())
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "README.md").write_text(model_card(self.config(), self.num_parameters))
-        return super().save_pretrained(save_directory, **kwargs)
+        self._half_kernels = half
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self._half_kernels = False
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook: ``model.safetensors`` of :func:`stored_state`."""
+        half = getattr(self, "_half_kernels", False)
+        save_file(stored_state(self, half), str(Path(save_directory) / "model.safetensors"),
+                  metadata={"format": "pt", "kernels": "float16" if half else "float32"})
 
     @classmethod
     def _from_pretrained(
@@ -148,6 +163,28 @@ class LVSegModel(
             first = first_line(err)
             raise WeightsError(f"{model_id}: weights do not match the config ({first})") from None
         return model.eval()
+
+
+def stored_state(model: nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict as written to ``model.safetensors``; with ``half`` the
+    floating-point tensors of two or more dimensions (convolution kernels) in
+    float16, while 1-D tensors (biases, norm weights, running statistics) stay
+    float32, where rounding would shift every activation.
+
+    Raises:
+        WeightsError: a kernel holds values beyond float16's range.
+    """
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if not half:
+        return state
+    limit = torch.finfo(torch.float16).max
+    for name, value in state.items():
+        if value.is_floating_point() and value.ndim >= 2:
+            if value.abs().max() > limit:
+                raise WeightsError(f"{name} holds values beyond float16's range; "
+                                   "store the weights in float32")
+            state[name] = value.half()
+    return state
 
 
 def _check_buildable(model_id: str, weights: Path, kwargs: dict) -> None:

@@ -229,6 +229,43 @@ def test_save_and_reload_identical(architecture, tmp_path):
         assert not torch.equal(other(x), loaded(x))
 
 
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_save_with_half_kernels(architecture, tmp_path):
+    # Kernels are stored in float16 and 1-D tensors in float32; the file is
+    # about half as large and the reloaded float32 model answers as before.
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = create_model(architecture, **CUSTOM[architecture]).eval()
+    model.save_pretrained(tmp_path / "full")
+    model.save_pretrained(tmp_path / "half", half=True)
+    full, half = (tmp_path / n / "model.safetensors" for n in ("full", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    with safe_open(str(half), "pt") as f:
+        assert f.metadata()["kernels"] == "float16"
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+        shapes = {k: f.get_tensor(k).ndim for k in f.keys()}
+    state = model.state_dict()
+    for name, value in state.items():
+        expected = (torch.float16 if value.is_floating_point() and value.ndim >= 2
+                    else value.dtype)
+        assert dtypes[name] == expected, name
+    assert any(d == torch.float16 for d in dtypes.values())
+    assert any(d == torch.float32 and shapes[k] == 1 for k, d in dtypes.items())
+    loaded = LVSegModel.from_pretrained(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = fixed_input(architecture)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    assert not torch.equal(a, b)                 # really rounded...
+    assert torch.allclose(a, b, atol=1e-2 * float(a.abs().max()))   # ...and barely
+    # a kernel beyond float16's range is refused, not stored as infinity
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.ndim >= 2).view(-1)[0] = 1e6
+    with pytest.raises(WeightsError, match="float16's range"):
+        model.save_pretrained(tmp_path / "over", half=True)
+
+
 def test_reload_from_string_path(tmp_path):
     model = create_model("unet", **CUSTOM["unet"]).eval()
     model.save_pretrained(tmp_path)

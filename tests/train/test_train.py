@@ -246,6 +246,22 @@ def test_export_reload_and_segment(fitted, tmp_path, capsys):
     assert "no such run folder" in one_error_line(capsys.readouterr().err)
 
 
+def test_export_with_half_kernels(fitted, tmp_path):
+    run = fitted("unet")
+    assert main(["export", str(run), "--out", str(tmp_path / "full")]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "half"), "--half"]) == 0
+    full, half = (tmp_path / n / "model.safetensors" for n in ("full", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    a, _ = load_model("unet", str(tmp_path / "full"))
+    b, _ = load_model("unet", str(tmp_path / "half"))
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert not torch.equal(ya, yb) and torch.allclose(ya, yb, atol=1e-2 * float(ya.abs().max()))
+    assert (tmp_path / "half" / "config.json").read_text() == \
+        (tmp_path / "full" / "config.json").read_text()
+
+
 def test_export_stores_an_evaluation_report(fitted, tmp_path, capsys):
     run = fitted("unet")
     report = tmp_path / "eval.json"
