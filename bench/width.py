@@ -37,23 +37,35 @@ from lvseg_core.errors import LVSegError
 #: The bundled V-Net's through-plane kernel sizes per level (in-plane only at the finest two).
 ANISO = [1, 1, 3, 3]
 
-#: Widths per architecture: ``(label, arch_args)``; the bundled weights' arch_args are marked.
+#: Widths per architecture: ``(label, arch_args)``; the one of the bundled weights'
+#: ``config.json`` is marked "bundled" when measured (:func:`bundled_args`).
 WIDTHS: dict[str, list[tuple[str, dict]]] = {
     "unet": [("decoder 64-8", {"decoder_channels": [64, 32, 16, 8]}),
-             ("decoder 128-16 (bundled)", {}),
+             ("decoder 128-16", {}),
              ("decoder 256-32", {"decoder_channels": [256, 128, 64, 32]}),
              ("resnet18, decoder 256-32", {"encoder_name": "tu-resnet18",
                                            "decoder_channels": [256, 128, 64, 32]})],
     "attention_unet": [("channels 8-128", {"channels": [8, 16, 32, 64, 128]}),
-                       ("channels 16-256 (bundled)", {}),
+                       ("channels 16-256", {}),
                        ("channels 32-512", {"channels": [32, 64, 128, 256, 512]})],
     "vnet": [("base 8, 5x5x5 kernels", {}),
              ("base 16, 5x5x5 kernels", {"base_channels": 16}),
              ("base 4, z kernels 1-1-3-3", {"base_channels": 4, "z_kernels": ANISO}),
-             ("base 8, z kernels 1-1-3-3 (bundled)", {"z_kernels": ANISO}),
+             ("base 8, z kernels 1-1-3-3", {"z_kernels": ANISO}),
              ("base 16, z kernels 1-1-3-3", {"base_channels": 16, "z_kernels": ANISO}),
              ("base 24, z kernels 1-1-3-3", {"base_channels": 24, "z_kernels": ANISO})],
 }
+
+
+def bundled_args(arch: str) -> dict | None:
+    """The ``arch_args`` of ``arch``'s bundled weights, or None without them."""
+    from lvseg_core.hub import bundled_folder
+    from lvseg_core.models import read_config
+
+    folder = bundled_folder(arch)
+    if not (folder / "config.json").is_file():
+        return None
+    return read_config(folder).get("arch_args") or {}
 
 
 def time_width(arch: str, arch_args: dict, scans: Sequence, device, repeats: int,
@@ -117,10 +129,12 @@ def run(data: Path, archs: Sequence[str], cases: int, repeats: int, warmup: int,
     load_before = os.getloadavg()
     widths: dict[str, list[dict]] = {}
     for arch in archs:
+        bundled = bundled_args(arch)
         for label, arch_args in WIDTHS[arch]:
             log(f"{arch} {label}: timing on {len(scans)} volumes ...")
             widths.setdefault(arch, []).append(
-                {"label": label, **time_width(arch, arch_args, scans, device, repeats, warmup)})
+                {"label": label, "bundled": arch_args == bundled,
+                 **time_width(arch, arch_args, scans, device, repeats, warmup)})
     unmatched = []
     for folder in folders:
         log(f"evaluating {folder} on the {split} patients ...")
@@ -147,7 +161,8 @@ def markdown(report: dict) -> str:
                 dice = (f"{fmt(t['dice']['mean'])} ({fmt(t['dice']['RV'])} / "
                         f"{fmt(t['dice']['Myo'])} / {fmt(t['dice']['LV'])})"
                         if t else "not trained")
-                rows.append(f"| {DISPLAY.get(arch, arch)} | {w['label']} | "
+                label = w["label"] + (" (bundled)" if w.get("bundled") else "")
+                rows.append(f"| {DISPLAY.get(arch, arch)} | {label} | "
                             f"{w['parameters'] / 1e6:.2f} M | {fmt(w['gflop_per_slice'], 2)} | "
                             f"{fmt(w['seconds_per_volume'], 2)} | "
                             f"{fmt(w['slices_per_second'], 1)} | {dice} | "

@@ -19,6 +19,9 @@ def test_widths_are_timed_and_trained_weights_scored_beside_theirs(acdc_dir, tmp
     monkeypatch.setattr(bw, "WIDTHS", {"unet": [("tiny", TINY), ("wider", WIDER)]})
     torch.manual_seed(0)
     create_model("unet", **TINY).save_pretrained(tmp_path / "tiny")
+    # bundled weights of the wider width: that row is marked, from their config
+    create_model("unet", **WIDER).save_pretrained(tmp_path / "bundled" / "unet")
+    monkeypatch.setenv("LVSEG_WEIGHTS_DIR", str(tmp_path / "bundled"))
     out = tmp_path / "width.json"
     code = bw.main(["--models", "unet", "--data", str(acdc_dir), "--cases", "1",
                     "--repeats", "1", "--warmup", "0", "--threads", "1",
@@ -34,7 +37,9 @@ def test_widths_are_timed_and_trained_weights_scored_beside_theirs(acdc_dir, tmp
     assert scored["cases"] == 20 and 0 <= scored["dice"]["mean"] <= 1
     assert "trained" not in wider and report["unmatched"] == []
     table = capsys.readouterr().out
-    assert "| U-Net | wider |" in table and "not trained" in table
+    assert wider["bundled"] and not tiny["bundled"]
+    assert "| U-Net | wider (bundled) |" in table and "| U-Net | tiny |" in table
+    assert "not trained" in table
     # The report's section 5.10 shows the same table.
     from argparse import Namespace
 
