@@ -77,6 +77,19 @@ def test_bundled_weight_files_stay_under_10_mb(architecture):
 
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_shipped_onnx_build_is_for_the_shipped_weights(architecture):
+    """A build shipped beside the weights is theirs (not stale after new weights)
+    and ``auto`` runs it on a CPU, instead of falling back to torch in silence."""
+    folder = settings.weights_dir() / architecture
+    if not (folder / "onnx.json").is_file():
+        pytest.skip(f"{folder} ships no ONNX build")
+    pytest.importorskip("onnxruntime")
+    segmenter = Segmenter.from_source(architecture, None, "cpu", backend="auto")
+    assert segmenter.backend == "onnx", segmenter.notice
+    assert segmenter.onnx.path == folder / "model.onnx"
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_bundled_weights_carry_their_own_qc_limits(architecture):
     """Each model's QC limits of the prediction signals were calibrated with the
     weights beside them: new weights without recalibration fail here."""
