@@ -180,8 +180,8 @@ def draw_sidebar() -> ModelChoice:
             "Backend", list(BACKENDS), key="backend", format_func=BACKENDS.get,
             on_change=_keep, args=("backend",),
             help="auto: torch on a GPU; on a CPU ONNX Runtime where these weights have an "
-                 "ONNX build whose recorded check passed (Dice kept, faster than torch: the "
-                 "bundled U-Net and Attention U-Net), torch otherwise. onnx: builds one if "
+                 "ONNX build whose recorded check passed (Dice kept, faster than torch: every "
+                 "bundled model), torch otherwise. onnx: builds one if "
                  "needed (a minute, cached). Precision applies to torch only.")
         choice = replace(choice, backend=backend)
         if backend != "auto":

@@ -82,9 +82,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                              "time; no agreement signal)")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
                         help="what runs the network: auto (default, or $LVSEG_BACKEND): ONNX "
-                             "Runtime (int8 where it keeps Dice) on a CPU for the U-Net, torch "
-                             "otherwise; torch; onnx (CPU; the ONNX model is built once per "
-                             "weights file and cached)")
+                             "Runtime (int8 where it keeps Dice) on a CPU where the weights "
+                             "have a checked build (every bundled model), torch otherwise; "
+                             "torch; onnx (CPU; the ONNX model is built once per weights file "
+                             "and cached)")
     parser.add_argument("--fallback-bundled", action="store_true",
                         help="when Hub weights cannot be fetched, use the bundled weights "
                              "(with a warning) instead of failing")
