@@ -17,7 +17,7 @@ bias field 0.3      ``RandBiasField`` (``bench.robustness.perturb``)
 2.0 mm in-plane     ``Spacingd`` (``bench.robustness.resample_spacing``)
 FOV 160 mm          ``SpatialCrop`` 160 x 160 mm around the heart
 FOV shifted         the same window with the heart 50 mm off centre
-3 slices / 1 slice  the middle 3 / 1 of the labelled slices (thin stacks)
+3 slices / 1 slice  the middle 3 / 1 of the slices holding RV, Myo and LV
 ==================  ==============================================================
 
 One run measures one set of weights (``--weights-dir``, default bundled);
@@ -45,7 +45,7 @@ from bench.robustness import (Perturbation, _mean_scores, dice_scores, perturb,
                               resample_spacing)
 from lvseg_core.data import select_cases
 from lvseg_core.errors import LVSegError
-from lvseg_core.labels import STRUCTURES
+from lvseg_core.labels import LABEL_OF, STRUCTURES
 from lvseg_core.registry import ENSEMBLE  # noqa: F401  (the ensemble's key in the results)
 from lvseg_core.scan import Scan
 
@@ -109,10 +109,20 @@ def _field_of_view(shift_mm: float):
 
 
 def thin_stack(scan: Scan, labels: np.ndarray, count: int) -> tuple[Scan, np.ndarray]:
-    """The middle ``count`` slices of those holding labels ``(x, y, z)``: a thin stack
-    and its labels."""
-    labelled = [k for k in range(labels.shape[2]) if labels[..., k].any()]
-    start = max(0, labelled[len(labelled) // 2] - count // 2)
+    """The middle ``count`` slices of those holding every structure ``(x, y, z)``:
+    a thin stack through both ventricles, as a one- or three-slice scan is planned,
+    and its labels.
+
+    Slices without an RV label (an apex, or a basal slice drawn with the LV
+    only) are not the centre: there the RV Dice of one slice would be 0 for a
+    single stray voxel and 1 for none. A label map without a slice holding
+    all three falls back to the slices holding any label.
+    """
+    labelled = [k for k in range(labels.shape[2])
+                if all((labels[..., k] == LABEL_OF[s]).any() for s in STRUCTURES)]
+    if not labelled:
+        labelled = [k for k in range(labels.shape[2]) if labels[..., k].any()]
+    start = min(max(0, labelled[len(labelled) // 2] - count // 2), max(0, labels.shape[2] - count))
     keep = slice(start, start + count)
     return (_with(scan, scan.array[..., keep], f"{count}slices"),
             np.ascontiguousarray(labels[..., keep]))

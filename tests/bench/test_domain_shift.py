@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.domain_shift import CONDITIONS, FOV_MM, markdown, restrict
+from bench.domain_shift import CONDITIONS, FOV_MM, markdown, restrict, thin_stack
 from lvseg_core.errors import LVSegError
 from tests.conftest import make_heart
 
@@ -48,6 +48,31 @@ def test_specific_conditions(heart):
     assert lv_x < shifted.array.shape[0] / 2 - 20, "the heart is off centre"
     spacing, cut = _get("spacing_2mm").apply(scan, labels)
     assert spacing.spacing[:2] == pytest.approx((2.0, 2.0))
+
+
+def test_thin_stack_is_centred_on_slices_holding_both_ventricles(heart):
+    """As a one-slice scan is planned: through both ventricles, never a slice
+    whose ground truth has no RV (where one stray voxel would score RV Dice 0)."""
+    scan, labels = heart
+    labels = labels.copy()
+    rv_slices = [k for k in range(labels.shape[2]) if (labels[..., k] == 1).any()]
+    labels[..., rv_slices[len(rv_slices) // 2]:][labels[..., rv_slices[len(rv_slices) // 2]:]
+                                                 == 1] = 0      # the RV ends mid-stack
+    both = [k for k in range(labels.shape[2])
+            if all((labels[..., k] == v).any() for v in (1, 2, 3))]
+    any_label = [k for k in range(labels.shape[2]) if labels[..., k].any()]
+    assert any_label[len(any_label) // 2] not in both, "the old centre had no RV"
+    for count in (1, 3):
+        image, cut = thin_stack(scan, labels, count)
+        assert image.array.shape[2] == cut.shape[2] == count
+        assert (cut[..., count // 2] == 1).any(), "the centre slice holds an RV"
+        start = both[len(both) // 2] - count // 2
+        assert np.array_equal(image.array, scan.array[..., start:start + count])
+    # A stack that ends at its last labelled slice still has ``count`` slices.
+    edge = labels.copy()
+    edge[..., :-1] = 0
+    image, cut = thin_stack(scan, edge, 3)
+    assert cut.shape[2] == 3 and cut[..., -1].any()
 
 
 def _report(volumes, value):
