@@ -219,11 +219,12 @@ def print_summary(report: dict) -> None:
 
     print(f"{'model':<16}{'cases':>6}" + "".join(f"{'Dice ' + s:>10}" for s in
                                                (*STRUCTURES, "mean"))
-          + f"{'HD95 mean':>11}{'EF err':>8}")
+          + f"{'HD95 mean':>11}{'LV EF err':>11}{'RV EF err':>11}")
     for arch, res in report["models"].items():
         print(f"{arch:<16}{res['cases']:>6}"
               + "".join(f"{fmt(res['dice'][s]):>10}" for s in (*STRUCTURES, "mean"))
-              + f"{fmt(res['hd95_mm']['mean'], 2):>11}{fmt(res['ef_abs_error'], 2):>8}")
+              + f"{fmt(res['hd95_mm']['mean'], 2):>11}{fmt(res['ef_abs_error'], 2):>11}"
+              + f"{fmt(res.get('rv_ef_abs_error'), 2):>11}")
     for arch, note in report["skipped"].items():
         print(f"{arch:<16}skipped: {note}")
 

@@ -82,6 +82,9 @@ INDICES: dict[str, tuple[str, str]] = {
     "LV_ESV_ml": ("LV ESV", "mL"),
     "LV_EF_pct": ("LV EF", "%"),
     "Myo_mass_g": ("Myocardial mass", "g"),
+    "RV_EDV_ml": ("RV EDV", "mL"),
+    "RV_ESV_ml": ("RV ESV", "mL"),
+    "RV_EF_pct": ("RV EF", "%"),
 }
 
 

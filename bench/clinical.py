@@ -37,18 +37,29 @@ def compute(accuracy: dict) -> dict:
     return out
 
 
-def bland_altman_figure(accuracy: dict, path: Path, arch: str) -> Path | None:
-    """A 2x2 Bland-Altman figure (EDV, ESV, EF, mass) of one model; None without patients."""
+def _index_axes(width: float = 3.4, height: float = 3.2):
+    """A figure with one axis per index of :data:`INDICES`, 4 per row (LV and
+    mass on the first, RV on the second); unused axes hidden."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = -(-len(INDICES) // 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(4 * width, rows * height), squeeze=False)
+    for ax in axes.ravel()[len(INDICES):]:
+        ax.set_visible(False)
+    return plt, fig, axes.ravel()[:len(INDICES)]
+
+
+def bland_altman_figure(accuracy: dict, path: Path, arch: str) -> Path | None:
+    """Bland-Altman plots of one model, one per index (LV EDV, ESV, EF, mass;
+    RV EDV, ESV, EF); None without patients."""
     rows = accuracy["models"][arch].get("ef", [])
     if not rows:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(9, 7))
-    for ax, (key, (label, unit)) in zip(axes.ravel(), INDICES.items()):
+    plt, fig, axes = _index_axes()
+    for ax, (key, (label, unit)) in zip(axes, INDICES.items()):
         manual, predicted = index_pairs(rows, key)
         bland_altman_axes(ax, manual, predicted, title=label, unit=unit,
                           colour=COLOURS.get(arch, "tab:blue"))
@@ -63,16 +74,12 @@ def bland_altman_figure(accuracy: dict, path: Path, arch: str) -> Path | None:
 
 def scatter_figure(accuracy: dict, path: Path) -> Path | None:
     """Predicted vs manual scatter (identity line) of each index, all models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     models = {a: r.get("ef", []) for a, r in accuracy.get("models", {}).items() if r.get("ef")}
     if not models:
         return None
-    fig, axes = plt.subplots(1, len(INDICES), figsize=(14, 3.6))
+    plt, fig, axes = _index_axes(3.5, 3.4)
     for ax, (key, (label, unit)) in zip(axes, INDICES.items()):
         values = []
         for arch, rows in models.items():

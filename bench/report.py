@@ -583,8 +583,8 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
             f"({next(iter(models.values()))['cases']} volumes, ED and ES, each scored in 3D "
             "with its voxel spacing) through `lvseg_core.workflows.evaluate_dataset`, the "
             "engine of `python -m lvseg_core evaluate`. Means over volumes; HD95 is the 95th "
-            "percentile Hausdorff distance in mm; EF error is |predicted - manual| LV EF in "
-            "percentage points per patient.", "", "### 5.1 Comparison", "")
+            "percentile Hausdorff distance in mm; EF error is |predicted - manual| EF of the LV "
+            "(and of the RV) in percentage points per patient.", "", "### 5.1 Comparison", "")
     rows = []
     for arch, res in models.items():
         ef = clin["models"].get(arch, {}).get("indices", {}).get("LV_EF_pct", {})
@@ -592,19 +592,22 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
         rows.append([f"**{name(arch)}**", res["cases"],
                      *[fmt(res["dice"][s]) for s in (*STRUCTURES, "mean")],
                      fmt(res["hd95_mm"]["mean"], 2), fmt(res["ef_abs_error"], 2),
+                     fmt(res.get("rv_ef_abs_error"), 2),
                      f"{fmt(ef.get('bias'), 2)} [{fmt(ef.get('loa_low'), 1)}, "
                      f"{fmt(ef.get('loa_high'), 1)}]",
                      fmt(sp.get("seconds_per_volume"), 3), fmt(sp.get("speedup"), 2, "x")])
     rep.add(md_table(["Model", "Volumes", "Dice RV", "Dice Myo", "Dice LV", "Dice mean",
-                      "HD95 mean (mm)", "LV EF error (pp)", "EF bias [95% LoA] (pp)",
+                      "HD95 mean (mm)", "LV EF error (pp)", "RV EF error (pp)",
+                      "LV EF bias [95% LoA] (pp)",
                       "s / volume", "Speed-up vs slice loop"], rows), "")
     rep.facts["comparison"] = {"header": ["Model", "Dice RV", "Dice Myo", "Dice LV",
-                                          "Dice mean", "HD95 (mm)", "EF err (pp)",
-                                          "s/volume"],
+                                          "Dice mean", "HD95 (mm)", "LV EF err (pp)",
+                                          "RV EF err (pp)", "s/volume"],
                                "rows": [[name(a), *[fmt(r["dice"][s]) for s in
                                                     (*STRUCTURES, "mean")],
                                          fmt(r["hd95_mm"]["mean"], 2),
                                          fmt(r["ef_abs_error"], 2),
+                                         fmt(r.get("rv_ef_abs_error"), 2),
                                          fmt(spd.get(a, {}).get("seconds_per_volume"), 3)]
                                         for a, r in models.items()]}
     rep.figure(figures.case_dice_boxes(models, rep.figures / "results_dice.png"),
@@ -649,7 +652,7 @@ def section_results(rep: Report, args, specs: Sequence[ModelSpec], results: dict
     for arch in models:
         rep.figure(bland_altman_figure(acc, rep.figures / f"bland_altman_{arch}.png", arch),
                    f"Bland-Altman plots of {name(arch)}: LV EDV, ESV, EF and myocardial "
-                   "mass.", f"bland_altman_{arch}")
+                   "mass; RV EDV, ESV and EF.", f"bland_altman_{arch}")
     rep.figure(scatter_figure(acc, rep.figures / "clinical_scatter.png"),
                "Predicted vs manual clinical indices (dashed: identity).", "clinical_scatter")
     section_speed(rep, results)

@@ -354,9 +354,9 @@ def cmd_evaluate(args) -> int:
           f"mean {_fmt(dice['mean'])}")
     print(f"  HD95   RV {_fmt(hd['RV'], 1)}  Myo {_fmt(hd['Myo'], 1)}  LV {_fmt(hd['LV'], 1)}  "
           f"mean {_fmt(hd['mean'], 1)} mm")
-    print(f"  LV EF mean absolute error {_fmt(result['ef_abs_error'], 1)} points over "
-          f"{result['ef_patients']} patient(s); {_fmt(result['seconds_per_volume'], 2)} s "
-          "per volume")
+    print(f"  EF mean absolute error LV {_fmt(result['ef_abs_error'], 1)}  RV "
+          f"{_fmt(result['rv_ef_abs_error'], 1)} points over {result['ef_patients']} "
+          f"patient(s); {_fmt(result['seconds_per_volume'], 2)} s per volume")
     print("  QC " + ", ".join(f"{n} {status}" for status, n in result["qc"].items()))
     print(f"report: {path.resolve()}")
     return 1 if result["failed"] else 0

@@ -800,8 +800,9 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         ``precision``, ``recall``, ``f1``, ``hd95_mm``, ``assd_mm`` (each
         ``{"RV", "Myo", "LV", "mean"}``, NaN-ignoring means over cases),
         ``counts`` (non-NaN cases behind each mean), ``ef_abs_error`` (mean
-        absolute LV EF error, percentage points), ``ef_patients``, ``ef``
-        (per patient), ``seconds_per_volume``, ``by_phase``, ``by_group``
+        absolute LV EF error, percentage points), ``rv_ef_abs_error`` (the
+        same for the RV), ``ef_patients``, ``ef`` (per patient: manual and
+        predicted EDV, ESV, EF of both ventricles and mass), ``seconds_per_volume``, ``by_phase``, ``by_group``
         (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
         group; ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
         ``per_case`` (each with its ``qc``: status, reason, score, issues and
@@ -872,6 +873,7 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     result.update(summary)
     result["counts"] = count_valid(records)
     result["ef_abs_error"] = _nanmean(r["LV_EF_abs_error"] for r in ef_rows)
+    result["rv_ef_abs_error"] = _nanmean(r["RV_EF_abs_error"] for r in ef_rows)
     result["ef_patients"] = sum(not math.isnan(_finite_or_nan(r["LV_EF_abs_error"]))
                                 for r in ef_rows)
     result["ef"] = ef_rows
@@ -888,8 +890,14 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
     return result
 
 
+#: The indices of each patient's manual and predicted row in ``evaluate``'s ``ef``.
+EF_ROW_INDICES = ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "RV_EDV_ml",
+                  "RV_ESV_ml", "Myo_mass_g")
+
+
 def _ef_rows(per_case: list[dict]) -> list[dict]:
-    """Manual vs predicted LV indices for each patient with ED and ES evaluated."""
+    """Manual vs predicted LV and RV indices for each patient with ED and ES
+    evaluated, and the absolute LV and RV EF errors (percentage points)."""
     rows = []
     for patient, (ed_case, es_case) in sorted(ed_es_pairs(per_case, record_key).items()):
         values = {}
@@ -897,10 +905,10 @@ def _ef_rows(per_case: list[dict]) -> list[dict]:
             ed = {s: ed_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
             es = {s: es_case["volumes"][source][f"{s}_ml"] for s in STRUCTURES}
             indices = indices_from_volumes(ed, es)
-            values[source] = {k: indices[k] for k in
-                              ("LV_EF_pct", "LV_EDV_ml", "LV_ESV_ml", "RV_EF_pct", "Myo_mass_g")}
-        error = abs(values["predicted"]["LV_EF_pct"] - values["manual"]["LV_EF_pct"])
+            values[source] = {k: indices[k] for k in EF_ROW_INDICES}
+        errors = {f"{side}_EF_abs_error": abs(values["predicted"][f"{side}_EF_pct"]
+                                              - values["manual"][f"{side}_EF_pct"])
+                  for side in ("LV", "RV")}
         rows.append({"patient": patient, "group": ed_case["group"],
-                     "manual": values["manual"], "predicted": values["predicted"],
-                     "LV_EF_abs_error": error})
+                     "manual": values["manual"], "predicted": values["predicted"], **errors})
     return rows

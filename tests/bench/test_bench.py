@@ -60,16 +60,25 @@ def test_agreement_drops_missing_pairs_and_handles_degenerate_input():
 
 def test_clinical_agreement_reads_evaluate_dataset_rows():
     rows = [{"manual": {"LV_EF_pct": m, "LV_EDV_ml": 100.0, "LV_ESV_ml": 50.0,
-                        "Myo_mass_g": 120.0},
+                        "Myo_mass_g": 120.0, "RV_EDV_ml": 150.0, "RV_ESV_ml": 70.0,
+                        "RV_EF_pct": m},
              "predicted": {"LV_EF_pct": p, "LV_EDV_ml": 110.0, "LV_ESV_ml": 45.0,
-                           "Myo_mass_g": 118.0}}
+                           "Myo_mass_g": 118.0, "RV_EDV_ml": 140.0, "RV_ESV_ml": 80.0,
+                           "RV_EF_pct": p - 9.0}}
             for m, p in zip(REF, PRED)]
     stats = agreement.clinical_agreement(rows)
     assert set(stats) == set(agreement.INDICES)
+    assert {"RV_EDV_ml", "RV_ESV_ml", "RV_EF_pct"} <= set(stats)
     assert stats["LV_EF_pct"]["bias"] == pytest.approx(2.0)
     assert stats["LV_EDV_ml"]["bias"] == pytest.approx(10.0)
     assert stats["LV_EDV_ml"]["sd"] == pytest.approx(0.0)
     assert stats["Myo_mass_g"]["bias"] == pytest.approx(-2.0)
+    assert stats["RV_EF_pct"]["bias"] == pytest.approx(-7.0)
+    assert stats["RV_ESV_ml"]["bias"] == pytest.approx(10.0)
+    # Rows of an older report (LV only) leave the RV indices without pairs.
+    older = [{k: {i: v for i, v in row[k].items() if not i.startswith("RV")}
+              for k in ("manual", "predicted")} for row in rows]
+    assert agreement.clinical_agreement(older)["RV_EF_pct"]["n"] == 0
 
 
 def test_bland_altman_axes_draws(tmp_path):

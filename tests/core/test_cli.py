@@ -392,12 +392,41 @@ def test_evaluate_small_acdc(tmp_path, acdc_dir, weights, capsys):
         folder = data / name
         ed = load_nifti(acdc_frame(folder, "ED"))
         labels = [load_label(acdc_frame(folder, phase, label=True), ed) for phase in ("ED", "ES")]
-        manual.append(clinical_indices(labels[0], labels[1], ed.spacing)["LV_EF_pct"])
-    assert report["ef_abs_error"] == pytest.approx(np.mean(manual), rel=1e-6)
+        manual.append(clinical_indices(labels[0], labels[1], ed.spacing))
+    assert report["ef_abs_error"] == pytest.approx(np.mean([m["LV_EF_pct"] for m in manual]),
+                                                   rel=1e-6)
     assert len(report["ef"]) == 2
     assert report["ef"][0]["predicted"]["LV_EF_pct"] == 0.0
+    # Both ventricles' manual indices come from the expert labels; no RV is
+    # predicted, so its EF (0 / 0) and EF error are undefined (null).
+    for row, expected in zip(report["ef"], manual):
+        for key in ("RV_EDV_ml", "RV_ESV_ml", "RV_EF_pct", "LV_EDV_ml"):
+            assert row["manual"][key] == pytest.approx(expected[key], rel=1e-6), key
+        assert row["manual"]["RV_EDV_ml"] > row["manual"]["RV_ESV_ml"] > 0
+        assert row["predicted"]["RV_EDV_ml"] == 0.0 and row["RV_EF_abs_error"] is None
+    assert report["rv_ef_abs_error"] is None
     # RV/Myo are never predicted: their precision is undefined (null), counted as 0 valid.
     assert report["precision"]["RV"] is None and report["counts"]["precision"]["RV"] == 0
+
+
+def test_evaluate_ef_rows_give_both_ventricles_errors():
+    """EF errors per patient from the per-case volumes: LV and RV, in points."""
+    from lvseg_core.workflows import _ef_rows
+
+    def case(phase, manual, predicted):
+        return {"patient": "p1", "phase": phase, "group": "NOR",
+                "volumes": {"manual": manual, "predicted": predicted}}
+
+    ed = {"RV_ml": 100.0, "Myo_ml": 100.0, "LV_ml": 120.0}
+    rows = _ef_rows([
+        case("ED", ed, ed),
+        case("ES", {"RV_ml": 40.0, "Myo_ml": 100.0, "LV_ml": 48.0},     # EF 60 % both
+             {"RV_ml": 50.0, "Myo_ml": 100.0, "LV_ml": 54.0})])         # RV 50 %, LV 55 %
+    (row,) = rows
+    assert row["manual"]["RV_EF_pct"] == pytest.approx(60.0)
+    assert row["predicted"]["RV_ESV_ml"] == pytest.approx(50.0)
+    assert row["RV_EF_abs_error"] == pytest.approx(10.0)
+    assert row["LV_EF_abs_error"] == pytest.approx(5.0)
 
 
 def test_evaluate_without_labels(tmp_path, capsys):
