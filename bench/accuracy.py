@@ -9,6 +9,8 @@ Each model is evaluated with :func:`lvseg_core.workflows.evaluate_dataset`
   apical (thirds of the slices that hold expert labels; the base is the end
   with the larger LV, which is slice 0 in ACDC) or ``outside`` (a prediction
   on a slice without any expert label), summarised by position and phase;
+- per phase and structure, where the volume error lies: on the slices the
+  expert labelled, or on slices where the expert drew none of the structure;
 - optionally the predicted masks (``--masks DIR``: ``DIR/<model>/<case>.npz``)
   for figures.
 
@@ -97,8 +99,12 @@ def _dice2d(pred: np.ndarray, gt: np.ndarray, label: int) -> float:
 
 
 def slice_records(pred: np.ndarray, gt: np.ndarray, case: dict) -> list[dict]:
-    """Per-slice Dice of each structure for the slices with labels or predictions."""
+    """Per-slice Dice of each structure for the slices with labels or predictions,
+    and (when ``case`` has ``spacing_mm``) each structure's predicted and manual
+    volume on the slice, ``ml`` (mL)."""
     positions = slice_positions(gt)
+    spacing = case.get("spacing_mm")
+    voxel_ml = float(np.prod(spacing)) / 1000.0 if spacing else None
     rows = []
     for k in range(gt.shape[2]):
         p, g = pred[..., k], gt[..., k]
@@ -107,10 +113,41 @@ def slice_records(pred: np.ndarray, gt: np.ndarray, case: dict) -> list[dict]:
         scores = {s: _dice2d(p, g, LABEL_OF[s]) for s in STRUCTURES}
         kept = [v for v in scores.values() if not math.isnan(v)]
         scores["mean"] = float(np.mean(kept)) if kept else float("nan")
-        rows.append({"case": case["name"], "patient": case["patient"], "phase": case["phase"],
-                     "group": case["group"], "slice": k, "slices": int(gt.shape[2]),
-                     "position": positions[k] or OUTSIDE, "dice": scores})
+        row = {"case": case["name"], "patient": case["patient"], "phase": case["phase"],
+               "group": case["group"], "slice": k, "slices": int(gt.shape[2]),
+               "position": positions[k] or OUTSIDE, "dice": scores}
+        if voxel_ml is not None:
+            row["ml"] = {source: {s: int(np.count_nonzero(m == LABEL_OF[s])) * voxel_ml
+                                  for s in STRUCTURES}
+                         for source, m in (("predicted", p), ("manual", g))}
+        rows.append(row)
     return rows
+
+
+def volume_error_by_slice(rows: Sequence[dict], structure: str, phase: str) -> dict[str, Any]:
+    """Where a structure's volume error lies, over the volumes of one phase.
+
+    Means per volume (mL): ``error_ml`` (predicted - manual volume),
+    ``unlabelled_ml`` (predicted volume on slices where the expert drew none
+    of it, e.g. an RV on the most basal slice at ES) and ``labelled_ml`` (the
+    error on the slices holding it); ``volumes`` counted. NaN without rows
+    carrying ``ml``.
+    """
+    per_volume: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for row in rows:
+        if row.get("phase") != phase or "ml" not in row:
+            continue
+        predicted, manual = row["ml"]["predicted"][structure], row["ml"]["manual"][structure]
+        total = per_volume[row["case"]]
+        total[0] += predicted - manual
+        if manual == 0:
+            total[1] += predicted
+    if not per_volume:
+        return {"volumes": 0, "error_ml": math.nan, "unlabelled_ml": math.nan,
+                "labelled_ml": math.nan}
+    error, unlabelled = (float(np.mean(v)) for v in zip(*per_volume.values()))
+    return {"volumes": len(per_volume), "error_ml": error, "unlabelled_ml": unlabelled,
+            "labelled_ml": error - unlabelled}
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -181,9 +218,13 @@ def evaluate_model(spec: ModelSpec, data: Path, patients: Sequence[str], device=
     result["summary_by_group"] = split_summary(result["per_case"], "group")
     result["per_slice"] = per_slice
     result["by_position"] = position_summary(per_slice)
+    phases = sorted({r["phase"] for r in per_slice if r["phase"]})
     result["by_position_phase"] = {
         phase: position_summary([r for r in per_slice if r["phase"] == phase])
-        for phase in sorted({r["phase"] for r in per_slice if r["phase"]})}
+        for phase in phases}
+    result["volume_error_by_slice"] = {
+        phase: {s: volume_error_by_slice(per_slice, s, phase) for s in STRUCTURES}
+        for phase in phases}
     return result
 
 

@@ -1145,17 +1145,26 @@ def section_failures(rep: Report, args, results: dict) -> None:
     for arch, res in models.items():
         phases = res.get("summary_by_phase", {})
         pos_es = res.get("by_position_phase", {}).get("ES", {})
+        where = res.get("volume_error_by_slice", {}).get("ES", {}).get("RV", {})
         rows.append([name(arch), fmt(phases.get("ED", {}).get("dice", {}).get("RV")),
                      fmt(phases.get("ES", {}).get("dice", {}).get("RV")),
                      *[fmt(pos_es.get(p, {}).get("dice", {}).get("RV")) for p in POSITIONS],
-                     fmt(phases.get("ES", {}).get("hd95_mm", {}).get("RV"), 2)])
+                     fmt(phases.get("ES", {}).get("hd95_mm", {}).get("RV"), 2),
+                     fmt(where.get("error_ml"), 1), fmt(where.get("unlabelled_ml"), 1),
+                     fmt(res.get("rv_ef_abs_error"), 1)])
         for s in STRUCTURES:
             for phase, summ in phases.items():
                 phase_panels[s].setdefault(arch, {})[phase] = summ["dice"][s]
     rep.add("The RV is thin-walled and crescent-shaped, and at ES it is smallest, so each "
-            "wrong voxel weighs most:", "",
+            "wrong voxel weighs most. The RV ESV error is predicted - manual volume per ES "
+            "volume; the next column is the part of it on slices where the expert drew no RV "
+            "(mostly the most basal slice, which at ES lies above the valves as the base "
+            "descends). An RV ESV too large lowers the RV EF (last column, mean |error| per "
+            "patient); check the basal ES slice before reporting an RV EF:", "",
             md_table(["Model", "RV Dice ED", "RV Dice ES", "RV ES basal (slice)",
-                      "RV ES mid (slice)", "RV ES apical (slice)", "RV HD95 ES (mm)"], rows),
+                      "RV ES mid (slice)", "RV ES apical (slice)", "RV HD95 ES (mm)",
+                      "RV ESV error (mL)", "on slices without expert RV (mL)",
+                      "RV EF error (pp)"], rows),
             "")
     phases = sorted({p for v in phase_panels["RV"].values() for p in v})
     rep.figure(figures.small_multiples(phase_panels, phases, rep.figures / "failure_phase.png",

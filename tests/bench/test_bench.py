@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import agreement
-from bench.accuracy import slice_positions, slice_records
+from bench.accuracy import slice_positions, slice_records, volume_error_by_slice
 from bench.common import resolve_models, split_patients
 from bench.document import md_table
 from bench.report import README_END, README_START, pick_slices, update_readme
@@ -176,6 +176,28 @@ def test_slice_records_score_structures_and_outside_slices():
     assert [r["slice"] for r in rows] == [0, 1, 2]
     assert rows[0]["dice"]["LV"] == 1.0 and math.isnan(rows[0]["dice"]["RV"])
     assert rows[2]["position"] == "outside" and rows[2]["dice"]["RV"] == 0.0
+    assert "ml" not in rows[0]                      # no spacing, no volumes
+
+
+def test_volume_error_by_slice_finds_volume_on_slices_without_the_structure():
+    gt = np.zeros((10, 10, 3), np.uint8)
+    gt[2:6, 2:6, 1:] = 1                            # RV on slices 1-2 (16 voxels each)
+    gt[6:8, 6:8, :] = 3                             # LV on every slice
+    pred = gt.copy()
+    pred[2:5, 2:5, 0] = 1                           # 9 RV voxels where the expert drew none
+    pred[2:6, 2:4, 2] = 0                           # 8 RV voxels missed on slice 2
+    case = {"name": "c", "patient": "p", "phase": "ES", "group": "NOR",
+            "spacing_mm": [2.0, 2.0, 5.0]}          # 20 uL per voxel
+    rows = slice_records(pred, gt, case)
+    assert rows[0]["ml"]["predicted"]["RV"] == pytest.approx(0.18)
+    assert rows[1]["ml"]["manual"]["RV"] == pytest.approx(0.32)
+    split = volume_error_by_slice(rows, "RV", "ES")
+    assert split["volumes"] == 1
+    assert split["error_ml"] == pytest.approx((9 - 8) * 0.02)
+    assert split["unlabelled_ml"] == pytest.approx(0.18)
+    assert split["labelled_ml"] == pytest.approx(-0.16)
+    assert volume_error_by_slice(rows, "LV", "ES")["error_ml"] == pytest.approx(0.0)
+    assert volume_error_by_slice(rows, "RV", "ED")["volumes"] == 0
 
 
 def test_pick_slices_gives_at_least_five_examples():
