@@ -38,9 +38,12 @@ def card(c: catalog.WeightsCard, i: int) -> None:
                     table[label] = [fmt(c.metrics.get(f"eval_{figure}_{s}")) for s in names]
                 st.dataframe(table, hide_index=True)
                 m = c.metrics
+                rv_ef = m.get("eval_rv_ef_abs_error")
                 st.caption(f"`python -m lvseg_core evaluate` on {fmt(m.get('eval_cases'), 0)} "
                            f"{m.get('eval_split', '')} volume(s), post-processed, original grids;"
-                           f" LV EF error {fmt(m.get('eval_ef_abs_error'), 1)} points.")
+                           f" LV EF error {fmt(m.get('eval_ef_abs_error'), 1)} points"
+                           + (f", RV EF error {fmt(rv_ef, 1)} points." if rv_ef is not None
+                              else "."))
             elif any(c.metrics.get(f"val_dice_{s}") is not None for s in STRUCTURES):
                 rows = {s: c.metrics.get(f"val_dice_{s}") for s in STRUCTURES}
                 st.dataframe({"structure": list(rows), "Dice": [fmt(v) for v in rows.values()]},

@@ -356,7 +356,7 @@ def evaluation_frames(results: dict[str, dict]):
 
     Returns:
         ``(summary, cases)``: ``summary`` has one row per model (cases, Dice
-        and HD95 per structure and mean, LV EF error, seconds per volume);
+        and HD95 per structure and mean, LV and RV EF errors, seconds per volume);
         ``cases`` is long format, one row per model, case and structure
         (``model, case, patient, group, phase, structure, dice, hd95_mm``;
         structure ``mean`` included).
@@ -371,6 +371,7 @@ def evaluation_frames(results: dict[str, dict]):
         for s in (*STRUCTURES, "mean"):
             row[f"HD95 {s} (mm)"] = result["hd95_mm"][s]
         row["LV EF error (pp)"] = result.get("ef_abs_error")
+        row["RV EF error (pp)"] = result.get("rv_ef_abs_error")
         row["s / volume"] = result.get("seconds_per_volume")
         row["failed"] = len(result.get("failed", []))
         summary_rows.append(row)

@@ -36,7 +36,7 @@ def checkpoint_of(run: Path, which: str = "best") -> Path:
 #: Figures of an ``lvseg_core evaluate`` JSON kept in the weights' metrics, as
 #: ``eval_<figure>_<structure>`` (or ``eval_<figure>`` for scalars).
 EVALUATION_FIGURES = ("dice", "iou", "precision", "recall", "hd95_mm")
-EVALUATION_SCALARS = ("ef_abs_error", "cases", "seconds_per_volume")
+EVALUATION_SCALARS = ("ef_abs_error", "rv_ef_abs_error", "cases", "seconds_per_volume")
 
 
 def evaluation_metrics(report: dict) -> dict[str, float]:

@@ -239,6 +239,7 @@ def test_compare_folder_evaluation(app):
     no_problems(app)
     summary = app.dataframe[0].value
     assert list(summary.index) == ["U-Net"] and summary.loc["U-Net", "cases"] == 4
+    assert {"LV EF error (pp)", "RV EF error (pp)"} <= set(summary.columns)
     assert len(app.get("plotly_chart")) == 4                 # the box plots
 
 
@@ -265,7 +266,8 @@ def test_models_page_shows_evaluation_figures(app, env):
     config = json.loads(original)
     config["metrics"] = {"val_dice": 0.5, "eval_dice_RV": 0.81, "eval_dice_Myo": 0.82,
                          "eval_dice_LV": 0.93, "eval_dice_mean": 0.853, "eval_hd95_mm_mean": 4.8,
-                         "eval_cases": 20.0, "eval_ef_abs_error": 2.6, "eval_split": "validation"}
+                         "eval_cases": 20.0, "eval_ef_abs_error": 2.6,
+                         "eval_rv_ef_abs_error": 9.4, "eval_split": "validation"}
     (folder / "config.json").write_text(json.dumps(config))
     try:
         app.switch_page("app_pages/models.py").run()
@@ -275,8 +277,8 @@ def test_models_page_shows_evaluation_figures(app, env):
     assert {m.label: m.value for m in app.metric}["Validation Dice"] == "0.853"
     table = app.dataframe[0].value
     assert list(table["Dice"]) == ["0.810", "0.820", "0.930", "0.853"]
-    assert any("20 validation volume(s)" in c.value and "2.6 points" in c.value
-               for c in app.caption)
+    assert any("20 validation volume(s)" in c.value and "LV EF error 2.6 points" in c.value
+               and "RV EF error 9.4 points" in c.value for c in app.caption)
 
 
 def test_train_page_lists_runs_and_selects_weights(app, env):

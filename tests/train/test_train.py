@@ -267,7 +267,7 @@ def test_export_stores_an_evaluation_report(fitted, tmp_path, capsys):
     report = tmp_path / "eval.json"
     report.write_text(json.dumps({
         "model": "unet", "cases": 4, "split": "validation", "ef_abs_error": 3.25,
-        "seconds_per_volume": 0.4,
+        "rv_ef_abs_error": 9.5, "seconds_per_volume": 0.4,
         "dice": {"RV": 0.81, "Myo": 0.82, "LV": 0.93, "mean": 0.853},
         "hd95_mm": {"RV": 9.0, "Myo": 3.0, "LV": 2.5, "mean": 4.83}}))
     out = tmp_path / "w"
@@ -275,6 +275,7 @@ def test_export_stores_an_evaluation_report(fitted, tmp_path, capsys):
     metrics = json.loads((out / "config.json").read_text())["metrics"]
     assert metrics["eval_dice_LV"] == 0.93 and metrics["eval_hd95_mm_mean"] == 4.83
     assert metrics["eval_ef_abs_error"] == 3.25 and metrics["eval_split"] == "validation"
+    assert metrics["eval_rv_ef_abs_error"] == 9.5
     assert "val_dice" in metrics                       # the run's own figures stay
     card = (out / "README.md").read_text()
     assert "name: Dice LV (lvseg_core evaluate, validation)" in card
