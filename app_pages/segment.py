@@ -303,6 +303,9 @@ def results(a: an.Analysis, aid: int) -> None:
                      + ("" if scan.meta.get("ED") is not None
                         else " (largest and smallest LV volume)")
                      + ". Volumes by slice summation; mass = myocardium volume × 1.05 g/mL.")
+        caution = an.rv_ef_caution(a)
+        if caution:
+            left.info(caution)
         if scan.n_frames > 2:
             right.plotly_chart(viz.volume_curve([v["LV"] for v in a.volumes],
                                                 [v["RV"] for v in a.volumes],

@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +163,12 @@ class Analysis(ScanResult):
         probabilities: uint8 probabilities of RV, Myo, LV (0..255 for 0..1),
             shape ``(3, x, y, z[, t])``, or None when not kept (the float
             probabilities of the segmentation are dropped once quantised).
+        validation: the segmenter's ``validation_metrics`` (figures stored
+            with its weights), kept with the result it made.
     """
 
     probabilities: np.ndarray | None = None
+    validation: dict = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
@@ -216,13 +219,29 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
         np.multiply(segmentation.probabilities[1:], 255.0, out=quantised, casting="unsafe")
         segmentation.probabilities = None    # keep one copy only (1 byte per value)
     analysis = Analysis(**{f.name: getattr(result, f.name) for f in fields(ScanResult)},
-                        probabilities=quantised)
+                        probabilities=quantised,
+                        validation=dict(getattr(segmenter, "validation_metrics", {}) or {}))
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):
         analysis.notes.append("the picture has no pixel size: 1 mm assumed, so volumes "
                               "and distances are in pixel units")
     return analysis
+
+
+def rv_ef_caution(analysis: Analysis) -> str | None:
+    """What the weights' own evaluation says of the RV EF they give, when it
+    recorded the RV EF error; None otherwise."""
+    error = analysis.validation.get("eval_rv_ef_abs_error")
+    if not isinstance(error, (int, float)) or not math.isfinite(error):
+        return None
+    cases = analysis.validation.get("eval_cases")
+    split = str(analysis.validation.get("eval_split") or "").strip()
+    where = (f"{int(cases) // 2} ACDC {split + ' ' if split else ''}patients"  # ED + ES each
+             if isinstance(cases, (int, float)) and cases >= 2 else "its ACDC evaluation")
+    return (f"RV EF: on {where} this model's RV EF was off by "
+            f"{error:.1f} points on average, mostly too low (an RV drawn on the most basal "
+            "ES slice, where experts draw none); check that slice before using the RV EF.")
 
 
 # ---------------------------------------------------------------- tables and files

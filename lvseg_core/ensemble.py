@@ -117,6 +117,12 @@ class Ensemble(Segmenter):
         return [m.architecture for m in self.members]
 
     @property
+    def validation_metrics(self) -> dict[str, float | str]:
+        """None: an ensemble's figures are not stored with any weights (its
+        members' are theirs alone)."""
+        return {}
+
+    @property
     def backend(self) -> str:
         """The members' backends, e.g. ``"onnx+torch"`` (one name when they agree)."""
         names = sorted({m.backend for m in self.members})

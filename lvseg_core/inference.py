@@ -314,6 +314,14 @@ class Segmenter:
         return self._config["architecture"]
 
     @property
+    def validation_metrics(self) -> dict[str, float | str]:
+        """The ``eval_*`` figures stored with the weights (``python -m lvseg_core
+        evaluate`` of these weights, e.g. ``eval_rv_ef_abs_error`` in percentage
+        points, ``eval_split``); empty when the weights carry none."""
+        return {k: v for k, v in (self._config.get("metrics") or {}).items()
+                if k.startswith("eval_")}
+
+    @property
     def device_label(self) -> str:
         if self.onnx is not None:
             return f"{device_name(self.device)[:-1]}, ONNX Runtime {self.onnx.precision})"

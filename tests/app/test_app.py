@@ -135,6 +135,8 @@ def test_segment_sample_shows_metrics_and_indices(app):
     assert ((metrics["Dice"] >= 0) & (metrics["Dice"] <= 1)).all()
     indices = next(t for t in tables if "predicted" in t.columns and "manual" in t.columns)
     assert "LV ejection fraction (%)" in indices.index
+    # These weights store no evaluation: no RV EF caution.
+    assert not any(i.value.startswith("RV EF:") for i in app.info)
     # Overlay, probability map, error map and volume curve are drawn; the 3D
     # surface on request.
     assert len(app.get("plotly_chart")) == 4
@@ -152,6 +154,25 @@ def test_segment_sample_shows_metrics_and_indices(app):
     no_problems(app)
     app.checkbox(key="segment_show_LV").uncheck().run()
     no_problems(app)
+
+
+def test_segment_page_cautions_about_the_rv_ef(env, monkeypatch, tmp_path):
+    """Weights whose evaluation recorded a large RV EF error say so beside the indices."""
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(env / "weights", weights)
+    config = json.loads((weights / "unet" / "config.json").read_text())
+    config["metrics"] = {"eval_cases": 20.0, "eval_split": "validation",
+                         "eval_rv_ef_abs_error": 9.43}
+    (weights / "unet" / "config.json").write_text(json.dumps(config))
+    app = open_app(monkeypatch, weights, env / "runs", env / "samples")
+    app.button(key="segment_sample_run").click().run()
+    no_problems(app)
+    cautions = [i.value for i in app.info if i.value.startswith("RV EF:")]
+    assert len(cautions) == 1
+    assert "10 ACDC validation patients" in cautions[0] and "9.4 points" in cautions[0]
+    assert "basal ES slice" in cautions[0]
 
 
 def test_segment_one_frame_has_volumes_but_no_ef(app):

@@ -142,3 +142,22 @@ def test_ensemble_on_real_acdc(members, acdc_dir):
     mask = full.segment(scan).mask
     scores = {k: dice(mask, gt, k) for k in (1, 2, 3)}
     assert scores[3] >= 0.9 and np.mean(list(scores.values())) >= 0.85, scores
+
+
+def test_validation_metrics_are_the_weights_own(tmp_path, members):
+    """A segmenter reports the ``eval_*`` figures stored with its weights; an
+    ensemble, whose figures no weights store, reports none."""
+    model, kept = members["unet"].model, members["unet"].model.metrics
+    model.metrics = {"val_dice": 0.8, "eval_rv_ef_abs_error": 9.4, "eval_split": "validation"}
+    try:
+        model.save_pretrained(tmp_path / "w")
+        model.metrics = {}
+        model.save_pretrained(tmp_path / "none")
+    finally:
+        model.metrics = kept
+    segmenter = Segmenter.from_source("unet", str(tmp_path / "w"), "cpu", backend="torch")
+    assert segmenter.validation_metrics == {"eval_rv_ef_abs_error": 9.4,
+                                            "eval_split": "validation"}
+    assert Segmenter.from_source("unet", str(tmp_path / "none"), "cpu",
+                                 backend="torch").validation_metrics == {}
+    assert Ensemble([segmenter, members["vnet"]]).validation_metrics == {}
