@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from lvseg_core.clinical import rv_ef_caution
 from lvseg_core.errors import LVSegError, ScanReadError, SeriesChoiceError
 from lvseg_core.io import upload
 from lvseg_core.labels import STRUCTURES
@@ -303,7 +304,7 @@ def results(a: an.Analysis, aid: int) -> None:
                      + ("" if scan.meta.get("ED") is not None
                         else " (largest and smallest LV volume)")
                      + ". Volumes by slice summation; mass = myocardium volume × 1.05 g/mL.")
-        caution = an.rv_ef_caution(a)
+        caution = rv_ef_caution(a.validation)
         if caution:
             left.info(caution)
         if scan.n_frames > 2:

@@ -229,21 +229,6 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
     return analysis
 
 
-def rv_ef_caution(analysis: Analysis) -> str | None:
-    """What the weights' own evaluation says of the RV EF they give, when it
-    recorded the RV EF error; None otherwise."""
-    error = analysis.validation.get("eval_rv_ef_abs_error")
-    if not isinstance(error, (int, float)) or not math.isfinite(error):
-        return None
-    cases = analysis.validation.get("eval_cases")
-    split = str(analysis.validation.get("eval_split") or "").strip()
-    where = (f"{int(cases) // 2} ACDC {split + ' ' if split else ''}patients"  # ED + ES each
-             if isinstance(cases, (int, float)) and cases >= 2 else "its ACDC evaluation")
-    return (f"RV EF: on {where} this model's RV EF was off by "
-            f"{error:.1f} points on average, mostly too low (an RV drawn on the most basal "
-            "ES slice, where experts draw none); check that slice before using the RV EF.")
-
-
 # ---------------------------------------------------------------- tables and files
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lvseg_core.bullseye import bullseye_png, segment_values
-from lvseg_core.clinical import clinical_indices
+from lvseg_core.clinical import clinical_indices, rv_ef_caution
 from lvseg_core.errors import LVSegError
 from lvseg_core.indexed import indexed_values
 from lvseg_core.io.dicom_seg import dicom_seg_download
@@ -87,8 +87,14 @@ def report_html(a: Analysis, segmenter=None, qc=None) -> str:
         indexed=indexed(a) if study else None, aha_rows=rows,
         lv_curve=curves.get("LV_volumes_ml") if a.scan.n_frames > 2 else None,
         rv_curve=curves.get("RV_volumes_ml") if a.scan.n_frames > 2 else None, qc=qc,
-        details=details_of(a.scan))
+        details=details_of(a.scan), cautions=_cautions(a) if study else ())
     return render_html(page)
+
+
+def _cautions(a: Analysis) -> tuple[str, ...]:
+    """What the weights' own evaluation says of the indices (the RV EF)."""
+    caution = rv_ef_caution(a.validation)
+    return (caution,) if caution else ()
 
 
 def report_file_name(a: Analysis) -> str:

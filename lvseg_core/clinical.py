@@ -10,7 +10,7 @@ interpolation between slices, as in the ACDC challenge evaluation.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -185,3 +185,26 @@ def cine_indices(masks: np.ndarray, spacing: Sequence[float],
     }
     out.update(clinical_indices(masks[..., ed], masks[..., es], spacing3))
     return out
+
+
+def rv_ef_caution(validation: Mapping[str, object]) -> str | None:
+    """What the weights' own evaluation says of the RV EF they give.
+
+    Args:
+        validation: the ``eval_*`` figures stored with the weights
+            (:attr:`lvseg_core.inference.Segmenter.validation_metrics`).
+
+    Returns:
+        One sentence for a page beside the indices, or None when the
+        evaluation recorded no RV EF error (``eval_rv_ef_abs_error``, points).
+    """
+    error = validation.get("eval_rv_ef_abs_error")
+    if isinstance(error, bool) or not isinstance(error, (int, float)) or not math.isfinite(error):
+        return None
+    cases = validation.get("eval_cases")
+    split = str(validation.get("eval_split") or "").strip()
+    where = (f"{int(cases) // 2} ACDC {split + ' ' if split else ''}patients"  # ED + ES each
+             if isinstance(cases, (int, float)) and cases >= 2 else "its ACDC evaluation")
+    return (f"RV EF: on {where} this model's RV EF was off by {error:.1f} points on average, "
+            "mostly too low (an RV drawn on the most basal ES slice, where experts draw "
+            "none); check that slice before using the RV EF.")

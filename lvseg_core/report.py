@@ -63,6 +63,8 @@ class StudyReport:
         lv_curve, rv_curve: volumes per cine frame (mL), or None.
         qc: QC status (a short text, or a mapping of checks to results), or None.
         details: header facts (e.g. PatientName, PatientID, StudyDate, source).
+        cautions: sentences shown under the indices (e.g.
+            :func:`lvseg_core.clinical.rv_ef_caution`).
     """
 
     name: str
@@ -78,6 +80,7 @@ class StudyReport:
     rv_curve: Sequence[float] | None = None
     qc: str | Mapping[str, Any] | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    cautions: Sequence[str] = ()
 
 
 def _e(value: Any) -> str:
@@ -148,7 +151,8 @@ def _indices_table(report: StudyReport) -> str:
         note = (f"<p class=\"note\">BSA {_num(indexed.get('BSA_m2'), 2)} m² (Mosteller); "
                 f"sex {_e(indexed.get('sex') or 'unknown')}; reference: "
                 f"{_e(indexed.get('reference', ''))}</p>")
-    return f"<table>{head}{''.join(rows)}</table>{note}"
+    cautions = "".join(f"<p class=\"caution\">{_e(c)}</p>" for c in report.cautions)
+    return f"<table>{head}{''.join(rows)}</table>{note}{cautions}"
 
 
 def _qc_html(qc: str | Mapping[str, Any] | None) -> str:
@@ -185,6 +189,7 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:
 text-align:left;font-size:13px}.flag-low td,.flag-high td{background:#fde2e1}
 .row{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}.row img{max-width:460px}
 figure{margin:0}.note{font-size:12px;color:#555}h1{font-size:22px}h2{font-size:17px}
+.caution{font-size:13px;background:#fff4d6;border-left:4px solid #e0a800;padding:4px 8px}
 """
 
 

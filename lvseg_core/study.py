@@ -78,7 +78,7 @@ def study_outputs(name: str, out_dir: str | os.PathLike, ed: Scan, ed_mask: np.n
                   provenance: Provenance, *, report: bool = False,
                   curves: Mapping[str, Sequence[float]] | None = None, qc: Any = None,
                   body: BodySize | None = None, details: Mapping[str, str] | None = None,
-                  overwrite: bool = False) -> StudyResult:
+                  cautions: Sequence[str] = (), overwrite: bool = False) -> StudyResult:
     """Write ``<name>_aha.csv`` (and ``<name>_report.html``) for one study.
 
     Args:
@@ -93,6 +93,7 @@ def study_outputs(name: str, out_dir: str | os.PathLike, ed: Scan, ed_mask: np.n
         qc: QC status for the report.
         body, details: patient size and header facts when they cannot be read
             from ``ed`` (:func:`body_size_of`, :func:`details_of`).
+        cautions: sentences for the report under its indices.
         overwrite: replace existing study files.
 
     Returns:
@@ -128,7 +129,8 @@ def study_outputs(name: str, out_dir: str | os.PathLike, ed: Scan, ed_mask: np.n
             aha_rows=rows or None,
             lv_curve=(curves or {}).get("LV_volumes_ml"),
             rv_curve=(curves or {}).get("RV_volumes_ml"), qc=qc,
-            details=dict(details) if details is not None else details_of(ed))
+            details=dict(details) if details is not None else details_of(ed),
+            cautions=tuple(cautions))
         result.report = write_report(page, out_dir / f"{name}{REPORT_SUFFIX}", overwrite)
         result.values["report"] = str(result.report)
     return result

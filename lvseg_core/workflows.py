@@ -25,7 +25,7 @@ from typing import Any, Collection, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .clinical import clinical_indices, indices_from_volumes
+from .clinical import clinical_indices, indices_from_volumes, rv_ef_caution
 from .data import (
     dataset_problems,
     ed_es_pairs,
@@ -490,12 +490,16 @@ class StudyOptions:
         report: write ``<study>_report.html`` for studies with ED and ES.
         label_map: convention of the written masks (``acdc`` or ``mnms``).
         qc: QC status per study name, shown on the report (optional).
+        cautions: sentences under every report's indices; None (default):
+            what the segmenter's own evaluation says of them
+            (:func:`lvseg_core.clinical.rv_ef_caution`).
     """
 
     dicom_seg: bool = False
     report: bool = False
     label_map: str = "acdc"
     qc: dict = field(default_factory=dict)
+    cautions: tuple[str, ...] | None = None
 
 
 def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLike,
@@ -563,8 +567,12 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
         if summary_path.exists() and not overwrite:  # written while we waited for the lock
             raise LVSegError(f"{summary_path}: already exists; choose another output folder "
                              "or pass --overwrite")
+        options = options or StudyOptions()
+        if options.cautions is None:
+            caution = rv_ef_caution(getattr(segmenter, "validation_metrics", None) or {})
+            options = replace(options, cautions=(caution,) if caution else ())
         return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid,
-                               options or StudyOptions(), qc_flips)
+                               options, qc_flips)
 
 
 def _predict_locked(inputs: Sequence[Input], segmenter, out_dir: Path, overwrite: bool,
@@ -680,7 +688,7 @@ def _study(row: dict, name: str, out_dir: Path, ed: Scan, ed_mask: np.ndarray, e
             qc = combine(list(frame_qc), {"LV_EF_pct": indices["LV_EF_pct"]}).message
         result = study_outputs(name, out_dir, ed, ed_mask, es, es_mask, indices, provenance,
                                report=options.report, curves=curves, qc=qc,
-                               overwrite=overwrite)
+                               cautions=options.cautions or (), overwrite=overwrite)
     except LVSegError as err:
         _add_note(row, one_line(err))
         return
@@ -802,8 +810,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         ``counts`` (non-NaN cases behind each mean), ``ef_abs_error`` (mean
         absolute LV EF error, percentage points), ``rv_ef_abs_error`` (the
         same for the RV), ``ef_patients``, ``ef`` (per patient: manual and
-        predicted EDV, ESV, EF of both ventricles and mass), ``seconds_per_volume``, ``by_phase``, ``by_group``
-        (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
+        predicted EDV, ESV, EF of both ventricles and mass),
+        ``seconds_per_volume``, ``by_phase``, ``by_group`` (``cases``, ``dice`` and ``hd95_mm`` per ED/ES and per pathology
         group; ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
         ``per_case`` (each with its ``qc``: status, reason, score, issues and
         signals), ``failed``, ``notes`` (e.g. M&Ms-1 ED/ES taken from the

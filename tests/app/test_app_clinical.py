@@ -54,6 +54,10 @@ def test_aha_report_and_indexed_of_a_sample(analysis, segmenter):
     assert "AHA 16-segment" in page and "LV mass / BSA" in page
     assert analysis.qc is not None and analysis.qc.message in page  # QC reaches the page
     assert "QC not run" not in page
+    # The bundled weights recorded their RV EF error; the analysis keeps it for the page.
+    assert analysis.validation == segmenter.validation_metrics
+    assert analysis.validation["eval_rv_ef_abs_error"] > 0
+    assert '<p class="caution">RV EF: on 10 ACDC validation patients' in page
 
 
 def test_seg_download_of_a_dicom_upload(tmp_path, acdc_dir, segmenter):

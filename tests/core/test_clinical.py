@@ -157,3 +157,16 @@ def test_acdc_patient002_plausible(acdc_dir):
     cine = cine_indices(np.stack([ed, es], axis=-1), spacing)
     assert (cine["ED_frame"], cine["ES_frame"]) == (0, 1)
     assert cine["LV_EF_pct"] == pytest.approx(out["LV_EF_pct"])
+
+
+def test_rv_ef_caution_from_the_weights_own_evaluation():
+    from lvseg_core.clinical import rv_ef_caution
+
+    text = rv_ef_caution({"eval_rv_ef_abs_error": 9.43, "eval_cases": 20.0,
+                          "eval_split": "validation"})
+    assert text.startswith("RV EF: on 10 ACDC validation patients")
+    assert "off by 9.4 points" in text and "basal ES slice" in text
+    assert "its ACDC evaluation" in rv_ef_caution({"eval_rv_ef_abs_error": 5})
+    for figures in ({}, {"eval_rv_ef_abs_error": None}, {"eval_rv_ef_abs_error": float("nan")},
+                    {"eval_rv_ef_abs_error": "9"}, {"eval_rv_ef_abs_error": True}):
+        assert rv_ef_caution(figures) is None, figures

@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from lvseg_core import cli
+from lvseg_core import cli, settings
 from lvseg_core.io import load_dicom_series, load_label, load_nifti, save_dicom_series
 from lvseg_core.data.layouts import LABEL_MAPS, convert_labels
 from lvseg_core.metrics import evaluate_segmentation
@@ -52,6 +52,10 @@ def test_predict_acdc_patient_aha_report_mnms_labels(tmp_path, acdc_dir, capsys)
     assert len(aha) == 16 and aha[0]["name"] == "basal anterior"
     page = (out / "patient021_report.html").read_text(encoding="utf-8")
     assert "AHA 16-segment" in page and "bundled:unet" in page
+    # The bundled weights' own evaluation recorded the RV EF error: the page says it.
+    rv_ef = json.loads((settings.weights_dir() / "unet" / "config.json").read_text())[
+        "metrics"]["eval_rv_ef_abs_error"]
+    assert f"this model&#x27;s RV EF was off by {rv_ef:.1f} points" in page
     # Masks in the M&Ms convention: 1 is the LV cavity, 3 the RV.
     ed_image = load_nifti(acdc_frame(acdc_dir / "patient021", "ED"))
     mask_path = out / f"{acdc_frame(acdc_dir / 'patient021', 'ED').name[:-7]}_seg.nii.gz"

@@ -36,7 +36,9 @@ def acdc_report(patient_dir, **extra) -> StudyReport:
 
 def test_report_is_self_contained_and_escaped(tmp_path, acdc_dir):
     report = acdc_report(acdc_dir / "patient002", qc={"status": "pass", "note": HOSTILE})
+    report.cautions = ("RV EF: check the basal ES slice.", HOSTILE)
     page = render_html(report)
+    assert '<p class="caution">RV EF: check the basal ES slice.</p>' in page
     assert "<script" not in page.lower()
     assert "<img src=http" not in page  # the hostile tag appears only escaped
     assert html_escaped(HOSTILE) in page
