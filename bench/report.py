@@ -1158,8 +1158,8 @@ def section_failures(rep: Report, args, results: dict) -> None:
     rep.add("The RV is thin-walled and crescent-shaped, and at ES it is smallest, so each "
             "wrong voxel weighs most. The RV ESV error is predicted - manual volume per ES "
             "volume; the next column is the part of it on slices where the expert drew no RV "
-            "(mostly the most basal slice, which at ES lies above the valves as the base "
-            "descends). An RV ESV too large lowers the RV EF (last column, mean |error| per "
+            "(at ES typically the most basal slice, which lies above the valves once the base "
+            "has descended). An RV ESV too large lowers the RV EF (last column, mean |error| per "
             "patient); check the basal ES slice before reporting an RV EF:", "",
             md_table(["Model", "RV Dice ED", "RV Dice ES", "RV ES basal (slice)",
                       "RV ES mid (slice)", "RV ES apical (slice)", "RV HD95 ES (mm)",

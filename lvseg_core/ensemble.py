@@ -118,7 +118,7 @@ class Ensemble(Segmenter):
 
     @property
     def validation_metrics(self) -> dict[str, float | str]:
-        """None: an ensemble's figures are not stored with any weights (its
+        """Empty: an ensemble's figures are not stored with any weights (its
         members' are theirs alone)."""
         return {}
 
