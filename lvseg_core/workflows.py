@@ -812,7 +812,8 @@ def evaluate_dataset(root: str | os.PathLike, segmenter, progress: Any = None,
         same for the RV), ``ef_patients``, ``ef`` (per patient: manual and
         predicted EDV, ESV, EF of both ventricles and mass),
         ``seconds_per_volume``, ``by_phase``, ``by_group`` (``cases``,
-        ``dice`` and ``hd95_mm`` per ED/ES and per pathology group; ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
+        ``dice`` and ``hd95_mm`` per ED/ES and per pathology group;
+        ``by_vendor`` per M&Ms vendor), ``qc`` (cases per QC status),
         ``per_case`` (each with its ``qc``: status, reason, score, issues and
         signals), ``failed``, ``notes`` (e.g. M&Ms-1 ED/ES taken from the
         labels), ``warnings`` (patient folders skipped: links leading
