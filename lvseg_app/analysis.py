@@ -163,12 +163,12 @@ class Analysis(ScanResult):
         probabilities: uint8 probabilities of RV, Myo, LV (0..255 for 0..1),
             shape ``(3, x, y, z[, t])``, or None when not kept (the float
             probabilities of the segmentation are dropped once quantised).
-        validation: the segmenter's ``validation_metrics`` (figures stored
-            with its weights), kept with the result it made.
+        validation: the segmenter's ``members_validation_metrics`` (figures
+            stored with the weights of each model), kept with the result it made.
     """
 
     probabilities: np.ndarray | None = None
-    validation: dict = field(default_factory=dict)
+    validation: list = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -220,7 +220,8 @@ def analyse(scan: Scan, segmenter, truth: np.ndarray | None = None, truth_frame:
         segmentation.probabilities = None    # keep one copy only (1 byte per value)
     analysis = Analysis(**{f.name: getattr(result, f.name) for f in fields(ScanResult)},
                         probabilities=quantised,
-                        validation=dict(getattr(segmenter, "validation_metrics", {}) or {}))
+                        validation=list(getattr(segmenter, "members_validation_metrics",
+                                                [])))
     if not keep_probabilities:
         analysis.notes.append("probability maps are not kept for a series this large")
     if scan.meta.get("assumed_spacing"):

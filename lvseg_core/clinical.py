@@ -187,24 +187,35 @@ def cine_indices(masks: np.ndarray, spacing: Sequence[float],
     return out
 
 
-def rv_ef_caution(validation: Mapping[str, object]) -> str | None:
-    """What the weights' own evaluation says of the RV EF they give.
+def rv_ef_caution(figures: Sequence[Mapping[str, object]]) -> str | None:
+    """What the weights' own evaluations say of the RV EF they give.
 
     Args:
-        validation: the ``eval_*`` figures stored with the weights
-            (:attr:`lvseg_core.inference.Segmenter.validation_metrics`).
+        figures: the ``eval_*`` figures stored with the weights of each model
+            (:attr:`lvseg_core.inference.Segmenter.members_validation_metrics`:
+            one mapping for a model, one per member for an ensemble).
 
     Returns:
-        One sentence for a page beside the indices, or None when the
-        evaluation recorded no RV EF error (``eval_rv_ef_abs_error``, points).
+        One sentence for a page beside the indices, or None when no evaluation
+        recorded the RV EF error (``eval_rv_ef_abs_error``, percentage points).
     """
-    error = validation.get("eval_rv_ef_abs_error")
-    if isinstance(error, bool) or not isinstance(error, (int, float)) or not math.isfinite(error):
+    recorded = [f for f in figures if _finite_number(f.get("eval_rv_ef_abs_error"))]
+    if not recorded:
         return None
-    cases = validation.get("eval_cases")
-    split = str(validation.get("eval_split") or "").strip()
+    errors = sorted(float(f["eval_rv_ef_abs_error"]) for f in recorded)
+    cases = recorded[0].get("eval_cases")
+    split = str(recorded[0].get("eval_split") or "").strip()
     where = (f"{int(cases) // 2} ACDC {split + ' ' if split else ''}patients"  # ED + ES each
-             if isinstance(cases, (int, float)) and cases >= 2 else "its ACDC evaluation")
-    return (f"RV EF: on {where} this model's RV EF was off by {error:.1f} points on average, "
-            "mostly too low (an RV drawn on the most basal ES slice, where experts draw "
-            "none); check that slice before using the RV EF.")
+             if _finite_number(cases) and cases >= 2 else "its ACDC evaluation")
+    spread = (f"{errors[0]:.1f}" if f"{errors[0]:.1f}" == f"{errors[-1]:.1f}"
+              else f"{errors[0]:.1f}-{errors[-1]:.1f}")
+    who = ("this model's RV EF was" if len(figures) == 1 else
+           "the RV EF of this ensemble's models was")
+    return (f"RV EF: on {where} {who} off by {spread} points on average, mostly too low "
+            "(an RV drawn on the most basal ES slice, where experts draw none); check that "
+            "slice before using the RV EF.")
+
+
+def _finite_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -123,6 +123,10 @@ class Ensemble(Segmenter):
         return {}
 
     @property
+    def members_validation_metrics(self) -> list[dict[str, float | str]]:
+        return [m.validation_metrics for m in self.members]
+
+    @property
     def backend(self) -> str:
         """The members' backends, e.g. ``"onnx+torch"`` (one name when they agree)."""
         names = sorted({m.backend for m in self.members})

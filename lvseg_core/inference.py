@@ -322,6 +322,12 @@ class Segmenter:
                 if k.startswith("eval_")}
 
     @property
+    def members_validation_metrics(self) -> list[dict[str, float | str]]:
+        """:attr:`validation_metrics` of each model behind the predictions
+        (this one; an ensemble's members)."""
+        return [self.validation_metrics]
+
+    @property
     def device_label(self) -> str:
         if self.onnx is not None:
             return f"{device_name(self.device)[:-1]}, ONNX Runtime {self.onnx.precision})"

@@ -569,7 +569,7 @@ def predict_inputs(inputs: Sequence[Input], segmenter, out_dir: str | os.PathLik
                              "or pass --overwrite")
         options = options or StudyOptions()
         if options.cautions is None:
-            caution = rv_ef_caution(getattr(segmenter, "validation_metrics", None) or {})
+            caution = rv_ef_caution(getattr(segmenter, "members_validation_metrics", None) or [])
             options = replace(options, cautions=(caution,) if caution else ())
         return _predict_locked(inputs, segmenter, out_dir, overwrite, progress, series_uid,
                                options, qc_flips)

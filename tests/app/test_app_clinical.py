@@ -55,8 +55,8 @@ def test_aha_report_and_indexed_of_a_sample(analysis, segmenter):
     assert analysis.qc is not None and analysis.qc.message in page  # QC reaches the page
     assert "QC not run" not in page
     # The bundled weights recorded their RV EF error; the analysis keeps it for the page.
-    assert analysis.validation == segmenter.validation_metrics
-    assert analysis.validation["eval_rv_ef_abs_error"] > 0
+    assert analysis.validation == segmenter.members_validation_metrics
+    assert analysis.validation[0]["eval_rv_ef_abs_error"] > 0
     assert '<p class="caution">RV EF: on 10 ACDC validation patients' in page
 
 

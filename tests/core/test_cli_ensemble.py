@@ -75,3 +75,20 @@ def test_evaluate_ensemble_of_bundled_models(tmp_path, acdc_dir, capsys):
     assert report["model"] == "ensemble" and report["cases"] == 2
     assert report["weights"] == "bundled:unet + bundled:attention_unet + bundled:vnet"
     assert report["dice"]["LV"] >= 0.9 and report["dice"]["mean"] >= 0.85
+
+
+def test_ensemble_report_states_its_members_rv_ef_errors(tmp_path, acdc_dir, capsys):
+    """The study report of an ensemble gives the range of its members' recorded
+    RV EF errors (an ensemble stores no evaluation of its own)."""
+    from lvseg_core import settings
+
+    data = link_patients(acdc_dir, tmp_path / "acdc", ["patient078"])
+    out = tmp_path / "out"
+    code = cli.main(["predict", str(data / "patient078"), "--model", "unet,attention_unet",
+                     "--out", str(out), "--report", "--device", "cpu", "--no-qc-flip"])
+    assert code == 0, capsys.readouterr().err
+    errors = sorted(json.loads((settings.weights_dir() / a / "config.json").read_text())[
+        "metrics"]["eval_rv_ef_abs_error"] for a in ("unet", "attention_unet"))
+    page = (out / "patient078_report.html").read_text(encoding="utf-8")
+    assert (f"the RV EF of this ensemble&#x27;s models was off by {errors[0]:.1f}-"
+            f"{errors[1]:.1f} points") in page

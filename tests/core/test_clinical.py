@@ -162,11 +162,16 @@ def test_acdc_patient002_plausible(acdc_dir):
 def test_rv_ef_caution_from_the_weights_own_evaluation():
     from lvseg_core.clinical import rv_ef_caution
 
-    text = rv_ef_caution({"eval_rv_ef_abs_error": 9.43, "eval_cases": 20.0,
-                          "eval_split": "validation"})
-    assert text.startswith("RV EF: on 10 ACDC validation patients")
+    unet = {"eval_rv_ef_abs_error": 9.43, "eval_cases": 20.0, "eval_split": "validation"}
+    text = rv_ef_caution([unet])
+    assert text.startswith("RV EF: on 10 ACDC validation patients this model's RV EF was")
     assert "off by 9.4 points" in text and "basal ES slice" in text
-    assert "its ACDC evaluation" in rv_ef_caution({"eval_rv_ef_abs_error": 5})
-    for figures in ({}, {"eval_rv_ef_abs_error": None}, {"eval_rv_ef_abs_error": float("nan")},
-                    {"eval_rv_ef_abs_error": "9"}, {"eval_rv_ef_abs_error": True}):
+    assert "its ACDC evaluation" in rv_ef_caution([{"eval_rv_ef_abs_error": 5}])
+    # An ensemble: the range of its members' recorded errors.
+    both = rv_ef_caution([unet, {**unet, "eval_rv_ef_abs_error": 12.25}, {}])
+    assert "this ensemble's models was off by 9.4-12.2 points" in both
+    assert "off by 9.4 points" in rv_ef_caution([unet, {}])
+    for figures in ([], [{}], [{"eval_rv_ef_abs_error": None}],
+                    [{"eval_rv_ef_abs_error": float("nan")}], [{"eval_rv_ef_abs_error": "9"}],
+                    [{"eval_rv_ef_abs_error": True}], [{}, {}]):
         assert rv_ef_caution(figures) is None, figures

@@ -160,4 +160,8 @@ def test_validation_metrics_are_the_weights_own(tmp_path, members):
                                             "eval_split": "validation"}
     assert Segmenter.from_source("unet", str(tmp_path / "none"), "cpu",
                                  backend="torch").validation_metrics == {}
-    assert Ensemble([segmenter, members["vnet"]]).validation_metrics == {}
+    ensemble = Ensemble([segmenter, members["vnet"]])
+    assert ensemble.validation_metrics == {}
+    assert ensemble.members_validation_metrics == [segmenter.validation_metrics,
+                                                   members["vnet"].validation_metrics]
+    assert segmenter.members_validation_metrics == [segmenter.validation_metrics]
