@@ -207,8 +207,8 @@ def rv_ef_caution(figures: Sequence[Mapping[str, object]]) -> str | None:
     split = str(recorded[0].get("eval_split") or "").strip()
     where = (f"{int(cases) // 2} ACDC {split + ' ' if split else ''}patients"  # ED + ES each
              if _finite_number(cases) and cases >= 2 else "its ACDC evaluation")
-    spread = (f"{errors[0]:.1f}" if f"{errors[0]:.1f}" == f"{errors[-1]:.1f}"
-              else f"{errors[0]:.1f}-{errors[-1]:.1f}")
+    low, high = f"{errors[0]:.1f}", f"{errors[-1]:.1f}"
+    spread = low if low == high else f"{low}-{high}"
     who = ("this model's RV EF was" if len(figures) == 1 else
            "the RV EF of this ensemble's models was")
     return (f"RV EF: on {where} {who} off by {spread} points on average, mostly too low "
