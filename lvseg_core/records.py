@@ -41,9 +41,8 @@ LR_FIND_FILE = "lr_find.json"
 
 # ---------------------------------------------------------------- config.json
 
-#: :class:`TrainConfig` fields that are no option of ``python -m train`` (``augmentation``
-#: is set in code or a config file).
-NOT_OPTIONS = frozenset({"run_dir", "init_run", "export", "augmentation"})
+#: :class:`TrainConfig` fields that are no option of ``python -m train``.
+NOT_OPTIONS = frozenset({"run_dir", "init_run", "export"})
 
 #: Fields only ``python -m train fit`` takes.
 FIT_ONLY_FIELDS = frozenset({"patience", "val_every", "overfit_batches"})

@@ -46,6 +46,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"],
                    default=DEFAULTS.schedule)
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--augmentation", default="{}", type=json.loads,
+                   help="augmentation ranges and probabilities to change, as JSON, e.g. "
+                        "'{\"thin_stack_prob\": 0.3}' (train.transforms.AugmentOptions; "
+                        "the rest keep their defaults)")
     p.add_argument("--init-weights", default=None, metavar="SOURCE",
                    help="start from existing weights (bundled, a folder or a Hub repo id): "
                         "fine-tuning; their widths and preprocessing are kept, except that "
@@ -78,8 +82,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed options (option dests are its field names)."""
+    from .transforms import AugmentOptions
+
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given.update(crop=tuple(args.crop), augment=not args.no_augment,
+                 augmentation=AugmentOptions.check_overrides(args.augmentation),
                  val_every=max(1, getattr(args, "val_every", 1)),
                  overfit_batches=getattr(args, "overfit_batches", 0.0) or 0.0,
                  run_dir=getattr(args, "run_dir", "") or "")

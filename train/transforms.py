@@ -42,6 +42,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from lvseg_core.errors import LVSegError
+
 KEYS = ("image", "label")
 
 
@@ -56,7 +58,9 @@ class AugmentOptions:
     surroundings). Intensity acts on [0, 1] images: ``noise_std`` (max SD),
     ``blur_sigma`` (voxels), ``brightness`` / ``contrast`` (+- factor),
     ``low_res_zoom``, ``gamma`` (also on the inverted image), ``bias_coeff``.
-    Stacks (V-Net): ``stack_depths`` (slices, inclusive) and
+    Stacks (V-Net): ``stack_depths`` (slices, inclusive), with probability
+    ``thin_stack_prob`` drawn from ``thin_stack_depths`` instead (one- to
+    three-slice scans are rare under a uniform draw from 1-20), and
     ``slice_spacing_mm`` (the stack is resampled along z to a spacing drawn here).
     """
 
@@ -85,6 +89,8 @@ class AugmentOptions:
     bias_prob: float = 0.3
     bias_coeff: float = 0.3
     stack_depths: tuple[int, int] = (1, 20)
+    thin_stack_prob: float = 0.0
+    thin_stack_depths: tuple[int, int] = (1, 3)
     slice_spacing_mm: tuple[float, float] = (5.0, 10.0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +106,32 @@ class AugmentOptions:
                 value = data[f.name]
                 values[f.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
+
+    @classmethod
+    def check_overrides(cls, data: Any) -> dict[str, Any]:
+        """``data`` (e.g. parsed from ``--augmentation``) if it maps known option
+        names to numbers (pairs for ranges), else a one-line :class:`LVSegError`."""
+        if not isinstance(data, dict):
+            raise LVSegError("augmentation options must be a JSON object, e.g. "
+                             "'{\"thin_stack_prob\": 0.3}'")
+        defaults = cls().to_dict()
+        unknown = sorted(set(data) - set(defaults))
+        if unknown:
+            raise LVSegError(f"unknown augmentation option(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(defaults))})")
+        for name, value in data.items():
+            default = defaults[name]
+            pair = isinstance(default, tuple)
+            kind = int if isinstance(default[0] if pair else default, int) else (int, float)
+            items = value if pair and isinstance(value, list) and len(value) == 2 else [value]
+            if (pair and items is not value) or not all(
+                    isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v)
+                    and v >= 0 for v in items) or (name.endswith("_prob") and value > 1):
+                number = "whole number" if kind is int else "number"
+                want = (f"a pair of {number}s >= 0" if pair else "a probability in [0, 1]"
+                        if name.endswith("_prob") else f"a {number} >= 0")
+                raise LVSegError(f"augmentation option {name} must be {want}, got {value!r}")
+        return data
 
 
 def spatial_augment(crop: tuple[int, int], options: AugmentOptions | None = None) -> Compose:
@@ -220,7 +252,10 @@ class StackSampler:
             size = (n, -1, -1)
             image = np.asarray(Resize(size, mode="trilinear")(image[None]))[0]
             label = np.asarray(Resize(size, mode="nearest-exact")(label[None]))[0]
-        depth = min(n, int(self.rng.integers(o.stack_depths[0], o.stack_depths[1] + 1)))
+        # The extra draw only when thin stacks are boosted keeps older runs' streams.
+        thin = o.thin_stack_prob > 0 and self.rng.random() < o.thin_stack_prob
+        low, high = o.thin_stack_depths if thin else o.stack_depths
+        depth = min(n, int(self.rng.integers(low, high + 1)))
         start = int(self.rng.integers(0, n - depth + 1))
         return (np.ascontiguousarray(image[start:start + depth], np.float32),
                 np.ascontiguousarray(label[start:start + depth]).astype(np.uint8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,47 @@ def test_options_are_recorded_in_the_config(tmp_path):
 @pytest.mark.parametrize("bad", [{"gamma": [0.7, 1.5], "unknown": 1}])
 def test_options_ignore_unknown_keys(bad):
     assert AugmentOptions.from_dict(bad).gamma == (0.7, 1.5)
+
+
+def test_thin_stack_prob_draws_thin_stacks_and_keeps_the_old_stream_when_off():
+    vol = _volume(z=10, z_mm=10.0)
+
+    def depths(options, seed=0):
+        sampler = StackSampler(options, seed=seed)
+        return [sampler(vol.image, vol.label, vol.z_mm)[0].shape[0] for _ in range(200)]
+
+    plain = depths(AugmentOptions())
+    assert depths(AugmentOptions(thin_stack_prob=0.0)) == plain
+    boosted = depths(AugmentOptions(thin_stack_prob=0.5))
+    thin = sum(d <= 3 for d in boosted) / len(boosted)
+    assert sum(d <= 3 for d in plain) / len(plain) < 0.25 and 0.45 < thin < 0.7
+    assert set(depths(AugmentOptions(thin_stack_prob=1.0, thin_stack_depths=(1, 1)))) == {1}
+
+
+@pytest.mark.parametrize("given, fragment", [
+    ([1], "JSON object"),
+    ({"thin_stack": 0.3}, "unknown augmentation option(s) thin_stack"),
+    ({"thin_stack_prob": 1.5}, "probability in [0, 1]"),
+    ({"thin_stack_prob": "0.3"}, "probability"),
+    ({"thin_stack_prob": True}, "probability"),
+    ({"thin_stack_depths": [1, 2.5]}, "pair of whole numbers"),
+    ({"scale": [0.7]}, "pair of numbers"),
+    ({"noise_std": float("nan")}, "number >= 0"),
+])
+def test_augmentation_overrides_are_checked(given, fragment):
+    from lvseg_core.errors import LVSegError
+
+    with pytest.raises(LVSegError, match=re.escape(fragment)):
+        AugmentOptions.check_overrides(given)
+
+
+def test_augmentation_option_reaches_the_config_and_rebuilds():
+    from train.cli import _config, build_parser
+
+    args = build_parser().parse_args(["fit", "--model", "vnet", "--augmentation",
+                                      '{"thin_stack_prob": 0.3, "scale": [0.8, 1.2]}'])
+    cfg = _config(args)
+    assert cfg.augmentation == {"thin_stack_prob": 0.3, "scale": [0.8, 1.2]}
+    options = AugmentOptions.from_dict(cfg.augmentation)
+    assert options.thin_stack_prob == 0.3 and options.scale == (0.8, 1.2)
+    assert _config(build_parser().parse_args(["fit", *cfg.cli_args()])) == cfg
