@@ -24,6 +24,11 @@ def _balance(root: str, patients: tuple[str, ...]):
 
 
 @st.cache_data(show_spinner=False, ttl=600)
+def _end_slices(root: str, patients: tuple[str, ...]):
+    return explore.end_slice_shares(explore.end_slices(select_cases(root, patients=patients)))
+
+
+@st.cache_data(show_spinner=False, ttl=600)
 def _histograms(root: str, patients: tuple[str, ...], by: str):
     return explore.intensity_histograms(select_cases(root, patients=patients), by=by)
 
@@ -105,6 +110,12 @@ def main() -> None:
         right.dataframe(share.round(3))
         right.caption("The background dominates: why the loss combines Dice with "
                       "cross-entropy.")
+        ends = _end_slices(root, subset)
+        st.markdown("**Structures the expert drew on the end slices** (% of frames)")
+        st.dataframe(ends.round(1))
+        st.caption("The base is the end with the larger LV. In systole the base descends "
+                   "toward the apex, so at ES the most basal slice may cut the LV and, "
+                   "beside it, the right atrium: experts then draw no RV there.")
         by = st.radio("Histograms by", ["structure", "group"], horizontal=True,
                       key="data_hist_by")
         with st.spinner("Computing histograms…"):

@@ -32,7 +32,7 @@ from bench.common import (ModelSpec, add_common_options, data_problem, environme
                           log, pick_device, reason, resolve_models, run_main, setup_torch,
                           split_patients)
 from lvseg_core.errors import LVSegError
-from lvseg_core.labels import LABEL_OF, STRUCTURES
+from lvseg_core.labels import LABEL_OF, STRUCTURES, base_at_low_z
 
 #: Slice positions, base to apex, and predictions on slices without labels.
 POSITIONS: tuple[str, ...] = ("basal", "mid", "apical")
@@ -79,9 +79,7 @@ def slice_positions(gt: np.ndarray) -> list[str | None]:
     n = len(labelled)
     if n == 0:
         return out
-    lv = [(np.isin(gt[..., k], (LABEL_OF["LV"], LABEL_OF["Myo"]))).sum() for k in labelled]
-    third = max(1, n // 3)
-    base_first = sum(lv[:third]) >= sum(lv[-third:])
+    base_first = base_at_low_z(gt, labelled)
     for i, k in enumerate(labelled):
         j = i if base_first else n - 1 - i
         out[k] = POSITIONS[min(2, 3 * j // n)]

@@ -266,6 +266,17 @@ def section_data(rep: Report, args, results: dict) -> None:
                    f"Structure volumes and class balance over {balance['case'].nunique()} "
                    "labelled frames: the heart is a few percent of each volume, so overlap "
                    "losses (Dice) are used next to cross-entropy.", "eda_class_balance")
+    ends = explore.end_slice_shares(explore.end_slices(cases))
+    if {"ED", "ES"} <= set(ends.index):
+        ed, es = (ends.loc[phase] for phase in ("ED", "ES"))
+        facts["basal_rv_percent"] = {"ED": float(ed["basal RV"]), "ES": float(es["basal RV"])}
+        rep.add(f"On the most basal labelled slice (the end with the larger LV) the experts "
+                f"drew the RV in {ed['basal RV']:.0f} % of the {int(ed['frames'])} ED frames "
+                f"but in {es['basal RV']:.0f} % of the {int(es['frames'])} ES frames, and the "
+                f"LV in {ed['basal LV']:.0f} and {es['basal LV']:.0f} % "
+                "(`lvseg_core.explore.end_slices`): in systole the base descends toward the "
+                "apex, so at ES that slice often cuts the LV and, beside it, the right atrium. "
+                "A model that draws an RV there overestimates the RV ESV (section 6.2).", "")
     hist_patients = results.get("patients") or val_present or None
     hist_cases = select_cases(args.data, patients=hist_patients)
     if args.quick:
@@ -1155,12 +1166,16 @@ def section_failures(rep: Report, args, results: dict) -> None:
         for s in STRUCTURES:
             for phase, summ in phases.items():
                 phase_panels[s].setdefault(arch, {})[phase] = summ["dice"][s]
+    basal = (rep.facts.get("data") or {}).get("basal_rv_percent")
+    basal_text = (f"; the experts drew an RV on the most basal labelled slice of "
+                  f"{basal['ES']:.0f} % of the ES frames against {basal['ED']:.0f} % at ED, "
+                  "section 2" if basal else "")
     rep.add("The RV is thin-walled and crescent-shaped, and at ES it is smallest, so each "
             "wrong voxel weighs most. The RV ESV error is predicted - manual volume per ES "
             "volume; the next column is the part of it on slices where the expert drew no RV "
             "(at ES typically the most basal slice, which lies above the valves once the base "
-            "has descended). An RV ESV too large lowers the RV EF (last column, mean |error| per "
-            "patient); check the basal ES slice before reporting an RV EF:", "",
+            f"has descended{basal_text}). An RV ESV too large lowers the RV EF (last column, "
+            "mean |error| per patient); check the basal ES slice before reporting an RV EF:", "",
             md_table(["Model", "RV Dice ED", "RV Dice ES", "RV ES basal (slice)",
                       "RV ES mid (slice)", "RV ES apical (slice)", "RV HD95 ES (mm)",
                       "RV ESV error (mL)", "on slices without expert RV (mL)",

@@ -1,7 +1,7 @@
 """Dataset exploration for the app's Data page: what an ACDC-layout folder holds.
 
 Everything reads files lazily: the overview needs the NIfTI headers only,
-class balance the (small) label files, histograms and the gallery the images
+class balance and the end slices the (small) label files, histograms and the gallery the images
 of the cases asked for.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from .data import Case, find_cases
 from .errors import LVSegError, one_line
 from .io import load_label, load_nifti
-from .labels import LABEL_OF, STRUCTURES
+from .labels import LABEL_OF, STRUCTURES, base_at_low_z
 from .render import auto_window, overlay_rgb
 
 Progress = Callable[[int, int], None]
@@ -92,6 +92,58 @@ def class_balance(cases: Sequence[Case], progress: Progress | None = None):
         if progress is not None:
             progress(done, len(cases))
     return pd.DataFrame(rows)
+
+
+def end_slices(cases: Sequence[Case], progress: Progress | None = None):
+    """What the expert drew on the most basal and the most apical labelled slice.
+
+    The base is the end of the labelled slices with the larger LV
+    (:func:`lvseg_core.labels.base_at_low_z`). At ES the base of the heart has
+    descended toward the apex, so its most basal slice may cut the LV and, beside
+    it, the right atrium rather than the RV.
+
+    Returns:
+        A DataFrame with one row per labelled frame: ``case, patient, group,
+        phase, slices`` (labelled slices) and, for each structure ``S``,
+        ``basal_S`` and ``apical_S`` (True where the expert drew ``S`` there).
+    """
+    import pandas as pd
+
+    rows = []
+    for done, case in enumerate(cases, start=1):
+        if case.label is None:
+            continue
+        labels = np.asarray(nib.load(str(case.label)).dataobj)
+        if labels.ndim != 3:
+            continue
+        labelled = [z for z in range(labels.shape[2]) if labels[:, :, z].any()]
+        if not labelled:
+            continue
+        ends = labelled if base_at_low_z(labels, labelled) else labelled[::-1]
+        row = {"case": case.name, "patient": case.patient, "group": case.group or "?",
+               "phase": case.phase or "-", "slices": len(labelled)}
+        for end, z in (("basal", ends[0]), ("apical", ends[-1])):
+            for name in STRUCTURES:
+                row[f"{end}_{name}"] = bool((labels[:, :, z] == LABEL_OF[name]).any())
+        rows.append(row)
+        if progress is not None:
+            progress(done, len(cases))
+    return pd.DataFrame(rows)
+
+
+def end_slice_shares(frame):
+    """Share of frames (%) whose end slices hold each structure, by phase: rows
+    ``ED``/``ES`` (and ``-`` when unknown), columns ``basal RV`` ... ``apical LV``,
+    plus ``frames``; from :func:`end_slices`'s table."""
+    import pandas as pd
+
+    columns = [f"{end}_{name}" for end in ("basal", "apical") for name in STRUCTURES]
+    if frame.empty:
+        return pd.DataFrame(columns=[c.replace("_", " ") for c in columns] + ["frames"])
+    shares = frame.groupby("phase")[columns].mean() * 100
+    shares.columns = [c.replace("_", " ") for c in columns]
+    shares["frames"] = frame.groupby("phase").size()
+    return shares
 
 
 def intensity_histograms(cases: Sequence[Case], bins: int = 60, by: str = "structure",

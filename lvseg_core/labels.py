@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .errors import ScanReadError
@@ -49,3 +51,27 @@ def check_labels(array: np.ndarray, name: str) -> np.ndarray:
         raise ScanReadError(f"{name}: label values must be 0..{MAX_LABEL} "
                             f"({names}); found {shown}")
     return data.astype(np.uint8)
+
+
+def base_at_low_z(mask: np.ndarray, slices: Sequence[int] | None = None) -> bool:
+    """Whether the base of the heart lies at the low-``z`` end of ``slices``.
+
+    Args:
+        mask: labels ``(x, y, z)``.
+        slices: the short-axis slices to compare, base and apex among them
+            (default: every slice holding a label).
+
+    Returns:
+        True when the LV (cavity + myocardium, the epicardial area) of the first
+        third of ``slices`` is at least that of the last third, as the LV tapers
+        from base to apex; True when there are no slices.
+    """
+    mask = np.asarray(mask)
+    if slices is None:
+        slices = [z for z in range(mask.shape[2]) if mask[:, :, z].any()]
+    if not len(slices):
+        return True
+    lv = np.isin(mask, (LABEL_OF["Myo"], LABEL_OF["LV"]))
+    area = np.array([np.count_nonzero(lv[:, :, z]) for z in slices], dtype=np.float64)
+    third = max(1, len(slices) // 3)
+    return float(area[:third].mean()) >= float(area[-third:].mean())

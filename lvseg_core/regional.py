@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import LVSegError
-from .labels import LABEL_OF
+from .labels import LABEL_OF, base_at_low_z
 
 #: AHA segment number -> name (Cerqueira et al. 2002; segment 17, the apex, is not measured).
 AHA_SEGMENTS: dict[int, str] = {
@@ -112,14 +112,6 @@ def septal_midline(sl: np.ndarray, spacing: tuple[float, float],
 
 def _circular_mean(angles: Sequence[float]) -> float:
     return float(np.arctan2(np.mean(np.sin(angles)), np.mean(np.cos(angles))))
-
-
-def _base_first(ed: np.ndarray, slices: list[int]) -> bool:
-    """True when the base is at the low-``z`` end (larger epicardial area there)."""
-    area = np.array([np.count_nonzero(np.isin(ed[:, :, z], (LABEL_OF["Myo"], LABEL_OF["LV"])))
-                     for z in slices], dtype=np.float64)
-    third = max(1, len(slices) // 3)
-    return float(area[:third].mean()) >= float(area[-third:].mean())
 
 
 def _segment_of(relative_deg: np.ndarray, level: int) -> np.ndarray:
@@ -211,7 +203,7 @@ def aha_wall_thickness(ed_mask: np.ndarray, es_mask: np.ndarray, spacing: Sequen
     slices = [z for z in range(ed.shape[2]) if (ed[:, :, z] == LABEL_OF["Myo"]).any()]
     if not slices:
         raise LVSegError("the ED mask holds no LV myocardium")
-    base_low = _base_first(ed, slices)
+    base_low = base_at_low_z(ed, slices)
     ordered = slices if base_low else slices[::-1]
     levels = {int(z): level for level, part in enumerate(np.array_split(ordered, 3))
               for z in part}

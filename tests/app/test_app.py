@@ -270,6 +270,9 @@ def test_data_page_summarises_the_folder(app):
     values = {m.label: m.value for m in app.metric}
     assert values["Patients"] == "2" and values["Labelled frames"] == "4"
     assert len(app.get("imgs")) >= 1 or len(app.get("image")) >= 1
+    ends = [f.value for f in app.dataframe if "basal RV" in getattr(f.value, "columns", [])]
+    assert len(ends) == 1 and list(ends[0].index) == ["ED", "ES"]
+    assert (ends[0]["frames"] == 2).all() and (ends[0]["basal LV"] == 100).all()
 
 
 def test_models_page_shows_card(app):

@@ -104,6 +104,9 @@ def test_report_has_every_section(quick_report):
         assert re.search(rf"\| {engine} \| [\d.]+ \| [\d.]+ \| [\d.]+x \| {same} \| 0 ", text)
     assert report.FAILED_PART not in text
     assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
+    # The experts' basal ES slices, measured in section 2 and recalled in 6.2.
+    assert re.search(r"drew the RV in \d+ % of the \d+ ED frames but in \d+ % of the \d+ ES", text)
+    assert re.search(r"drew an RV on the most basal labelled slice of \d+ % of the ES", text)
 
 
 def test_report_shows_domain_shift_and_qc_with_their_weights(quick_report):
