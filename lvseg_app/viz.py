@@ -403,7 +403,7 @@ def class_balance(frame, *, value: str = "ml", height: int | None = 340) -> go.F
     Args:
         frame: DataFrame with columns ``structure``, ``phase`` and ``value``
             (one row per case and structure; bars show the mean over cases,
-            error bars the standard deviation).
+            error bars the standard deviation, cut at zero below).
         value: the size column, e.g. ``"ml"`` or ``"voxels"``.
         height: figure height in pixels.
     """
@@ -415,7 +415,9 @@ def class_balance(frame, *, value: str = "ml", height: int | None = 340) -> go.F
         if part["mean"].notna().any():
             fig.add_trace(go.Bar(
                 x=list(STRUCTURES), y=part["mean"], name=phase,
-                error_y=dict(type="data", array=part["std"].fillna(0)),
+                # A size is never negative: the lower bar stops at zero.
+                error_y=dict(type="data", array=part["std"].fillna(0),
+                             arrayminus=np.minimum(part["std"].fillna(0), part["mean"])),
                 marker=dict(color=[structure_colour(s) for s in STRUCTURES],
                             pattern_shape=pattern, line=dict(color="black", width=1))))
     fig.update_layout(barmode="group", yaxis_title=f"mean {value} per case",

@@ -103,6 +103,12 @@ def test_tables_and_training_figures():
                             "ml": [150.0, 120.0, 140.0, 70.0, 125.0, 50.0]})
     fig = viz.class_balance(balance)
     assert [t.name for t in fig.data] == ["ED", "ES"]
+    # ES LV cavities of 50, 4 and 146 mL: mean 67, SD 72; the lower bar stops at zero.
+    spread = pd.concat([balance, pd.DataFrame({"structure": ["LV", "LV"], "phase": ["ES"] * 2,
+                                               "ml": [4.0, 146.0]})])
+    es = viz.class_balance(spread[spread["phase"] == "ES"]).data[0]
+    lv = list(STRUCTURES).index("LV")
+    assert es.error_y.array[lv] > es.y[lv] and es.error_y.arrayminus[lv] == es.y[lv]
     fig = viz.histograms({"ED": (np.linspace(0, 1, 5), np.ones(4))})
     assert len(fig.data[0].x) == 4
 
