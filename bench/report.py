@@ -1274,10 +1274,16 @@ def section_next(rep: Report, results: dict) -> None:
                    "in-plane spacing or weight small structures more in the loss."))
         if f.get("worst_phase_structure"):
             ph, s, v = f["worst_phase_structure"]
+            basal = (rep.facts.get("data") or {}).get("basal_rv_percent")
             bullets.append(
                 f"The weakest structure/phase is **{s} at {ph}** (Dice {fmt(v)}): weight "
                 f"{s} more in the loss (class-weighted Dice/CE or a boundary loss) and train "
-                "with more ES frames from the full cine sequence.")
+                "with more ES frames from the full cine sequence."
+                + (f" The experts left the RV out of the most basal labelled slice in "
+                   f"{100 - basal['ES']:.0f} % of the ES frames against {100 - basal['ED']:.0f} "
+                   "% at ED (section 2); a network that sees one frame is not told its phase, "
+                   "so give it the phase or the ED segmentation as an extra input."
+                   if basal and (s, ph) == ("RV", "ES") else ""))
         if f.get("worst_group"):
             gname, v = f["worst_group"]
             total = (rep.facts.get("data") or {}).get("patients")
