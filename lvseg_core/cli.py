@@ -33,9 +33,9 @@ _PACKAGES = ("torch", "monai", "segmentation-models-pytorch", "numpy", "scipy", 
 
 _EPILOG = """\
 examples:
-  python -m lvseg_core predict scan.nii.gz dicom_folder/ --model unet --out results/
+  python -m lvseg_core predict scan.nii.gz dicom_folder/ --model unet --out out/
   python -m lvseg_core predict ../shared/data/acdc/patient002 --model unet \\
-      --weights owner/lvseg-unet --out results/
+      --weights owner/lvseg-unet --out out/
   python -m lvseg_core evaluate --data ../shared/data/acdc --model unet --json eval.json
   python -m lvseg_core info
 
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(evaluate)
     evaluate.add_argument("--json", required=True, metavar="OUT",
                           help="JSON report path (parent folders are created)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace an existing --json report (refused otherwise)")
     evaluate.add_argument("--split", choices=SPLITS, default="all",
                           help="patients to score: all, or one side of the standard split "
                                "(validation: 002, 019, 028, 030, 039, 045, 078, 082, 085, 087)")
@@ -331,6 +333,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.json).expanduser()
     if out.is_dir():
         raise LVSegError(f"{out}: is a folder; give a file name for --json")
+    if out.exists() and not args.overwrite:      # before any work, as predict does
+        raise LVSegError(f"{out} exists; pass --overwrite to replace it or give another --json")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

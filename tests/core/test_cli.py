@@ -467,3 +467,21 @@ def test_json_safe():
     data = {"a": float("nan"), "b": [np.float32(1.5), np.int64(2), float("inf")],
             "c": (Path("x"), np.bool_(True))}
     assert json_safe(data) == {"a": None, "b": [1.5, 2, None], "c": ["x", True]}
+
+
+def test_evaluate_keeps_an_existing_report_unless_overwrite(tmp_path, capsys):
+    patient = tmp_path / "data" / "patient001"
+    write_heart(patient / "patient001_frame01.nii.gz")
+    nib.save(nib.Nifti1Image(make_heart((64, 56, 4))[1], np.diag([1.5, 1.5, 8.0, 1.0])),
+             str(patient / "patient001_frame01_gt.nii.gz"))
+    (patient / "Info.cfg").write_text("ED: 1\nES: 2\nGroup: NOR\n")
+    out = tmp_path / "kept.json"
+    out.write_text('{"earlier": true}\n')
+    args = ["evaluate", "--data", str(tmp_path / "data"), "--model", "unet", "--json", str(out),
+            "--device", "cpu", "--no-qc-flip"]
+    assert cli.main(args) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "exists; pass --overwrite" in lines[0]
+    assert out.read_text() == '{"earlier": true}\n'
+    assert cli.main([*args, "--overwrite"]) == 0, capsys.readouterr().err
+    assert strict_json(out)["cases"] == 1
