@@ -32,7 +32,7 @@ from bench.common import (ModelSpec, add_common_options, data_problem, environme
                           log, pick_device, reason, resolve_models, run_main, setup_torch,
                           split_patients)
 from lvseg_core.errors import LVSegError
-from lvseg_core.labels import LABEL_OF, STRUCTURES, base_at_low_z
+from lvseg_core.labels import LABEL_OF, STRUCTURES, base_at_low_z, base_first
 
 #: Slice positions, base to apex, and predictions on slices without labels.
 POSITIONS: tuple[str, ...] = ("basal", "mid", "apical")
@@ -148,6 +148,50 @@ def volume_error_by_slice(rows: Sequence[dict], structure: str, phase: str) -> d
             "labelled_ml": error - unlabelled}
 
 
+def rv_ef_without_basal_es_rv(rows: Sequence[dict]) -> dict[str, Any]:
+    """How much of the RV EF error the most basal ES slice makes.
+
+    Over the patients whose ED and ES slice records carry ``ml``: the mean
+    absolute RV EF error and its bias (predicted - manual, EF points) as
+    predicted, and again with the predicted RV taken off the most basal ES
+    slice that holds predicted LV cavity (base: :func:`lvseg_core.labels.base_first`
+    on the predicted LV areas), where experts often draw none (the right atrium
+    lies there once the base has descended). Uses no ground truth to pick the
+    slice; NaN and ``patients`` 0 when nothing qualifies.
+    """
+    volumes: dict[str, dict[str, list[dict]]] = defaultdict(dict)
+    for row in rows:
+        if "ml" in row and row.get("phase") in ("ED", "ES"):
+            volumes[row["patient"]].setdefault(row["phase"], []).append(row)
+    def rv_ml(phase_rows: list[dict], source: str) -> float:
+        return sum(r["ml"][source]["RV"] for r in phase_rows)
+
+    errors: list[tuple[float, float]] = []
+    for phases in volumes.values():
+        if set(phases) != {"ED", "ES"}:
+            continue
+        ed, es = (sorted(phases[p], key=lambda r: r["slice"]) for p in ("ED", "ES"))
+        manual_ed, manual_es = rv_ml(ed, "manual"), rv_ml(es, "manual")
+        pred_ed, pred_es = rv_ml(ed, "predicted"), rv_ml(es, "predicted")
+        with_lv = [r["ml"]["predicted"] for r in es if r["ml"]["predicted"]["LV"] > 0]
+        basal = 0.0
+        if with_lv:
+            base = base_first([ml["LV"] + ml["Myo"] for ml in with_lv])
+            basal = (with_lv[0] if base else with_lv[-1])["RV"]
+        if manual_ed <= 0 or pred_ed <= 0:
+            continue
+        manual = 100.0 * (manual_ed - manual_es) / manual_ed
+        errors.append((100.0 * (pred_ed - pred_es) / pred_ed - manual,
+                       100.0 * (pred_ed - pred_es + basal) / pred_ed - manual))
+    if not errors:
+        return {"patients": 0, **{k: math.nan for k in ("error", "bias", "error_without",
+                                                          "bias_without")}}
+    as_is, without = (np.asarray(v) for v in zip(*errors))
+    return {"patients": len(errors), "error": float(np.abs(as_is).mean()),
+            "bias": float(as_is.mean()), "error_without": float(np.abs(without).mean()),
+            "bias_without": float(without.mean())}
+
+
 def _nanmean(values: Sequence[float]) -> float:
     kept = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(kept)) if kept else float("nan")
@@ -223,6 +267,7 @@ def evaluate_model(spec: ModelSpec, data: Path, patients: Sequence[str], device=
     result["volume_error_by_slice"] = {
         phase: {s: volume_error_by_slice(per_slice, s, phase) for s in STRUCTURES}
         for phase in phases}
+    result["rv_ef_without_basal_es_rv"] = rv_ef_without_basal_es_rv(per_slice)
     return result
 
 

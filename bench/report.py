@@ -1181,6 +1181,18 @@ def section_failures(rep: Report, args, results: dict) -> None:
                       "RV ESV error (mL)", "on slices without expert RV (mL)",
                       "RV EF error (pp)"], rows),
             "")
+    cut = [(name(arch), res["rv_ef_without_basal_es_rv"]) for arch, res in models.items()
+           if (res.get("rv_ef_without_basal_es_rv") or {}).get("patients")]
+    if cut:
+        rep.add("Taking the predicted RV off the most basal ES slice that holds predicted LV "
+                "cavity (no ground truth used; `bench.accuracy.rv_ef_without_basal_es_rv`) "
+                "shows how much of the RV EF error that slice makes: "
+                + "; ".join(f"{n} {fmt(c['error'], 1)} -> {fmt(c['error_without'], 1)} points "
+                            f"(bias {fmt(c['bias'], 1)} -> {fmt(c['bias_without'], 1)})"
+                            for n, c in cut)
+                + f" over {cut[0][1]['patients']} patients. The bias is that slice; the "
+                "spread is not, and removing it blindly would also drop the RV the experts did "
+                "draw there at ES. It is a measurement, not a step of the pipeline.", "")
     phases = sorted({p for v in phase_panels["RV"].values() for p in v})
     rep.figure(figures.small_multiples(phase_panels, phases, rep.figures / "failure_phase.png",
                                        "volume Dice", "Dice by phase"),

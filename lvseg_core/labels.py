@@ -69,9 +69,16 @@ def base_at_low_z(mask: np.ndarray, slices: Sequence[int] | None = None) -> bool
     mask = np.asarray(mask)
     if slices is None:
         slices = [z for z in range(mask.shape[2]) if mask[:, :, z].any()]
-    if not len(slices):
-        return True
     lv = np.isin(mask, (LABEL_OF["Myo"], LABEL_OF["LV"]))
-    area = np.array([np.count_nonzero(lv[:, :, z]) for z in slices], dtype=np.float64)
-    third = max(1, len(slices) // 3)
+    return base_first([np.count_nonzero(lv[:, :, z]) for z in slices])
+
+
+def base_first(lv_areas: Sequence[float]) -> bool:
+    """Whether the first of a stack's slices is at the base, from each slice's LV
+    (cavity + myocardium) area in stack order (any unit): the first third's mean
+    is at least the last third's; True for an empty stack."""
+    area = np.asarray(lv_areas, dtype=np.float64)
+    if not area.size:
+        return True
+    third = max(1, area.size // 3)
     return float(area[:third].mean()) >= float(area[-third:].mean())

@@ -200,6 +200,46 @@ def test_volume_error_by_slice_finds_volume_on_slices_without_the_structure():
     assert volume_error_by_slice(rows, "RV", "ED")["volumes"] == 0
 
 
+def test_rv_ef_without_the_basal_es_rv_removes_exactly_that_slice():
+    from bench.accuracy import rv_ef_without_basal_es_rv
+    from lvseg_core.labels import LABEL_OF
+    from tests.conftest import make_heart
+
+    _, labels = make_heart()                         # base at z = 0, RV on every slice
+    es_gt = labels.copy()
+    es_gt[:, :, 0][es_gt[:, :, 0] == LABEL_OF["RV"]] = 0   # the expert's basal ES slice
+    es_pred = labels.copy()
+    es_pred[:, :, 3][es_pred[:, :, 3] == LABEL_OF["RV"]] = 0   # and one RV missed mid-stack
+    rows = []
+    for phase, pred, gt in (("ED", labels, labels),            # ES stored apex first
+                            ("ES", es_pred[:, :, ::-1], es_gt[:, :, ::-1])):
+        rows += slice_records(pred, gt, {"name": f"p1_{phase}", "patient": "p1", "phase": phase,
+                                         "group": "NOR", "spacing_mm": [1.5, 1.5, 8.0]})
+    rows += slice_records(labels, labels, {"name": "p2_ED", "patient": "p2", "phase": "ED",
+                                           "group": "NOR", "spacing_mm": [1.5, 1.5, 8.0]})
+    # The RV area per slice varies (the myocardium overlaps it more at the base).
+    rv = [(labels[:, :, k] == LABEL_OF["RV"]).sum() for k in range(6)]
+
+    def ef(ed, es):
+        return 100.0 * (ed - es) / ed
+
+    manual = ef(sum(rv), sum(rv[1:]))
+    result = rv_ef_without_basal_es_rv(rows)
+    assert result["patients"] == 1                   # p2 has no ES frame
+    as_is = ef(sum(rv), sum(rv) - rv[3]) - manual    # basal RV kept, slice 3 missed
+    without = ef(sum(rv), sum(rv) - rv[3] - rv[0]) - manual
+    assert result["bias"] == pytest.approx(as_is) and result["error"] == pytest.approx(abs(as_is))
+    assert result["bias_without"] == pytest.approx(without) and without > 0
+    # Without the missed mid slice, the basal RV is the whole error, and removing it fixes it.
+    rows = [r for r in rows if r["patient"] == "p1" and r["phase"] == "ED"] + slice_records(
+        labels[:, :, ::-1], es_gt[:, :, ::-1], {"name": "p1_ES", "patient": "p1", "phase": "ES",
+                                                "group": "NOR", "spacing_mm": [1.5, 1.5, 8.0]})
+    result = rv_ef_without_basal_es_rv(rows)
+    assert result["bias"] == pytest.approx(ef(sum(rv), sum(rv)) - manual) and result["bias"] < 0
+    assert result["error_without"] == pytest.approx(0.0, abs=1e-9)
+    assert rv_ef_without_basal_es_rv([])["patients"] == 0
+
+
 def test_pick_slices_gives_at_least_five_examples():
     gt = np.zeros((6, 6, 4), np.uint8)
     gt[1:4, 1:4, :] = 3

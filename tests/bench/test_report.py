@@ -107,6 +107,7 @@ def test_report_has_every_section(quick_report):
     # The experts' basal ES slices, measured in section 2 and recalled in 6.2.
     assert re.search(r"drew the RV in \d+ % of the \d+ ED frames but in \d+ % of the \d+ ES", text)
     assert re.search(r"drew an RV on the most basal labelled slice of \d+ % of the ES", text)
+    assert re.search(r"U-Net [\d.]+ -> [\d.]+ points \(bias -?[\d.]+ -> -?[\d.]+\)", text)
 
 
 def test_report_shows_domain_shift_and_qc_with_their_weights(quick_report):
