@@ -19,13 +19,9 @@ def _overview(root: str):
 
 
 @st.cache_data(show_spinner=False, ttl=600)
-def _balance(root: str, patients: tuple[str, ...]):
-    return explore.class_balance(select_cases(root, patients=patients))
-
-
-@st.cache_data(show_spinner=False, ttl=600)
-def _end_slices(root: str, patients: tuple[str, ...]):
-    return explore.end_slice_shares(explore.end_slices(select_cases(root, patients=patients)))
+def _label_tables(root: str, patients: tuple[str, ...]):
+    balance, ends = explore.label_tables(select_cases(root, patients=patients))
+    return balance, explore.end_slice_shares(ends)
 
 
 @st.cache_data(show_spinner=False, ttl=600)
@@ -95,7 +91,7 @@ def main() -> None:
             break
     subset = tuple(sorted(chosen))
     with st.spinner(f"Reading {len(subset)} patients…"):
-        balance = _balance(root, subset)
+        balance, ends = _label_tables(root, subset)
     if balance.empty:
         st.info("No labelled frames among these patients.")
     else:
@@ -110,7 +106,6 @@ def main() -> None:
         right.dataframe(share.round(3))
         right.caption("The background dominates: why the loss combines Dice with "
                       "cross-entropy.")
-        ends = _end_slices(root, subset)
         st.markdown("**Structures the expert drew on the end slices** (% of frames)")
         st.dataframe(ends.round(1))
         st.caption("The base is the end with the larger LV. In systole the base descends "

@@ -260,13 +260,13 @@ def section_data(rep: Report, args, results: dict) -> None:
                "infarction, NOR normal, RV abnormal right ventricle).", "eda_groups")
     balance_patients = results.get("patients") if args.quick else None
     cases = select_cases(args.data, patients=balance_patients)
-    balance = explore.class_balance(cases)
+    balance, end_rows = explore.label_tables(cases)
     if len(balance):
         rep.figure(figures.class_balance(balance, rep.figures / "eda_class_balance.png"),
                    f"Structure volumes and class balance over {balance['case'].nunique()} "
                    "labelled frames: the heart is a few percent of each volume, so overlap "
                    "losses (Dice) are used next to cross-entropy.", "eda_class_balance")
-    ends = explore.end_slice_shares(explore.end_slices(cases))
+    ends = explore.end_slice_shares(end_rows)
     if {"ED", "ES"} <= set(ends.index):
         ed, es = (ends.loc[phase] for phase in ("ED", "ES"))
         facts["basal_rv_percent"] = {"ED": float(ed["basal RV"]), "ES": float(es["basal RV"])}

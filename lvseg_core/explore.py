@@ -64,6 +64,24 @@ def group_counts(frame) -> dict[str, int]:
     return dict(sorted(Counter(patients["group"].fillna("?")).items()))
 
 
+def label_tables(cases: Sequence[Case], progress: Progress | None = None):
+    """:func:`class_balance` and :func:`end_slices` from one read of each label
+    file: ``(balance, ends)``; ``progress(done, total)`` after each case."""
+    import pandas as pd
+
+    balance: list[dict] = []
+    ends: list[dict] = []
+    for done, case in enumerate(cases, start=1):
+        if case.label is not None:
+            img = nib.load(str(case.label))
+            labels = np.asarray(img.dataobj)
+            balance += _balance_rows(case, labels, img.header.get_zooms()[:3])
+            ends += _end_rows(case, labels)
+        if progress is not None:
+            progress(done, len(cases))
+    return pd.DataFrame(balance), pd.DataFrame(ends)
+
+
 def class_balance(cases: Sequence[Case], progress: Progress | None = None):
     """Voxels and volume per structure for each labelled frame.
 
@@ -72,26 +90,7 @@ def class_balance(cases: Sequence[Case], progress: Progress | None = None):
         structure, voxels, ml, fraction`` (``fraction``: share of the volume's
         voxels; background included as ``background``).
     """
-    import pandas as pd
-
-    rows = []
-    for done, case in enumerate(cases, start=1):
-        if case.label is None:
-            continue
-        img = nib.load(str(case.label))
-        labels = np.asarray(img.dataobj)
-        zooms = img.header.get_zooms()[:3]
-        voxel_ml = float(np.prod(zooms)) / 1000.0
-        counts = np.bincount(labels.astype(np.int64).ravel(), minlength=4)[:4]
-        total = int(labels.size)
-        for name, value in (("background", 0), *((s, LABEL_OF[s]) for s in STRUCTURES)):
-            rows.append({"case": case.name, "patient": case.patient, "group": case.group or "?",
-                         "phase": case.phase or "-", "structure": name,
-                         "voxels": int(counts[value]), "ml": int(counts[value]) * voxel_ml,
-                         "fraction": int(counts[value]) / total})
-        if progress is not None:
-            progress(done, len(cases))
-    return pd.DataFrame(rows)
+    return label_tables(cases, progress)[0]
 
 
 def end_slices(cases: Sequence[Case], progress: Progress | None = None):
@@ -107,28 +106,33 @@ def end_slices(cases: Sequence[Case], progress: Progress | None = None):
         phase, slices`` (labelled slices) and, for each structure ``S``,
         ``basal_S`` and ``apical_S`` (True where the expert drew ``S`` there).
     """
-    import pandas as pd
+    return label_tables(cases, progress)[1]
 
-    rows = []
-    for done, case in enumerate(cases, start=1):
-        if case.label is None:
-            continue
-        labels = np.asarray(nib.load(str(case.label)).dataobj)
-        if labels.ndim != 3:
-            continue
-        labelled = [z for z in range(labels.shape[2]) if labels[:, :, z].any()]
-        if not labelled:
-            continue
-        ends = labelled if base_at_low_z(labels, labelled) else labelled[::-1]
-        row = {"case": case.name, "patient": case.patient, "group": case.group or "?",
-               "phase": case.phase or "-", "slices": len(labelled)}
-        for end, z in (("basal", ends[0]), ("apical", ends[-1])):
-            for name in STRUCTURES:
-                row[f"{end}_{name}"] = bool((labels[:, :, z] == LABEL_OF[name]).any())
-        rows.append(row)
-        if progress is not None:
-            progress(done, len(cases))
-    return pd.DataFrame(rows)
+
+def _balance_rows(case: Case, labels: np.ndarray, zooms: Sequence[float]) -> list[dict]:
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    counts = np.bincount(labels.astype(np.int64).ravel(), minlength=4)[:4]
+    total = int(labels.size)
+    return [{"case": case.name, "patient": case.patient, "group": case.group or "?",
+             "phase": case.phase or "-", "structure": name,
+             "voxels": int(counts[value]), "ml": int(counts[value]) * voxel_ml,
+             "fraction": int(counts[value]) / total}
+            for name, value in (("background", 0), *((s, LABEL_OF[s]) for s in STRUCTURES))]
+
+
+def _end_rows(case: Case, labels: np.ndarray) -> list[dict]:
+    if labels.ndim != 3:
+        return []
+    labelled = [z for z in range(labels.shape[2]) if labels[:, :, z].any()]
+    if not labelled:
+        return []
+    ends = labelled if base_at_low_z(labels, labelled) else labelled[::-1]
+    row = {"case": case.name, "patient": case.patient, "group": case.group or "?",
+           "phase": case.phase or "-", "slices": len(labelled)}
+    for end, z in (("basal", ends[0]), ("apical", ends[-1])):
+        for name in STRUCTURES:
+            row[f"{end}_{name}"] = bool((labels[:, :, z] == LABEL_OF[name]).any())
+    return [row]
 
 
 def end_slice_shares(frame):
